@@ -1,0 +1,4 @@
+"""Tasuki's stateless HTTP functions, each a functions-framework target of the same name.
+
+ingress (git hosts -> tasuki.events), router (events -> run.requested), dispatcher (runs -> jobs).
+"""

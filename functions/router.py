@@ -1,0 +1,40 @@
+"""Router: an Event pushed by the bridge becomes one `run.requested` per matching trigger rule.
+
+Previous hop: functions/ingress.py. Next hop: functions/dispatcher.py (subscription
+"dispatcher", ordered by run id). Run ids are derived from the event and the rule, so the same
+event delivered twice requests the same run, and the dispatcher makes it once.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+
+from shared import codec, push, recipes
+from shared.answers import answer, translated
+from shared.messages import Event, RunRequested
+from shared.runtime import runtime
+
+
+@functions_framework.http
+@translated
+def router(request):
+    rt = runtime()
+    # 1. Authenticate the push and read the envelope.
+    pushed = push.receive(
+        request.get_data(), request.headers.get("Authorization"),
+        key=rt.signing_key, audience=rt.settings.endpoint("router"),
+    )
+    # 2. Decode the event.
+    event = codec.decode(pushed.data, Event)
+    # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
+    rules = recipes.match(rt.rules, event)
+    # 4. Request one run per rule.
+    runs = []
+    for rule in rules:
+        run_id = recipes.run_id(event, rule)
+        rt.broker.publish(
+            RunRequested(run_id=run_id, rule_id=rule.id, event=event, flow_file=rule.flow_file, jobs=rule.jobs),
+            message_id=f"{run_id}:requested",
+        )
+        runs.append(run_id)
+    return answer(200, runs=runs, skipped_ci=recipes.skip_requested(event))

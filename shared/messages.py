@@ -1,0 +1,263 @@
+"""Message models: what travels between Tasuki's processes, one pydantic model per message kind.
+
+Each model names its exchange and routing key; `shared.codec` turns it into msgpack and back, and
+`shared.broker` publishes it with its `type` (the `TYPE` below) as both the AMQP type and an
+attribute, so that a push handler that only sees attributes knows what it received.
+See `shared.topics` for who publishes and who receives each one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.flowfile import Job
+from shared.topics import EVENTS, JOBS, RUNS
+
+RunStatus = Literal["queued", "running", "success", "failure", "cancelled", "error"]
+JobStatus = Literal[
+    "pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"
+]
+# A job is over once it reaches one of these; only "success" lets its dependants start.
+JOB_FINAL = frozenset({"success", "failure", "error", "timeout", "cancelled", "skipped"})
+RUN_FINAL = frozenset({"success", "failure", "cancelled", "error"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    TYPE: ClassVar[str]
+    EXCHANGE: ClassVar[str]
+    KEY: ClassVar[str] = ""
+    # Work and requests must reach a queue (publishing fails otherwise); status notices may have
+    # no listener yet.
+    MANDATORY: ClassVar[bool] = True
+
+    @property
+    def routing_key(self) -> str:
+        return self.KEY
+
+    def attributes(self) -> dict[str, str]:
+        """String attributes (AMQP headers) a subscription can filter on."""
+        return {}
+
+    def ordering_key(self) -> str:
+        return ""
+
+
+# --- git events (ingress -> router) -----------------------------------------------------------
+
+
+class Repository(BaseModel):
+    full_name: str
+    clone_url: str = ""
+    web_url: str = ""
+
+
+class Ref(BaseModel):
+    kind: Literal["branch", "tag"]
+    name: str
+
+
+class Commit(BaseModel):
+    id: str
+    message: str = ""
+    author: str = ""
+
+
+class PullRequest(BaseModel):
+    number: int
+    title: str = ""
+    state: str = ""
+    source_branch: str = ""
+    source_commit: str = ""
+    target_branch: str = ""
+    target_commit: str = ""
+
+
+class Event(Message):
+    """One git event, the same shape for every host: one pushed ref, or one pull-request change."""
+
+    TYPE = "event"
+    EXCHANGE = EVENTS
+
+    host: str
+    # The host's own event name made dot-safe: "repo.push", "pull_request.opened".
+    event: str
+    # What trigger rules match on.
+    kind: Literal["push", "tag", "pull_request"]
+    delivery_id: str
+    repository: Repository
+    ref: Ref | None = None
+    before: str = ""  # empty when the ref was created
+    after: str = ""  # empty when the ref was deleted
+    actor: str = ""
+    commits: list[Commit] = Field(default_factory=list)
+    pull_request: PullRequest | None = None
+    forced: bool = False
+    truncated: bool = False
+    # The delivery as the host sent it, for plugins.
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.{self.event}"
+
+    @property
+    def deleted(self) -> bool:
+        return self.kind != "pull_request" and not self.after
+
+    @property
+    def head_message(self) -> str:
+        if self.commits:
+            return self.commits[-1].message
+        return ""
+
+    def attributes(self) -> dict[str, str]:
+        return {
+            "host": self.host,
+            "event": self.event,
+            "repo": self.repository.full_name,
+            "ref": self.ref.name if self.ref else "",
+        }
+
+
+# --- runs (router, dispatcher, executor) ------------------------------------------------------
+
+
+class RunMessage(Message):
+    """Every message about one run carries its id, which is also its ordering key."""
+
+    EXCHANGE = RUNS
+    run_id: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"run": self.run_id}
+
+    def ordering_key(self) -> str:
+        return self.run_id
+
+
+class RunRequested(RunMessage):
+    TYPE = KEY = "run.requested"
+
+    rule_id: str
+    event: Event
+    flow_file: str = ".tasuki.yml"
+    jobs: list[str] = Field(default_factory=list)  # empty: every job
+
+
+class RunPlanned(RunMessage):
+    TYPE = KEY = "run.planned"
+
+    jobs: dict[str, Job] = Field(default_factory=dict)
+    # Jobs the flow file has but whose `when` does not match this event.
+    skipped: list[str] = Field(default_factory=list)
+    error: str = ""  # the flow file is invalid: the run fails with this message
+
+
+class RunCancel(RunMessage):
+    TYPE = KEY = "run.cancel"
+
+    reason: str = "cancelled"
+
+
+class JobStarted(RunMessage):
+    TYPE = KEY = "job.started"
+
+    job: str
+    executor: str = ""
+    at: datetime = Field(default_factory=utcnow)
+
+
+class JobFinished(RunMessage):
+    TYPE = KEY = "job.finished"
+
+    job: str
+    status: Literal["success", "failure", "error", "timeout", "cancelled"]
+    exit_code: int | None = None
+    reason: str = ""  # machine-readable cause when status is not success/failure
+    message: str = ""  # what a person reads on the run
+    at: datetime = Field(default_factory=utcnow)
+
+
+class RunUpdated(RunMessage):
+    """A run changed status (dispatcher -> anyone who reports it)."""
+
+    TYPE = KEY = "run.updated"
+    MANDATORY = False
+
+    status: RunStatus
+    event: Event
+    message: str = ""
+
+
+class JobUpdated(RunMessage):
+    """A job changed status (dispatcher -> anyone who reports it)."""
+
+    TYPE = KEY = "job.updated"
+    MANDATORY = False
+
+    job: str
+    status: JobStatus
+    event: Event
+    exit_code: int | None = None
+    message: str = ""
+
+
+# --- work for executors (dispatcher -> executor) ----------------------------------------------
+
+
+class WorkOrder(Message):
+    EXCHANGE = JOBS
+
+    run_id: str
+    event: Event
+    pool: str = "default"
+
+    @property
+    def routing_key(self) -> str:
+        return f"job.{self.pool}"
+
+    def attributes(self) -> dict[str, str]:
+        return {"run": self.run_id}
+
+
+class PlanOrder(WorkOrder):
+    """Check out the pushed commit, read the flow file, answer with `run.planned`."""
+
+    TYPE = "plan.order"
+
+    flow_file: str = ".tasuki.yml"
+    jobs: list[str] = Field(default_factory=list)
+
+
+class JobOrder(WorkOrder):
+    """Run one job of a planned run, answer with `job.started` and `job.finished`."""
+
+    TYPE = "job.order"
+
+    job: Job
+
+
+MODELS: dict[str, type[Message]] = {
+    m.TYPE: m
+    for m in (
+        Event,
+        RunRequested,
+        RunPlanned,
+        RunCancel,
+        JobStarted,
+        JobFinished,
+        RunUpdated,
+        JobUpdated,
+        PlanOrder,
+        JobOrder,
+    )
+}

@@ -1,0 +1,57 @@
+"""The repository registry: which repositories Tasuki knows, where to clone them, their secrets.
+
+Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
+
+    repositories:
+      acme/api:
+        clone_url: https://bitbucket.org/acme/api.git   # or a local path to a bare repository
+        secret: s3cret                                  # webhook secret (HMAC / token)
+
+A repository that is not listed is cloned from the URL its webhook names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError
+
+
+class RepositoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clone_url: str = ""
+    secret: str = Field("", repr=False)
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
+
+    def get(self, full_name: str) -> RepositoryConfig | None:
+        return self.repositories.get(full_name)
+
+    def clone_url(self, full_name: str, fallback: str = "") -> str:
+        known = self.repositories.get(full_name)
+        return (known.clone_url if known else "") or fallback
+
+
+def load_registry(path: Path | None) -> Registry:
+    if path is None:
+        return Registry()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"TASUKI_REPOSITORIES_FILE: no file at {path}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"TASUKI_REPOSITORIES_FILE: cannot read {path}: {exc}") from None
+    try:
+        return Registry.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None

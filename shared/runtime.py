@@ -1,0 +1,47 @@
+"""What a process needs, built once on first use from settings: broker, store, registry, rules.
+
+Nothing here connects at import. Function modules call `runtime()` inside the request path;
+`runtime()` reads the environment once (the process boundary) and caches the result. Tests that
+change the environment call `runtime.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache, cached_property
+
+from shared.broker import Broker
+from shared.recipes import Rule, load_rules
+from shared.registry import Registry, load_registry
+from shared.settings import Settings
+from shared.store import Store, open_store
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def broker(self) -> Broker:
+        return Broker(self.settings.amqp_url)
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self.settings)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return load_registry(self.settings.repositories_file)
+
+    @cached_property
+    def rules(self) -> list[Rule]:
+        return load_rules(self.settings.rules_file) if self.settings.rules_file else []
+
+    @cached_property
+    def signing_key(self) -> str:
+        return self.settings.signing_key()
+
+
+@cache
+def runtime() -> Runtime:
+    return Runtime(Settings.from_env(os.environ))

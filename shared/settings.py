@@ -1,0 +1,145 @@
+"""Settings: one pydantic model, read once from an explicit mapping (normally `os.environ`).
+
+Every field `x_y` is set by the variable `TASUKI_X_Y`. Nothing else in Tasuki reads the
+environment for configuration: processes call `Settings.from_env(os.environ)` once, tests pass
+a dict. An invalid value raises `ConfigError` naming the variable, what was expected and what
+was found.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError
+
+PREFIX = "TASUKI_"
+
+# Where each function listens when Tasuki runs on one machine (`make local`).
+DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # RabbitMQ
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    # Where the SQLite store, the mirror cache and generated keys live.
+    data_dir: Path = Path(".tasuki")
+    # Trigger rules loaded at start, and the repository registry (full name -> clone URL, secret).
+    rules_file: Path | None = None
+    repositories_file: Path | None = None
+
+    # The Pub/Sub project name used in subscription paths (projects/<project>/subscriptions/<name>).
+    project: str = "tasuki"
+    # Key that signs and verifies the bridge's push tokens (HS256). Empty: a key generated once
+    # and kept in <data_dir>/push.key, shared by every process on this machine.
+    push_key: str = ""
+    # Where the bridge pushes to. Empty: http://127.0.0.1:<port>/ with the port below.
+    host: str = "127.0.0.1"
+    web_port: int = Field(DEFAULT_PORTS["web"], ge=1, le=65535)
+    ingress_port: int = Field(DEFAULT_PORTS["ingress"], ge=1, le=65535)
+    router_port: int = Field(DEFAULT_PORTS["router"], ge=1, le=65535)
+    dispatcher_port: int = Field(DEFAULT_PORTS["dispatcher"], ge=1, le=65535)
+    reporter_port: int = Field(DEFAULT_PORTS["reporter"], ge=1, le=65535)
+    router_url: str = ""
+    dispatcher_url: str = ""
+    reporter_url: str = ""
+    # The address people use to reach the web page (links in commit statuses).
+    public_url: str = ""
+
+    # Ingress
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    unknown_repositories: Literal["accept", "reject"] = "accept"
+
+    # Executor
+    executor_concurrency: int = Field(2, ge=1, le=64)
+    executor_pool: str = "default"
+    job_memory: str = "1g"
+    job_cpus: float = Field(1.0, gt=0)
+    job_pids: int = Field(512, ge=16)
+    job_timeout: int = Field(3600, ge=1, description="seconds, when the flow file sets none")
+    stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
+    # Values masked in every job log, comma-separated.
+    secrets: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values = {}
+        for name in cls.model_fields:
+            key = PREFIX + name.upper()
+            if key in environ:
+                values[name] = environ[key]
+        unknown = sorted(
+            k for k in environ if k.startswith(PREFIX) and k[len(PREFIX) :].lower() not in cls.model_fields
+        )
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]}; known: {', '.join(cls.variables())}")
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            found = values.get(field, "<unset>")
+            raise ConfigError(
+                f"{PREFIX}{field.upper()}: {first['msg']}; found {found!r}"
+            ) from None
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        return [PREFIX + name.upper() for name in cls.model_fields]
+
+    # Derived values -------------------------------------------------------------------------
+
+    def endpoint(self, function: str) -> str:
+        """The URL the bridge pushes to for a function (`router`, `dispatcher`, `reporter`)."""
+        explicit = getattr(self, f"{function}_url", "")
+        if explicit:
+            return explicit
+        return f"http://{self.host}:{getattr(self, f'{function}_port')}/"
+
+    @property
+    def web_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.web_port}").rstrip("/")
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "tasuki.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.data_dir / "workspaces"
+
+    def secret_values(self) -> list[str]:
+        return [s for s in (part.strip() for part in self.secrets.split(",")) if s]
+
+    def signing_key(self) -> str:
+        """The push-token key: the configured one, or one generated once under the data dir."""
+        if self.push_key:
+            return self.push_key
+        path = self.data_dir / "push.key"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        tmp = path.with_name(f"push.key.{secrets.token_hex(4)}")
+        tmp.write_text(key)
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic: the first writer wins, everyone else reads its key
+        except FileExistsError:
+            key = path.read_text().strip()
+        finally:
+            tmp.unlink()
+        return key

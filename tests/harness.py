@@ -1,0 +1,97 @@
+"""The end-to-end harness: `tasuki local` as a real process tree, on free ports, in a fresh vhost.
+
+    with LocalTasuki(settings_env) as tasuki:
+        tasuki.post_webhook(body, headers)
+        run = tasuki.wait_for_run(lambda r: r.status in RUN_FINAL)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from shared.messages import RUN_FINAL
+from shared.settings import Settings
+from shared.store import RunRecord
+from shared.store.sqlite import SQLiteStore
+from tests.conftest import free_port
+
+TASUKI = Path(sys.executable).parent / "tasuki"
+
+
+class LocalTasuki:
+    def __init__(self, env: dict[str, str], ready_timeout: float = 60) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+        for name in ("ingress", "router", "dispatcher", "reporter", "web"):
+            self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
+        self.env.update(env)
+        self.settings = Settings.from_env(self.env)
+        self.ready_timeout = ready_timeout
+        self.output: list[str] = []
+        self.ready = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.store = SQLiteStore(self.settings.store_path)
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.ingress_port}/"
+
+    def __enter__(self) -> LocalTasuki:
+        self.proc = subprocess.Popen(
+            [str(TASUKI), "local"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(self.ready_timeout):
+            self.__exit__(None, None, None)
+            raise AssertionError("tasuki local printed no ready line:\n" + self.log())
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if "Tasuki is ready" in line:
+                self.ready.set()
+
+    def log(self) -> str:
+        return "".join(self.output[-200:])
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.store.close()
+
+    def post_webhook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return requests.post(self.ingress_url, data=body, headers=headers, timeout=15)
+
+    def wait_for_run(
+        self, predicate: Callable[[RunRecord], bool] = lambda r: r.status in RUN_FINAL,
+        *, repository: str | None = None, timeout: float = 90,
+    ) -> RunRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.store.list_runs(repository=repository):
+                if predicate(run):
+                    return run
+            time.sleep(0.3)
+        runs = [(r.id, r.repository, r.status, r.message) for r in self.store.list_runs()]
+        raise AssertionError(f"no run matched within {timeout}s; runs: {runs}\n--- log ---\n{self.log()}")
+
+    def log_of(self, run_id: str, job: str) -> str:
+        return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
