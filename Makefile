@@ -13,5 +13,9 @@ test: setup
 local: setup
 	$(VENV)/bin/tasuki local
 
+# Benchmarks: Tasuki beside a baseline measured in the same run; ratios, not absolute times.
+bench: setup
+	$(VENV)/bin/python -m tests.bench $(BENCH)
+
 clean:
 	rm -rf $(VENV) .tasuki .pytest_cache

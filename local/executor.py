@@ -72,7 +72,7 @@ class Executor:
         self.broker = broker or Broker(settings.amqp_url)
         self.docker = docker or Docker()
         self.checkouts = Checkouts(settings.cache_dir, settings.workspace_dir)
-        self.id = f"{socket.gethostname()}.{settings.executor_pool}"
+        self.id = settings.executor_id or f"{socket.gethostname()}.{settings.executor_pool}"
         self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
         self.stop = threading.Event()
 

@@ -60,6 +60,9 @@ class Settings(BaseModel):
     # Executor
     executor_concurrency: int = Field(2, ge=1, le=64)
     executor_pool: str = "default"
+    # Names this executor's containers (label tasuki.executor) so that it can find and remove
+    # what it left behind after a crash. Empty: <hostname>.<pool>. Unique per executor process.
+    executor_id: str = ""
     job_memory: str = "1g"
     job_cpus: float = Field(1.0, gt=0)
     job_pids: int = Field(512, ge=16)

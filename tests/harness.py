@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class LocalTasuki:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
         for name in ("ingress", "router", "dispatcher", "reporter", "web"):
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
+        self.env.setdefault("TASUKI_EXECUTOR_ID", f"test-{uuid.uuid4().hex[:8]}")
         self.env.update(env)
         self.settings = Settings.from_env(self.env)
         self.ready_timeout = ready_timeout
