@@ -45,6 +45,10 @@ class TcpProxy:
         """Refuse new connections and cut every open one, as a stopped broker would."""
         server, self._server = self._server, None
         if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
             server.close()
         with self._lock:
             sockets, self._open = self._open, set()
