@@ -196,6 +196,7 @@ class RunUpdated(RunMessage):
     status: RunStatus
     event: Event
     message: str = ""
+    rule_id: str = ""
 
 
 class JobUpdated(RunMessage):
@@ -209,6 +210,7 @@ class JobUpdated(RunMessage):
     event: Event
     exit_code: int | None = None
     message: str = ""
+    rule_id: str = ""
 
 
 # --- work for executors (dispatcher -> executor) ----------------------------------------------

@@ -14,7 +14,9 @@ One push, top to bottom::
     executor runs the container, streams the log to the store
         publish  tasuki.runs     job.started, job.finished             -> dispatcher
     dispatcher advances the DAG, and on every status change publishes
-        tasuki.runs  run.updated, job.updated                          -> reporter (commit statuses)
+        tasuki.runs  run.updated, job.updated
+    subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter
+        POST the commit status to the git host the push came from
 
 A push that fails too often goes to `tasuki.deadletter` and waits in the queue
 `tasuki.deadletters` to be inspected and replayed (`tasuki deadletters`).
@@ -78,6 +80,14 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
         topic=RUNS,
         keys=("run.requested", "run.planned", "run.cancel", "job.started", "job.finished"),
         endpoint="dispatcher",
+        ordering=True,
+    ),
+    # Commit statuses on the git host; ordered by run id so a job's statuses arrive in order.
+    Subscription(
+        name="reporter",
+        topic=RUNS,
+        keys=("run.updated", "job.updated"),
+        endpoint="reporter",
         ordering=True,
     ),
 )
