@@ -14,6 +14,7 @@ A repository that is not listed is cloned from the URL its webhook names.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,6 +45,28 @@ class Registry(BaseModel):
     def clone_url(self, full_name: str, fallback: str = "") -> str:
         known = self.repositories.get(full_name)
         return (known.clone_url if known else "") or fallback
+
+
+class Repositories:
+    """The registry file and the repositories registered at run time (kept in the store), as one.
+    A repository registered at run time wins over the file's entry of the same name."""
+
+    def __init__(self, file: Registry, store: Any) -> None:
+        self.file = file
+        self.store = store
+
+    def get(self, full_name: str) -> RepositoryConfig | None:
+        return self.store.get_repository(full_name) or self.file.get(full_name)
+
+    def clone_url(self, full_name: str, fallback: str = "") -> str:
+        known = self.get(full_name)
+        return (known.clone_url if known else "") or fallback
+
+    def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
+        """Every repository with where it is registered ("file" or "store")."""
+        out = {name: (config, "file") for name, config in self.file.repositories.items()}
+        out.update({name: (config, "store") for name, config in self.store.list_repositories().items()})
+        return dict(sorted(out.items()))
 
 
 def load_registry(path: Path | None) -> Registry:

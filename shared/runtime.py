@@ -12,7 +12,7 @@ from functools import cache, cached_property
 
 from shared.broker import Broker
 from shared.recipes import Rule, load_rules
-from shared.registry import Registry, load_registry
+from shared.registry import Repositories, load_registry
 from shared.settings import Settings
 from shared.store import Store, open_store
 
@@ -30,8 +30,8 @@ class Runtime:
         return open_store(self.settings)
 
     @cached_property
-    def registry(self) -> Registry:
-        return load_registry(self.settings.repositories_file)
+    def registry(self) -> Repositories:
+        return Repositories(load_registry(self.settings.repositories_file), self.store)
 
     @cached_property
     def rules(self) -> list[Rule]:

@@ -115,7 +115,9 @@ def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunReq
     if run is not None:
         # Seen before. Only re-send the plan order if it may have been lost (nothing planned yet).
         return Decision(publish=[order]) if run.status == "queued" and not jobs else Decision()
-    run = RunRecord(id=msg.run_id, rule_id=msg.rule_id, event=msg.event, flow_file=msg.flow_file, created_at=now)
+    run = RunRecord(
+        id=msg.run_id, rule_id=msg.rule_id, event=msg.event, flow_file=msg.flow_file, jobs=msg.jobs, created_at=now
+    )
     return Decision(run=run, publish=[order, _run_updated(run)])
 
 

@@ -52,6 +52,11 @@ class Settings(BaseModel):
     reporter_url: str = ""
     # The address people use to reach the web page (links in commit statuses).
     public_url: str = ""
+    # The webhook URL to paste into the git host. Empty: http://<host>:<ingress port>/.
+    webhook_url: str = ""
+    # Token or password for the web page and the API. Required unless host is 127.0.0.1,
+    # localhost or ::1.
+    web_token: str = Field("", repr=False)
 
     # The git hosts' APIs, for commit statuses (Bitbucket Data Center, GitHub Enterprise and
     # self-hosted GitLab have their own).
@@ -115,6 +120,10 @@ class Settings(BaseModel):
     @property
     def web_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.web_port}").rstrip("/")
+
+    @property
+    def public_webhook_url(self) -> str:
+        return self.webhook_url or f"http://{self.host}:{self.ingress_port}/"
 
     @property
     def store_path(self) -> Path:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from shared.flowfile import Job
 from shared.messages import Event, JobStatus, RunStatus, utcnow
+from shared.registry import RepositoryConfig
 from shared.settings import Settings
 
 
@@ -25,6 +26,7 @@ class RunRecord(BaseModel):
     status: RunStatus = "queued"
     message: str = ""
     flow_file: str = ".tasuki.yml"
+    jobs: list[str] = Field(default_factory=list)  # the jobs the rule asked for; empty: every job
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -97,6 +99,15 @@ class Store(Protocol):
     def get_notes(self, run_id: str) -> list[tuple[str, str]]:
         """(source, message) pairs, oldest first."""
         ...
+
+    # repositories registered at run time (the registry file is read-only configuration)
+    def put_repository(self, full_name: str, config: RepositoryConfig) -> None: ...
+
+    def get_repository(self, full_name: str) -> RepositoryConfig | None: ...
+
+    def list_repositories(self) -> dict[str, RepositoryConfig]: ...
+
+    def delete_repository(self, full_name: str) -> bool: ...
 
     # executor-side record of a finished job, so that a redelivered order does not run it twice
     def put_result(self, run_id: str, job: str, result: bytes) -> None: ...

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.errors import StoreError
+from shared.registry import RepositoryConfig
 from shared.store import JobRecord, RunRecord
 
 MIGRATIONS: list[str] = [
@@ -58,6 +59,10 @@ MIGRATIONS: list[str] = [
         at TEXT NOT NULL DEFAULT (datetime('now')),
         PRIMARY KEY (run_id, source, message)
     );
+    """,
+    # 3: repositories registered from the web page or the API (beside the registry file)
+    """
+    CREATE TABLE repositories (full_name TEXT PRIMARY KEY, record TEXT NOT NULL);
     """,
 ]
 
@@ -220,6 +225,27 @@ class SQLiteStore:
     def get_notes(self, run_id: str) -> list[tuple[str, str]]:
         rows = self._query("SELECT source, message FROM notes WHERE run_id = ? ORDER BY at, rowid", (run_id,))
         return [(source, message) for source, message in rows]
+
+    # -- repositories ----------------------------------------------------------------------------------
+
+    def put_repository(self, full_name: str, config: RepositoryConfig) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO repositories (full_name, record) VALUES (?, ?)",
+                (full_name, config.model_dump_json()),
+            )
+
+    def get_repository(self, full_name: str) -> RepositoryConfig | None:
+        rows = self._query("SELECT record FROM repositories WHERE full_name = ?", (full_name,))
+        return RepositoryConfig.model_validate_json(rows[0][0]) if rows else None
+
+    def list_repositories(self) -> dict[str, RepositoryConfig]:
+        rows = self._query("SELECT full_name, record FROM repositories ORDER BY full_name")
+        return {name: RepositoryConfig.model_validate_json(record) for name, record in rows}
+
+    def delete_repository(self, full_name: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM repositories WHERE full_name = ?", (full_name,)).rowcount == 1
 
     # -- executor results ----------------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""What the page and the API do to the system; both call these, so they always agree.
+
+Each action validates its input and raises `ActionError` (a 4xx with a message a person can act
+on) or the usual Tasuki errors (broker or store unavailable: 503).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+from shared.messages import RUN_FINAL, RunCancel, RunRequested
+from shared.registry import RepositoryConfig
+from shared.runtime import Runtime
+from shared.store import RunRecord
+
+FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+
+
+class ActionError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def get_run(rt: Runtime, run_id: str) -> RunRecord:
+    run = rt.store.get_run(run_id)
+    if run is None:
+        raise ActionError(404, f"there is no run {run_id}")
+    return run
+
+
+def cancel(rt: Runtime, run_id: str) -> RunRecord:
+    run = get_run(rt, run_id)
+    if run.status in RUN_FINAL:
+        raise ActionError(409, f"run {run_id} has already finished ({run.status}); nothing to cancel")
+    rt.broker.publish(RunCancel(run_id=run_id, reason="cancelled from the web page"))
+    return run
+
+
+def rerun(rt: Runtime, run_id: str) -> str:
+    """Request a new run of the same event and rule; returns the new run's id."""
+    run = get_run(rt, run_id)
+    new_id = hashlib.sha256(f"{run.id}|rerun|{time.time_ns()}".encode()).hexdigest()[:16]
+    rt.broker.publish(
+        RunRequested(run_id=new_id, rule_id=run.rule_id, event=run.event, flow_file=run.flow_file,
+                     jobs=run.jobs),
+        message_id=f"{new_id}:requested",
+    )
+    return new_id
+
+
+def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:
+    full_name = full_name.strip().strip("/")
+    if not FULL_NAME.match(full_name):
+        raise ActionError(400, f"a repository is named like workspace/repository, found {full_name!r}")
+    if clone_url and clone_url.strip().startswith("-"):
+        raise ActionError(400, "a clone URL cannot start with '-'")
+    rt.store.put_repository(
+        full_name, RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token)
+    )
+    return full_name
+
+
+def remove_repository(rt: Runtime, full_name: str) -> None:
+    if not rt.store.delete_repository(full_name):
+        raise ActionError(404, f"{full_name} was not registered from this page (the registry file is read-only here)")

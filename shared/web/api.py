@@ -1,0 +1,126 @@
+"""The JSON API under /api: everything the page does, for scripts. Described in `openapi.py`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from shared.messages import RUN_FINAL
+from shared.runtime import Runtime
+from shared.store import JobRecord, RunRecord
+from shared.web import actions, openapi
+
+
+def reply(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, default=str), status=status, mimetype="application/json")
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    event = run.event
+    return {
+        "id": run.id,
+        "status": run.status,
+        "summary": run.message,
+        "repository": run.repository,
+        "host": event.host,
+        "event": event.kind,
+        "ref": event.ref.model_dump() if event.ref else None,
+        "pull_request": event.pull_request.model_dump() if event.pull_request else None,
+        "commit": run.commit,
+        "message": event.head_message,
+        "actor": event.actor,
+        "rule_id": run.rule_id,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration": run.duration,
+    }
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    return {
+        "name": job.name, "status": job.status, "exit_code": job.exit_code, "needs": job.needs,
+        "reason": job.reason, "message": job.message, "started_at": job.started_at, "finished_at": job.finished_at,
+        "image": job.spec.container_image if job.spec else None, "run": job.spec.run if job.spec else None,
+    }
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(request.get_data() or b"{}")
+    except ValueError as exc:
+        raise actions.ActionError(400, f"expected a JSON object: {exc}") from None
+    if not isinstance(body, dict):
+        raise actions.ActionError(400, "expected a JSON object")
+    return body
+
+
+def runs(rt: Runtime, request: Request) -> Response:
+    try:
+        limit = min(max(int(request.args.get("limit", 50)), 1), 500)
+    except ValueError:
+        raise actions.ActionError(400, "limit must be a number from 1 to 500") from None
+    records = rt.store.list_runs(repository=request.args.get("repo") or None,
+                                 status=request.args.get("status") or None, limit=limit)
+    return reply({"runs": [run_json(r) for r in records]})
+
+
+def run(rt: Runtime, request: Request, run_id: str) -> Response:
+    record = actions.get_run(rt, run_id)
+    return reply({
+        "run": run_json(record),
+        "jobs": [job_json(j) for j in rt.store.get_jobs(run_id)],
+        "notes": [{"source": s, "message": m} for s, m in rt.store.get_notes(run_id)],
+    })
+
+
+def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
+    record = actions.get_run(rt, run_id)
+    try:
+        after = int(request.args.get("after", -1))
+    except ValueError:
+        raise actions.ActionError(400, "after must be a chunk number") from None
+    chunks = rt.store.read_log(run_id, job, after)
+    jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
+    if job not in jobs:
+        raise actions.ActionError(404, f"run {run_id} has no job {job!r}")
+    done = record.status in RUN_FINAL or jobs[job].status in ("success", "failure", "error", "timeout", "cancelled", "skipped")
+    return reply({
+        "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
+        "done": done,
+    })
+
+
+def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.cancel(rt, run_id)
+    return reply({"run_id": run_id, "status": "cancelling"}, 202)
+
+
+def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
+    return reply({"run_id": actions.rerun(rt, run_id), "rerun_of": run_id}, 202)
+
+
+def repositories(rt: Runtime, request: Request) -> Response:
+    return reply({"webhook_url": rt.settings.public_webhook_url, "repositories": [
+        {"full_name": name, "clone_url": config.clone_url, "secret": bool(config.secret),
+         "token": bool(config.token or config.app_password), "from": origin}
+        for name, (config, origin) in rt.registry.all().items()
+    ]})
+
+
+def register_repository(rt: Runtime, request: Request) -> Response:
+    body = _json_body(request)
+    name = actions.register_repository(rt, str(body.get("full_name", "")), str(body.get("clone_url", "")),
+                                       str(body.get("secret", "")), str(body.get("token", "")))
+    return reply({"full_name": name, "webhook_url": rt.settings.public_webhook_url}, 201)
+
+
+def remove_repository(rt: Runtime, request: Request, full_name: str) -> Response:
+    actions.remove_repository(rt, full_name)
+    return Response(status=204)
+
+
+def spec(rt: Runtime, request: Request) -> Response:
+    return reply(openapi.document(rt.settings.web_url))

@@ -1,0 +1,100 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RUN_STATUS = ["queued", "running", "success", "failure", "cancelled", "error"]
+JOB_STATUS = ["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "401": _json(_ref("Error"), "No valid token (Authorization: Bearer <TASUKI_WEB_TOKEN>)"),
+    "404": _json(_ref("Error"), "Not found"),
+    "503": _json(_ref("Error"), "RabbitMQ or the store is unavailable; retry"),
+}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**responses, **ERRORS}, **extra}
+
+
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def document(server: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tasuki API", "version": "1",
+                 "description": "Runs, jobs, logs, trigger rules, repositories and dead letters: all the web page does."},
+        "servers": [{"url": server}],
+        "security": [{"token": []}],
+        "paths": {
+            "/api/runs": {"get": _op("Recent runs, newest first", {"200": _json(
+                {"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
+                parameters=[
+                    {"name": "repo", "in": "query", "schema": {"type": "string"}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": RUN_STATUS}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                ])},
+            "/api/runs/{run_id}": {"get": _op("One run with its jobs and notes", {"200": _json(
+                {"type": "object", "properties": {"run": _ref("Run"), "jobs": {"type": "array", "items": _ref("Job")},
+                                                  "notes": {"type": "array", "items": _ref("Note")}}})},
+                parameters=[RUN_ID])},
+            "/api/runs/{run_id}/jobs/{job}/log": {"get": _op("A job's log after a chunk number", {"200": _json(
+                {"type": "object", "properties": {
+                    "chunks": {"type": "array", "items": {"type": "object", "properties": {
+                        "seq": {"type": "integer"}, "text": {"type": "string"}}}},
+                    "done": {"type": "boolean"}}})},
+                parameters=[RUN_ID, {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
+                            {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}}])},
+            "/api/runs/{run_id}/cancel": {"post": _op("Cancel a run: running jobs are stopped", {
+                "202": _json({"type": "object"}, "Cancelling"), "409": _json(_ref("Error"), "Already finished")},
+                parameters=[RUN_ID])},
+            "/api/runs/{run_id}/rerun": {"post": _op("Run the same event and rule again", {
+                "202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested")},
+                parameters=[RUN_ID])},
+            "/api/repositories": {
+                "get": _op("Registered repositories and the webhook URL", {"200": _json({"type": "object"})}),
+                "post": _op("Register a repository", {"201": _json({"type": "object"}, "Registered"),
+                                                      "400": _json(_ref("Error"), "Invalid")},
+                            requestBody={"required": True, "content": {"application/json": {"schema": _ref("RepositoryIn")}}}),
+            },
+            "/api/repositories/{full_name}": {"delete": _op("Remove a repository registered through the API or page", {
+                "204": {"description": "Removed"}},
+                parameters=[{"name": "full_name", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        },
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+                "Note": {"type": "object", "properties": {"source": {"type": "string"}, "message": {"type": "string"}}},
+                "Run": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"type": "string", "enum": RUN_STATUS},
+                    "summary": {"type": "string"}, "repository": {"type": "string"}, "host": {"type": "string"},
+                    "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
+                    "ref": {"type": ["object", "null"]}, "pull_request": {"type": ["object", "null"]},
+                    "commit": {"type": "string"}, "message": {"type": "string"}, "actor": {"type": "string"},
+                    "rule_id": {"type": "string"}, "created_at": {"type": "string"},
+                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]},
+                    "duration": {"type": ["number", "null"]}}},
+                "Job": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "status": {"type": "string", "enum": JOB_STATUS},
+                    "exit_code": {"type": ["integer", "null"]}, "needs": {"type": "array", "items": {"type": "string"}},
+                    "reason": {"type": "string"}, "message": {"type": "string"},
+                    "image": {"type": ["string", "null"]}, "run": {"type": ["string", "null"]},
+                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}},
+                "RepositoryIn": {"type": "object", "required": ["full_name"], "properties": {
+                    "full_name": {"type": "string"}, "clone_url": {"type": "string"},
+                    "secret": {"type": "string"}, "token": {"type": "string"}}},
+            },
+        },
+    }

@@ -1,0 +1,118 @@
+"""The HTML pages: each view reads what it shows, renders a template, and never writes except
+through `actions`. Forms post back and redirect (post/redirect/get) with a one-line flash."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Request, Response
+
+from shared.messages import RUN_FINAL
+from shared.runtime import Runtime
+from shared.web import access, actions, graph, present
+
+env = Environment(loader=PackageLoader("shared.web", "templates"), autoescape=select_autoescape(), trim_blocks=True,
+                  lstrip_blocks=True)
+RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
+FLASH = "tasuki_flash"
+
+
+def render(rt: Runtime, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    flash = request.cookies.get(FLASH, "")
+    kind, _, text = flash.partition(":")
+    values = {"csrf": access.csrf_token(rt.signing_key), "flash": text, "flash_kind": kind}
+    values.update(context)
+    html = env.get_template(template).render(**values)
+    response = Response(html, status=status, mimetype="text/html")
+    if flash:
+        response.delete_cookie(FLASH)
+    return response
+
+
+def back(to: str, message: str, kind: str = "ok") -> Response:
+    response = redirect(to, code=303)
+    response.set_cookie(FLASH, f"{kind}:{message}", max_age=30, httponly=True, samesite="Strict")
+    return response
+
+
+def runs(rt: Runtime, request: Request) -> Response:
+    repo = request.args.get("repo") or None
+    status = request.args.get("status") or None
+    records = rt.store.list_runs(repository=repo, status=status, limit=100)
+    context = {
+        "runs": [present.run_view(r) for r in records],
+        "live": any(r.status not in RUN_FINAL for r in records),
+        "repo": repo, "status": status,
+    }
+    if request.args.get("fragment"):
+        return render(rt, request, "runs_table.html", **context)
+    names = sorted({r.repository for r in rt.store.list_runs(limit=500)} | set(rt.registry.all()))
+    return render(rt, request, "runs.html", section="Runs", repositories=names, statuses=RUN_STATUSES, **context)
+
+
+def run(rt: Runtime, request: Request, run_id: str) -> Response:
+    record = actions.get_run(rt, run_id)
+    jobs = rt.store.get_jobs(run_id)
+    context = {
+        "run": present.run_view(record),
+        "jobs": [present.job_view(j) for j in jobs],
+        "graph": graph.layout({j.name: (j.status, j.needs) for j in jobs}),
+        "notes": rt.store.get_notes(run_id),
+    }
+    if request.args.get("fragment"):
+        return render(rt, request, "run_body.html", **context)
+    first = next((j.name for j in jobs if j.status in ("failure", "error", "timeout")), jobs[0].name if jobs else "")
+    return render(rt, request, "run.html", section="Runs", selected=first, **context)
+
+
+def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.cancel(rt, run_id)
+    return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
+
+
+def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
+    new_id = actions.rerun(rt, run_id)
+    return back(f"/runs/{new_id}", f"Re-running as run {new_id}.")
+
+
+def repositories(rt: Runtime, request: Request) -> Response:
+    return render(rt, request, "repositories.html", section="Repositories", repositories=rt.registry.all(),
+                  webhook_url=rt.settings.public_webhook_url)
+
+
+def register_repository(rt: Runtime, request: Request) -> Response:
+    form = request.form
+    name = actions.register_repository(rt, form.get("full_name", ""), form.get("clone_url", ""),
+                                       form.get("secret", ""), form.get("token", ""))
+    return back("/repositories", f"Registered {name}. Point its webhook at {rt.settings.public_webhook_url}")
+
+
+def remove_repository(rt: Runtime, request: Request, full_name: str) -> Response:
+    actions.remove_repository(rt, full_name)
+    return back("/repositories", f"Removed {full_name}.")
+
+
+def login(rt: Runtime, request: Request) -> Response:
+    target = request.values.get("next") or "/runs"
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/runs"
+    if request.method == "POST":
+        if access.token_matches(rt.settings, request.form.get("token", "")):
+            response = redirect(target, code=303)
+            response.set_cookie(access.COOKIE, access.session_cookie(rt.settings), httponly=True,
+                                samesite="Strict", max_age=14 * 24 * 3600)
+            return response
+        return render(rt, request, "login.html", status=401, next=target, flash="That token is not right.",
+                      flash_kind="error")
+    return render(rt, request, "login.html", next=target)
+
+
+def login_redirect(request: Request) -> Response:
+    return redirect(f"/login?next={quote(request.full_path.rstrip('?'))}", code=303)
+
+
+def error(rt: Runtime, request: Request, code: int, title: str, message: str) -> Response:
+    return render(rt, request, "error.html", status=code, code=code, title=title, message=message)

@@ -1,0 +1,87 @@
+"""The web function's request path: route -> check access -> view -> response, errors translated.
+
+    pages  /runs, /runs/<id>, /rules, /repositories, /deadletters, /login
+    API    /api/... (JSON), /api/openapi.json
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Request, Response
+
+from shared.errors import BrokerError, ConfigError, StoreError, TasukiError
+from shared.runtime import Runtime
+from shared.web import access, actions, api, pages
+
+log = logging.getLogger("tasuki.web")
+
+ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
+    # (endpoint, path, view, methods)
+    ("home", "/", lambda rt, request: redirect("/runs", code=302), ("GET",)),
+    ("login", "/login", pages.login, ("GET", "POST")),
+    ("runs", "/runs", pages.runs, ("GET",)),
+    ("run", "/runs/<run_id>", pages.run, ("GET",)),
+    ("cancel", "/runs/<run_id>/cancel", pages.cancel, ("POST",)),
+    ("rerun", "/runs/<run_id>/rerun", pages.rerun, ("POST",)),
+    ("repositories", "/repositories", pages.repositories, ("GET",)),
+    ("register", "/repositories", pages.register_repository, ("POST",)),
+    ("unregister", "/repositories/<path:full_name>/delete", pages.remove_repository, ("POST",)),
+    ("api.spec", "/api/openapi.json", api.spec, ("GET",)),
+    ("api.runs", "/api/runs", api.runs, ("GET",)),
+    ("api.run", "/api/runs/<run_id>", api.run, ("GET",)),
+    ("api.log", "/api/runs/<run_id>/jobs/<job>/log", api.log, ("GET",)),
+    ("api.cancel", "/api/runs/<run_id>/cancel", api.cancel, ("POST",)),
+    ("api.rerun", "/api/runs/<run_id>/rerun", api.rerun, ("POST",)),
+    ("api.repositories", "/api/repositories", api.repositories, ("GET",)),
+    ("api.register", "/api/repositories", api.register_repository, ("POST",)),
+    ("api.unregister", "/api/repositories/<path:full_name>", api.remove_repository, ("DELETE",)),
+]
+VIEWS = {endpoint: view for endpoint, _, view, _ in ROUTES}
+URLS = Map([Rule(path, endpoint=endpoint, methods=list(methods)) for endpoint, path, _, methods in ROUTES])
+OPEN = {"login", "api.spec"}  # reachable without signing in
+
+
+def handle(request: Request, rt: Runtime) -> Response:
+    is_api = request.path.startswith("/api/")
+    try:
+        access.check_configuration(rt.settings)
+        endpoint, args = URLS.bind_to_environ(request.environ).match()
+        if endpoint not in OPEN and not access.allowed(rt.settings, request.headers, request.cookies):
+            if is_api:
+                return api.reply({"error": "sign in: send Authorization: Bearer <TASUKI_WEB_TOKEN>"}, 401)
+            return pages.login_redirect(request)
+        if request.method == "POST" and not is_api and endpoint != "login":
+            if not access.csrf_ok(rt.signing_key, request.form.get("csrf", "")):
+                return _error(rt, request, is_api, 403, "Forbidden", "the form is stale or from another site; reload the page and try again")
+        return VIEWS[endpoint](rt, request, **args)
+    except actions.ActionError as exc:
+        if is_api or request.method == "GET":
+            return _error(rt, request, is_api, exc.status, "Not possible", str(exc))
+        return pages.back(request.referrer or "/runs", str(exc), "error")
+    except NotFound:
+        return _error(rt, request, is_api, 404, "Not found", f"nothing at {request.path}")
+    except MethodNotAllowed:
+        return _error(rt, request, is_api, 405, "Method not allowed", f"{request.method} is not allowed on {request.path}")
+    except HTTPException as exc:
+        return _error(rt, request, is_api, exc.code or 400, exc.name, exc.description or "")
+    except (BrokerError, StoreError) as exc:
+        log.error("web: %s", exc)
+        return _error(rt, request, is_api, 503, "Unavailable", f"{exc}; try again in a moment")
+    except ConfigError as exc:
+        return _error(rt, request, is_api, 500, "Misconfigured", str(exc))
+    except TasukiError as exc:
+        return _error(rt, request, is_api, 400, "Refused", str(exc))
+
+
+def _error(rt: Runtime, request: Request, is_api: bool, code: int, title: str, message: str) -> Response:
+    if is_api:
+        return api.reply({"error": message}, code)
+    try:
+        return pages.error(rt, request, code, title, message)
+    except TasukiError:  # the page itself cannot render (e.g. no store): plain text still helps
+        return Response(f"{code} {title}: {message}\n", status=code, mimetype="text/plain")
