@@ -42,6 +42,10 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     from local import supervisor
 
     port = args.port or getattr(rt.settings, f"{args.function}_port")
+    if args.function == "web":
+        from shared.web import access
+
+        access.check_configuration(rt.settings)
     supervisor.serve_function(args.function, rt.settings.host, port)
     return 0
 

@@ -21,6 +21,7 @@ import functions
 from shared.broker import Broker
 from shared.errors import ConfigError
 from shared.settings import PREFIX, Settings
+from shared.web import access
 
 ROOT = Path(functions.__file__).resolve().parent.parent
 PROCFILE = ROOT / "local" / "Procfile"
@@ -42,8 +43,8 @@ def process_environment(settings: Settings, environ: Mapping[str, str]) -> dict[
 
 def ready_line(settings: Settings) -> str:
     return (
-        f"Tasuki is ready. Webhook URL: http://{settings.host}:{settings.ingress_port}/ "
-        f"(Bitbucket, GitHub, GitLab). Data: {Path(settings.data_dir).resolve()}. Ctrl-C stops everything."
+        f"Tasuki is ready: web page {settings.web_url}/ · webhooks {settings.public_webhook_url} "
+        f"(Bitbucket, GitHub, GitLab) · data {Path(settings.data_dir).resolve()} · Ctrl-C stops everything"
     )
 
 
@@ -85,6 +86,7 @@ def check_ports_free(settings: Settings) -> None:
 
 
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
+    access.check_configuration(settings)
     check_ports_free(settings)
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     env = process_environment(settings, environ)
