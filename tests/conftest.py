@@ -135,6 +135,49 @@ def make_repo(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
     return make
 
 
+def commit_to(bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: str = "master",
+              message: str = "change") -> str:
+    """Push one more commit with these files to `branch` (made from HEAD if new) of a bare
+    repository made by `make_repo`; returns its hash."""
+    work = bare.with_name(f"{bare.stem}-{uuid.uuid4().hex[:8]}")
+    git(bare.parent, "clone", "-q", str(bare), str(work))
+    git(work, "checkout", "-q", "-B", branch, f"origin/{branch}" if git(
+        work, "ls-remote", "--heads", "origin", branch).strip() else "HEAD")
+    for name, content in files.items():
+        text, executable = content if isinstance(content, tuple) else (content, False)
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755 if executable else 0o644)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "--allow-empty", "-m", message)
+    git(work, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+    return git(work, "rev-parse", "HEAD").strip()
+
+
+def bitbucket_push(repository: str, branch: str, commit: str, *, before: str = "",
+                   message: str = "change") -> tuple[bytes, dict[str, str]]:
+    """A Bitbucket repo:push delivery (the captured one, re-aimed) and its headers; each call is
+    a new delivery."""
+    payload = webhook("bitbucket", "first-push.json")
+    payload["repository"]["full_name"] = repository
+    change = payload["push"]["changes"][0]
+    change["new"]["name"] = branch
+    change["new"]["target"].update(hash=commit, message=message)
+    change["commits"] = [{"type": "commit", "hash": commit, "message": message, "author": {"raw": "Test <t@example.com>"}}]
+    change["old"] = {"type": "branch", "name": branch, "target": {"type": "commit", "hash": before}} if before else None
+    headers = {"Content-Type": "application/json", "X-Event-Key": "repo:push",
+               "X-Request-UUID": str(uuid.uuid4()), "User-Agent": "Bitbucket-Webhooks/2.0"}
+    return json.dumps(payload).encode(), headers
+
+
+def queued_messages(amqp_url: str) -> dict[str, int]:
+    """Messages in each queue of the URL's vhost, ready or unacknowledged (rabbitmqctl)."""
+    vhost = amqp_url.rsplit("/", 1)[1]
+    listed = rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+    return {name: int(count) for name, count in (line.split() for line in listed.stdout.splitlines() if line.strip())}
+
+
 def webhook(host: str, name: str) -> dict:
     return json.loads((WEBHOOKS / host / name).read_text())
 
