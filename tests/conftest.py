@@ -191,16 +191,39 @@ def first_push_headers() -> dict[str, str]:
 # --- the functions, served in-process (functions-framework's test client) ---------------------
 
 
+def listen_to_runs(broker, queue: str = "test.runs") -> str:
+    """Bind a queue to everything published on tasuki.runs, for a test to read with `take`."""
+    with broker.channel() as ch:
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, "tasuki.runs", routing_key="#")
+    return queue
+
+
+def take(broker, queue: str) -> list:
+    """Every message waiting in `queue`, decoded, removing them; each carries its ordering key."""
+    from shared import codec
+    from shared.broker import ORDERING_HEADER
+    from shared.messages import MODELS
+
+    taken = []
+    with broker.channel() as ch:
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            message = codec.decode(body, MODELS[props.type])
+            assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
+            taken.append(message)
+
+
 class Functions:
     """The handlers with real RabbitMQ (a fresh vhost) and a real store: push a message to one as
-    the bridge would, and read what it published from the queues."""
+    the bridge would, and read what it published from the queues (`test.runs` has tasuki.runs)."""
 
     def __init__(self, rt) -> None:
         self.rt = rt
         self.clients: dict = {}
-        with rt.broker.channel() as ch:  # everything published on tasuki.runs, for the test to read
-            ch.queue_declare("test.runs", durable=False, exclusive=False, auto_delete=False)
-            ch.queue_bind("test.runs", "tasuki.runs", routing_key="#")
+        listen_to_runs(rt.broker)
 
     def push(self, function: str, message, attempt: int = 1) -> dict:
         from functions_framework import create_app
@@ -221,20 +244,7 @@ class Functions:
         return answer.get_json()
 
     def take(self, queue: str) -> list:
-        """Every message waiting in `queue` (decoded), removing them."""
-        from shared import codec
-        from shared.broker import ORDERING_HEADER
-        from shared.messages import MODELS
-
-        taken = []
-        with self.rt.broker.channel() as ch:
-            while True:
-                method, props, body = ch.basic_get(queue, auto_ack=True)
-                if method is None:
-                    return taken
-                message = codec.decode(body, MODELS[props.type])
-                assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
-                taken.append(message)
+        return take(self.rt.broker, queue)
 
 
 @pytest.fixture

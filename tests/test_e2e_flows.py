@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import codec, topics
 from shared.broker import Broker
-from shared.messages import MODELS, JobUpdated, RunUpdated
-from tests.conftest import bitbucket_push, commit_to, queued_messages
+from shared.messages import JobUpdated, RunUpdated
+from tests.conftest import bitbucket_push, commit_to, listen_to_runs, queued_messages, take
 from tests.harness import LocalTasuki
 
 pytestmark = pytest.mark.e2e
@@ -99,32 +98,14 @@ class Barrier:
         self.server.close()
 
 
-def collect_events(amqp_url: str) -> Broker:
-    """Bind a queue to everything on tasuki.runs (after `tasuki local` declared it)."""
-    broker = Broker(amqp_url)
-    with broker.channel() as ch:
-        ch.queue_declare("test.runs")
-        ch.queue_bind("test.runs", topics.RUNS, routing_key="#")
-    return broker
-
-
-def events(broker: Broker) -> list:
-    taken = []
-    with broker.channel() as ch:
-        while True:
-            method, props, body = ch.basic_get("test.runs", auto_ack=True)
-            if method is None:
-                return taken
-            taken.append(codec.decode(body, MODELS[props.type]))
-
-
 def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, vhost, docker_client, make_repo):
     barrier = Barrier(parties=2)
     threading.Thread(target=barrier.answer, daemon=True).start()
     repo, commit = make_repo({".tasuki.yml": DIAMOND, "ci/build": OK, "ci/test": barrier.script(),
                               "ci/lint": barrier.script(), "ci/deploy": OK}, branch="main")
     with start(tmp_path, vhost, "rules:\n  - {event: push, repository: acme/diamond}\n", {"acme/diamond": repo}) as tasuki:
-        broker = collect_events(vhost)
+        broker = Broker(vhost)
+        events = listen_to_runs(broker)
         push(tasuki, "acme/diamond", "main", commit)
         run = tasuki.wait_for_run(timeout=240)
         jobs = {j.name: j for j in tasuki.store.get_jobs(run.id)}
@@ -140,7 +121,7 @@ def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, 
         assert deploy.started_at >= max(test.finished_at, lint.finished_at)
         assert run.message == "4 jobs passed"
         # Every state change was an event on tasuki.runs
-        seen = [(getattr(m, "job", "run"), m.status) for m in events(broker)
+        seen = [(getattr(m, "job", "run"), m.status) for m in take(broker, events)
                 if isinstance(m, RunUpdated | JobUpdated) and m.run_id == run.id]
         assert [s for j, s in seen if j == "run"] == ["queued", "running", "success"]
         for name in jobs:
