@@ -9,6 +9,7 @@ import pytest
 
 from shared import flowfile, scheduler
 from shared.messages import (
+    Event,
     JobFinished,
     JobOrder,
     JobStarted,
@@ -22,7 +23,6 @@ from shared.messages import (
     RunRequested,
     RunUpdated,
     RunWake,
-    Event,
 )
 from shared.scheduler import JobState, advance, run_status
 from shared.store import JobRecord, RunRecord

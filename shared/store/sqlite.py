@@ -67,8 +67,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-# Statuses of a run that is over (shared.messages.RUN_FINAL), for queries.
-_FINAL = "('success', 'failure', 'cancelled', 'error')"
+# The statuses of a run that is over, as an SQL list.
+_FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(RUN_FINAL)) + ")"
 FROM_FILE, FROM_PERSON = "file", "cli"
 
 
