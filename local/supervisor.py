@@ -24,7 +24,7 @@ from shared.settings import PREFIX, Settings
 
 ROOT = Path(functions.__file__).resolve().parent.parent
 PROCFILE = ROOT / "local" / "Procfile"
-FUNCTIONS = ("ingress", "router", "dispatcher")
+FUNCTIONS = ("ingress", "router", "dispatcher", "reporter")
 
 
 def process_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

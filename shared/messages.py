@@ -205,6 +205,7 @@ class RunUpdated(RunMessage):
     status: RunStatus
     event: Event
     message: str = ""
+    rule_id: str = ""
 
 
 class JobUpdated(RunMessage):
@@ -218,6 +219,7 @@ class JobUpdated(RunMessage):
     event: Event
     exit_code: int | None = None
     message: str = ""
+    rule_id: str = ""
 
 
 # --- work for executors (dispatcher -> executor) ----------------------------------------------

@@ -6,6 +6,7 @@ Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
       acme/api:
         clone_url: https://bitbucket.org/acme/api.git   # or a local path to a bare repository
         secret: s3cret                                  # webhook secret (HMAC / token)
+        token: …                                        # API token, for commit statuses
 
 A repository that is not listed is cloned from the URL its webhook names.
 """
@@ -25,6 +26,11 @@ class RepositoryConfig(BaseModel):
 
     clone_url: str = ""
     secret: str = Field("", repr=False)
+    # Credentials for the host's API (commit statuses): a Bitbucket access token, a GitHub token
+    # or a GitLab token; or, for Bitbucket, a username with an app password. Never logged.
+    token: str = Field("", repr=False)
+    username: str = ""
+    app_password: str = Field("", repr=False)
 
 
 class Registry(BaseModel):

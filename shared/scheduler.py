@@ -298,10 +298,11 @@ def _summary(jobs: Mapping[str, JobRecord]) -> str:
 
 
 def _run_updated(run: RunRecord) -> RunUpdated:
-    return RunUpdated(run_id=run.id, status=run.status, event=run.event, message=run.message)
+    return RunUpdated(run_id=run.id, status=run.status, event=run.event, message=run.message, rule_id=run.rule_id)
 
 
 def _job_updated(run: RunRecord, job: JobRecord) -> JobUpdated:
     return JobUpdated(
-        run_id=run.id, job=job.name, status=job.status, event=run.event, exit_code=job.exit_code, message=job.message
+        run_id=run.id, job=job.name, status=job.status, event=run.event, exit_code=job.exit_code,
+        message=job.message, rule_id=run.rule_id,
     )

@@ -53,6 +53,12 @@ class Settings(BaseModel):
     # The address people use to reach the web page (links in commit statuses).
     public_url: str = ""
 
+    # The git hosts' APIs, for commit statuses (Bitbucket Data Center, GitHub Enterprise and
+    # self-hosted GitLab have their own).
+    bitbucket_api_url: str = "https://api.bitbucket.org/2.0"
+    github_api_url: str = "https://api.github.com"
+    gitlab_api_url: str = "https://gitlab.com/api/v4"
+
     # Ingress
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     unknown_repositories: Literal["accept", "reject"] = "accept"

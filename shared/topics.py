@@ -17,7 +17,9 @@ One push, top to bottom::
     executor runs the container, streams the log to the store
         publish  tasuki.runs     job.started, job.finished             -> dispatcher
     dispatcher advances the DAG, and on every status change publishes
-        tasuki.runs  run.updated, job.updated                          -> reporter (commit statuses)
+        tasuki.runs  run.updated, job.updated
+    subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter
+        POST the commit status to the git host the push came from
     `tasuki runs cancel RUN` publishes run.cancel -> dispatcher; executors see the run cancelled
         in the store and stop its containers
 
@@ -83,6 +85,14 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
         topic=RUNS,
         keys=("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished"),
         endpoint="dispatcher",
+        ordering=True,
+    ),
+    # Commit statuses on the git host; ordered by run id so a job's statuses arrive in order.
+    Subscription(
+        name="reporter",
+        topic=RUNS,
+        keys=("run.updated", "job.updated"),
+        endpoint="reporter",
         ordering=True,
     ),
 )

@@ -140,6 +140,13 @@ class Store(Protocol):
 
     def clear_log(self, run_id: str, job: str) -> None: ...
 
+    # notes on a run from other processes, shown with it (each distinct note once)
+    def add_note(self, run_id: str, source: str, message: str) -> None: ...
+
+    def get_notes(self, run_id: str) -> list[tuple[str, str]]:
+        """(source, message) pairs, oldest first."""
+        ...
+
     # executor-side record of a finished job, so that a redelivered order does not run it twice
     def put_result(self, run_id: str, job: str, result: bytes) -> None: ...
 

@@ -65,6 +65,16 @@ MIGRATIONS: list[str] = [
     UPDATE runs SET admitted = 1, record = json_set(record, '$.admitted', json('true'));
     CREATE INDEX runs_unfinished ON runs (repository, status);
     """,
+    # 3: notes on a run from processes other than the dispatcher (e.g. the host refused a status)
+    """
+    CREATE TABLE notes (
+        run_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at TEXT NOT NULL DEFAULT (datetime('now')),
+        PRIMARY KEY (run_id, source, message)
+    );
+    """,
 ]
 
 # The statuses of a run that is over, as an SQL list.
@@ -305,6 +315,18 @@ class SQLiteStore:
     def clear_log(self, run_id: str, job: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM logs WHERE run_id = ? AND job = ?", (run_id, job))
+
+    # -- notes ---------------------------------------------------------------------------------------
+
+    def add_note(self, run_id: str, source: str, message: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO notes (run_id, source, message) VALUES (?, ?, ?)", (run_id, source, message)
+            )
+
+    def get_notes(self, run_id: str) -> list[tuple[str, str]]:
+        rows = self._query("SELECT source, message FROM notes WHERE run_id = ? ORDER BY at, rowid", (run_id,))
+        return [(source, message) for source, message in rows]
 
     # -- executor results ----------------------------------------------------------------------------
 

@@ -1,0 +1,64 @@
+"""Reporter: every run.updated / job.updated becomes a commit status on the git host.
+
+Previous hop: functions/dispatcher.py (subscription "reporter", ordered by run id, so the
+statuses of one run reach the host in the order they happened). Tasuki never subscribes to the
+hosts' own commit-status events, so its statuses cannot trigger anything.
+
+The host failing for a while (5xx, rate limit, timeout) is a nack (503): the bridge retries with
+backoff and finally dead-letters. The host refusing for good (bad token, unknown commit) is
+acked, logged with the host's message and noted on the run: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import functions_framework
+
+from shared import codec, push, statuses
+from shared.answers import answer, translated
+from shared.errors import DecodeError
+from shared.messages import MODELS
+from shared.runtime import runtime
+
+log = logging.getLogger("tasuki.reporter")
+ACCEPTS = ("run.updated", "job.updated")
+
+
+@functions_framework.http
+@translated
+def reporter(request):
+    rt = runtime()
+    # 1. Authenticate the push and read the envelope.
+    pushed = push.receive(
+        request.get_data(), request.headers.get("Authorization"),
+        key=rt.signing_key, audience=rt.settings.endpoint("reporter"),
+    )
+    # 2. Decode the notice.
+    if pushed.type not in ACCEPTS:
+        raise DecodeError(f"expected a message of type {', '.join(ACCEPTS)}, found {pushed.type!r}")
+    notice = codec.decode(pushed.data, MODELS[pushed.type])
+    # 3. What to tell the host (pure).
+    status = statuses.status_for(notice, rt.settings.web_url)
+    if status is None:
+        return answer(200, reported=False, reason="no commit or host to report to")
+    credentials = rt.registry.get(status.repository)
+    if credentials is None or not (credentials.token or credentials.app_password):
+        note = f"commit statuses not reported: no {status.host} API credentials for {status.repository} in the repository registry"
+        rt.store.add_note(notice.run_id, "reporter", note)
+        return answer(200, reported=False, reason=note)
+    # 4. Tell the host.
+    api_url = getattr(rt.settings, f"{status.host}_api_url")
+    try:
+        code = statuses.send(statuses.request_for(status, api_url, credentials))
+    except statuses.HostUnavailable as exc:
+        log.warning("run %s: %s; the bridge will retry", notice.run_id, exc)
+        body, _, headers = answer(503, error=str(exc), retry=True)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(int(exc.retry_after))
+        return body, 503, headers
+    except statuses.HostRefused as exc:
+        log.error("run %s: %s", notice.run_id, exc)
+        rt.store.add_note(notice.run_id, "reporter", str(exc))
+        return answer(200, reported=False, error=str(exc))
+    return answer(200, reported=True, host=status.host, state=status.state, key=status.key, answer=code)
