@@ -1,9 +1,10 @@
 """Dispatcher: advances each run's DAG, one message at a time per run (ordered by run id).
 
-Receives (subscription "dispatcher"): run.requested (router), run.planned, job.started,
-job.finished (executor), run.cancel (command line, web page).
-Publishes: plan.order and job.order on tasuki.jobs (executors pull them), and run.updated /
-job.updated on tasuki.runs for every status change.
+Receives (subscription "dispatcher"): run.requested (router), run.wake (itself), run.planned,
+job.started, job.finished (executor), run.cancel (command line, web page, itself).
+Publishes: plan.order and job.order on tasuki.jobs (executors pull them); run.updated /
+job.updated on tasuki.runs for every status change; run.cancel for runs a newer push
+supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from shared import codec, push, scheduler
 from shared.answers import answer, translated
 from shared.errors import DecodeError
 from shared.messages import MODELS, RunMessage, utcnow
-from shared.runtime import runtime
+from shared.runtime import Runtime, runtime
+from shared.store import RunRecord
 
-ACCEPTS = ("run.requested", "run.planned", "run.cancel", "job.started", "job.finished")
+ACCEPTS = ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")
 
 
 @functions_framework.http
@@ -44,6 +46,40 @@ def dispatcher(request):
             rt.store.create_run(decision.run)
         else:
             rt.store.update_run(decision.run)
+        run = decision.run
     for job in decision.jobs:
         rt.store.put_job(job)
-    return answer(200, run=message.run_id, published=[m.TYPE for m in decision.publish])
+    # 5. The steps that need the other runs of the repository (all idempotent, after recording).
+    cancelled = supersede(rt, run) if decision.supersede else []
+    started = admit(rt, run) if decision.admit and run.id not in cancelled else False
+    if decision.release or started:
+        wake(rt, run)
+    return answer(200, run=message.run_id, published=[m.TYPE for m in decision.publish],
+                  started=started, cancelled=cancelled)
+
+
+def supersede(rt: Runtime, run: RunRecord) -> list[str]:
+    """Rule option cancel_previous: cancel the older unfinished run(s) of the same branch."""
+    cancels = scheduler.superseded(run, rt.store.unfinished_runs(run.repository))
+    for cancel in cancels:
+        rt.broker.publish(cancel, message_id=f"{cancel.run_id}:superseded")
+    return [c.run_id for c in cancels]
+
+
+def admit(rt: Runtime, run: RunRecord) -> bool:
+    """Rule option concurrency: order the plan once the run has a place in its repository."""
+    if not rt.store.admit_run(run.id, run.concurrency):
+        if run.message != scheduler.waiting_message(run):
+            rt.store.update_run(run.model_copy(update={"message": scheduler.waiting_message(run)}))
+        return False
+    rt.broker.publish(scheduler.plan_order(run), message_id=f"{run.id}:plan")
+    if run.message:
+        rt.store.update_run(run.model_copy(update={"message": "", "admitted": True}))
+    return True
+
+
+def wake(rt: Runtime, run: RunRecord) -> None:
+    """A run finished (a place is free) or started (those behind it may fit too): the runs of the
+    repository waiting for a place try again, each in its own order."""
+    for wakeup in scheduler.waiting(rt.store.unfinished_runs(run.repository), besides=run.id):
+        rt.broker.publish(wakeup)

@@ -1,8 +1,10 @@
 """Router: an Event pushed by the bridge becomes one `run.requested` per matching trigger rule.
 
 Previous hop: functions/ingress.py. Next hop: functions/dispatcher.py (subscription
-"dispatcher", ordered by run id). Run ids are derived from the event and the rule, so the same
-event delivered twice requests the same run, and the dispatcher makes it once.
+"dispatcher", ordered by run id). Rules are read from the store (the rules file is loaded into
+it at start; `tasuki rules` changes them). Run ids are derived from the event and the rule, so
+the same event delivered twice requests the same run, and the dispatcher makes it once. A head
+commit saying `[skip ci]` or `[ci skip]` requests nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ def router(request):
     # 2. Decode the event.
     event = codec.decode(pushed.data, Event)
     # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
-    rules = recipes.match(rt.rules, event)
-    # 4. Request one run per rule.
+    rules = recipes.match(rt.store.list_rules(), event)
+    # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).
     runs = []
     for rule in rules:
         run_id = recipes.run_id(event, rule)
         rt.broker.publish(
-            RunRequested(run_id=run_id, rule_id=rule.id, event=event, flow_file=rule.flow_file, jobs=rule.jobs),
+            RunRequested(
+                run_id=run_id, rule_id=rule.id, event=event, flow_file=rule.flow_file, jobs=rule.jobs,
+                cancel_previous=rule.cancel_previous, concurrency=rule.concurrency,
+            ),
             message_id=f"{run_id}:requested",
         )
         runs.append(run_id)

@@ -5,6 +5,11 @@
     tasuki bridge | executor        one long-running process
     tasuki topology declare         declare exchanges and queues in RabbitMQ
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
+    tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki rules                    trigger rules, one sentence each
+    tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
+    tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
+    tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
 exit code 2; nothing prints a traceback for a mistake a person can fix.
@@ -18,7 +23,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from shared.errors import TasukiError
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared import recipes
+from shared.errors import ConfigError, TasukiError
+from shared.messages import RUN_FINAL, RunCancel
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -35,6 +46,8 @@ def _logging() -> None:
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
     from local import supervisor
 
+    if rt.settings.rules_file:
+        load_rules_file(rt, rt.settings.rules_file)
     return supervisor.run(rt.settings, os.environ)
 
 
@@ -73,6 +86,8 @@ def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
 def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
     if args.action == "show":
         return _show_run(rt, args.run_id, args.log)
+    if args.action == "cancel":
+        return _cancel_run(rt, args.run_id)
     runs = rt.store.list_runs(repository=args.repo, status=args.status, limit=args.limit)
     if not runs:
         print("no runs yet")
@@ -97,6 +112,98 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
     return 0
 
 
+def _cancel_run(rt: Runtime, run_id: str | None) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    if run.status in RUN_FINAL:
+        print(f"run {run.id} is already over ({run.status}); nothing to cancel", file=sys.stderr)
+        return 1
+    # The dispatcher cancels it in the run's order; executors stop its containers.
+    rt.broker.publish(RunCancel(run_id=run.id, reason="cancelled from the command line"), message_id=f"{run.id}:cancel")
+    print(f"cancelling run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
+    return 0
+
+
+# --- trigger rules --------------------------------------------------------------------------------
+
+
+def cmd_rules(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        return _create_rule(rt, args)
+    if args.action == "load":
+        path = args.rule or rt.settings.rules_file
+        if not path:
+            raise ConfigError("no rules file: name one (tasuki rules load FILE) or set TASUKI_RULES_FILE")
+        load_rules_file(rt, Path(path))
+        return 0
+    if args.action in ("disable", "enable", "delete"):
+        rule = _find_rule(rt, args.rule)
+        if args.action == "delete":
+            rt.store.delete_rule(rule.id)
+            print(f"deleted {rule.id}  {rule.sentence()}")
+            if _in_rules_file(rt, rule):
+                print(f"it is in {rt.settings.rules_file} and comes back at the next start; remove it there too")
+            return 0
+        rule = rule.model_copy(update={"enabled": args.action == "enable"})
+        rt.store.update_rule(rule)
+        print(f"{args.action}d {rule.id}  {rule.sentence()}")
+        return 0
+    rules = rt.store.list_rules()
+    if not rules:
+        print("no rules yet: every push is accepted but starts no run; add one with `tasuki rules create`")
+    for rule in rules:
+        print(f"{rule.id}  {rule.sentence()}")
+    return 0
+
+
+def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
+    fields = {
+        "host": args.host, "event": args.event, "repository": args.repo, "branch": args.branch, "tag": args.tag,
+        "target": args.target, "flow_file": args.flow_file, "jobs": args.jobs, "enabled": not args.disabled,
+        "cancel_previous": args.cancel_previous, "concurrency": args.concurrency,
+    }
+    try:
+        rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = {"repository": "repo"}.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else ""
+        raise ConfigError(f"{'--' + where.replace('_', '-') + ': ' if where else ''}"
+                          f"{str(first['msg']).removeprefix('Value error, ')}") from None
+    if not rt.store.add_rule(rule):
+        print(f"this rule exists already: {rule.id}  {rt.store.get_rule(rule.id).sentence()}", file=sys.stderr)
+        return 1
+    print(f"created {rule.id}  {rule.sentence()}")
+    return 0
+
+
+def _find_rule(rt: Runtime, prefix: str | None) -> recipes.Rule:
+    if not prefix:
+        raise ConfigError("name the rule by its id (or the start of it); `tasuki rules` lists them")
+    found = [r for r in rt.store.list_rules() if r.id.startswith(prefix)]
+    if len(found) != 1:
+        what = "no rule" if not found else f"{len(found)} rules ({', '.join(r.id for r in found)})"
+        raise ConfigError(f"{what} with an id starting {prefix!r}; `tasuki rules` lists them")
+    return found[0]
+
+
+def _in_rules_file(rt: Runtime, rule: recipes.Rule) -> bool:
+    try:
+        return rt.settings.rules_file is not None and rule.id in {
+            r.id for r in recipes.load_rules(rt.settings.rules_file)}
+    except ConfigError:
+        return False
+
+
+def load_rules_file(rt: Runtime, path: Path) -> None:
+    """Load the rules file into the store; loading the same file again changes nothing."""
+    rules = recipes.load_rules(path)
+    done = rt.store.sync_rules(rules)
+    print(f"rules from {path}: {len(rules)} in the file; {len(done.added)} added, {len(done.updated)} changed, "
+          f"{len(done.removed)} removed", flush=True)
+
+
 def supervisor_functions() -> list[str]:
     from local import supervisor
 
@@ -116,14 +223,31 @@ def parser() -> argparse.ArgumentParser:
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
     topo.add_argument("action", choices=["declare"])
     topo.set_defaults(fn=cmd_topology)
-    runs = sub.add_parser("runs", help="list runs, or show one")
-    runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    runs = sub.add_parser("runs", help="list runs, show or cancel one")
+    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--repo")
     runs.add_argument("--status")
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--log", action="store_true", help="with show: print each job's log")
     runs.set_defaults(fn=cmd_runs)
+    rules = sub.add_parser("rules", help="trigger rules: list, create, disable, enable, delete, load")
+    rules.add_argument("action", nargs="?", choices=["list", "create", "disable", "enable", "delete", "load"],
+                       default="list")
+    rules.add_argument("rule", nargs="?", help="a rule id (or its start); with load: the rules file")
+    rules.add_argument("--repo", help="repository (a glob): acme/api, acme/*")
+    rules.add_argument("--event", choices=["push", "tag", "pull_request"])
+    rules.add_argument("--host", help="bitbucket, github, gitlab (default: any)")
+    rules.add_argument("--branch", help="push: the branch; pull_request: the source branch (a glob)")
+    rules.add_argument("--tag", help="tag: the tag (a glob)")
+    rules.add_argument("--target", help="pull_request: the target branch (a glob)")
+    rules.add_argument("--flow-file", help="default: .tasuki.yml")
+    rules.add_argument("--jobs", type=lambda v: [j for j in v.split(",") if j], help="only these jobs: a,b")
+    rules.add_argument("--cancel-previous", action="store_true", default=None,
+                       help="a newer push cancels the older unfinished run of the branch")
+    rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
+    rules.add_argument("--disabled", action="store_true", help="create it disabled")
+    rules.set_defaults(fn=cmd_rules)
     return p
 
 

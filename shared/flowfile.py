@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.errors import FlowFileError
 
@@ -32,6 +33,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _EXECUTABLE = re.compile(r"^[A-Za-z0-9_.@+-][A-Za-z0-9_.@+/-]*$")
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHELL = re.compile(r"[;&|$`<>(){}*?!~'\"\\]")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")
+# Keys other CI services use for inline shell; named in the error, since Tasuki refuses them.
+_SCRIPT_KEYS = frozenset({"script", "scripts", "steps", "commands", "command", "shell", "cmd", "sh", "before_script"})
 
 
 def parse_duration(value: Any) -> int:
@@ -54,20 +59,38 @@ def parse_duration(value: Any) -> int:
 def check_executable(path: str) -> str:
     """A relative path to a file in the repository, with no `..` and nothing a shell would read."""
     if not path or not path.strip():
-        raise ValueError("run must name an executable file in the repository, like ci/test")
+        raise ValueError("expected an executable file in the repository, like ci/test")
+    if "\n" in path.strip():
+        raise ValueError(
+            "this is an inline script, and Tasuki runs no inline scripts: put the commands in an "
+            "executable file in the repository (like ci/test) and name that file in run"
+        )
     if path.startswith("/"):
         raise ValueError(
-            f"run must be a path relative to the repository root, found the absolute path {path!r}"
+            f"expected a path relative to the repository root, found the absolute path {path!r}"
+        )
+    first, _, rest = path.strip().partition(" ")
+    if rest and _EXECUTABLE.match(first) and not _SHELL.search(path):
+        raise ValueError(
+            f"expected one executable file, found {path!r}; put its arguments in args, "
+            f"like run: {first} and args: {rest.split()}"
         )
     if not _EXECUTABLE.match(path):
         raise ValueError(
-            f"run must name an executable file in the repository (like ci/test), not a shell "
+            f"expected an executable file in the repository (like ci/test), not a shell "
             f"command: found {path!r}. Tasuki runs no inline scripts: put the commands in a "
             f"script in the repository, make it executable and name it here"
         )
     if ".." in path.split("/"):
-        raise ValueError(f"run must stay inside the repository, found {path!r} with '..'")
+        raise ValueError(f"expected a file inside the repository, found {path!r} with '..'")
     return path.removeprefix("./")
+
+
+def check_image(value: str | None) -> str | None:
+    """An image reference (`python:3.12-slim`, `ghcr.io/acme/tool@sha256:...`), nothing more."""
+    if value and not _IMAGE.match(value):
+        raise ValueError(f"expected an image name like python:3.12-slim, found {value!r}")
+    return value
 
 
 class When(BaseModel):
@@ -119,6 +142,11 @@ class Job(BaseModel):
     def _run_is_a_file(cls, value: str | None) -> str | None:
         return None if value is None else check_executable(value)
 
+    @field_validator("image", "plugin")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return check_image(value)
+
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, value: Any) -> int | None:
@@ -148,8 +176,10 @@ class Job(BaseModel):
 
     @model_validator(mode="after")
     def _run_or_plugin(self) -> Job:
-        if (self.run is None) == (self.plugin is None):
-            raise ValueError("a job needs either run (an executable in the repository) or plugin (an image)")
+        if self.run is not None and self.plugin is not None:
+            raise ValueError("a job has run (an executable in the repository) or plugin (an image), not both")
+        if self.run is None and self.plugin is None:
+            raise ValueError("a job needs run (an executable in the repository, with image) or plugin (an image)")
         if self.run is not None and not self.image:
             raise ValueError(f"a job that runs {self.run} needs an image to run it in")
         if self.plugin is not None and self.image:
@@ -181,23 +211,42 @@ class Flow(BaseModel):
             jobs = {}
             for name, job in data["jobs"].items():
                 if not isinstance(name, str) or not _NAME.match(name):
-                    raise ValueError(f"job names are letters, digits, '-', '_' and '.', found {name!r}")
+                    raise PydanticCustomError(
+                        "located", "job names are letters, digits, '-', '_' and '.', found {name}",
+                        {"name": repr(name), "at": ("jobs", str(name))},
+                    )
                 jobs[name] = {**job, "name": name} if isinstance(job, dict) else job
             data = {**data, "jobs": jobs}
         return data
 
     @model_validator(mode="after")
     def _dag(self) -> Flow:
-        if not self.jobs:
-            raise ValueError("jobs is empty: name at least one job")
-        for name, job in self.jobs.items():
-            for need in job.needs:
-                if need not in self.jobs:
-                    raise ValueError(f"job {name!r} needs {need!r}, which is not a job in this file")
-        order = topological_order({n: j.needs for n, j in self.jobs.items()})
-        if order is None:
-            raise ValueError(f"needs form a cycle: {' -> '.join(find_cycle({n: j.needs for n, j in self.jobs.items()}))}")
+        problem = dag_problem({n: j.needs for n, j in self.jobs.items()})
+        if problem:
+            where, message = problem
+            # The location travels in the error's context, so that `parse` can name its line.
+            raise PydanticCustomError("located", "{message}", {"message": message, "at": where})
         return self
+
+
+def dag_problem(needs: dict[str, list[str]]) -> tuple[tuple[Any, ...], str] | None:
+    """The first thing wrong with the jobs' needs, with where it is: (location, message)."""
+    if not needs:
+        return ("jobs",), "empty: name at least one job"
+    for name, deps in needs.items():
+        for index, need in enumerate(deps):
+            if need == name:
+                return ("jobs", name, "needs", index), "a job cannot need itself"
+            if need not in needs:
+                known = ", ".join(sorted(n for n in needs if n != name))
+                return (
+                    ("jobs", name, "needs", index),
+                    f"needs {need!r}, which is not a job in this file (jobs: {known})",
+                )
+    if topological_order(needs) is None:
+        cycle = find_cycle(needs)
+        return ("jobs", cycle[0], "needs"), f"these needs form a cycle: {' -> '.join(cycle)}"
+    return None
 
 
 def topological_order(needs: dict[str, list[str]]) -> list[str] | None:
@@ -246,33 +295,105 @@ def find_cycle(needs: dict[str, list[str]]) -> list[str]:
 
 
 def parse(text: str | bytes, path: str = FLOW_FILE) -> Flow:
-    """Validate a flow file; errors name the file, the line and the job."""
+    """Validate a flow file; every error names the file, the line and (where there is one) the job."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
+        # The parser notices a problem where it stops (problem_mark), often a line after the
+        # mistake; the construct it was reading (context_mark) tells whose entry is broken.
         mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise FlowFileError(f"{path}{line}: not valid YAML: {exc.problem or exc}") from None
+        line = mark.line + 1 if mark else 1
+        started = exc.context_mark.line + 1 if exc.context_mark else line
+        job = _job_near(text, started)
+        where = f"{path}:{line}: job {job!r}" if job else f"{path}:{line}"
+        context = f" ({exc.context} that starts on line {started})" if exc.context and started != line else ""
+        raise FlowFileError(f"{where}: not valid YAML: {exc.problem or exc}{context}") from None
     except yaml.YAMLError as exc:
-        raise FlowFileError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or "jobs" not in data:
-        raise FlowFileError(f"{path}:1: expected a mapping with a 'jobs' key, found {type(data).__name__}")
+        raise FlowFileError(f"{path}:1: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise FlowFileError(f"{path}:1: expected a mapping with a 'jobs' key, found {found}")
+    _refuse_duplicate_keys(root, path)
+    if "jobs" not in data:
+        raise FlowFileError(f"{path}:1: no 'jobs' key: a flow file is 'jobs:' and one entry per job")
     try:
         return Flow.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [p for p in first["loc"] if p not in ("function-after", "function-before")]
-        line = _line_of(root, loc)
-        where = f"{path}:{line}" if line else path
-        job = f" job {loc[1]!r}" if len(loc) >= 2 and loc[0] == "jobs" else ""
-        field = f" {'.'.join(str(p) for p in loc[2:])}" if len(loc) > 2 else ""
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
-        elif first["type"] == "missing":
-            message = f"{loc[-1]!r} is required"
-        raise FlowFileError(f"{where}:{job}{field}: {message}") from None
+        problems = sorted({_problem(error, root, path) for error in exc.errors()})
+        raise FlowFileError("\n".join(message for _, message in problems)) from None
+
+
+def _problem(error: Any, root: yaml.Node | None, path: str) -> tuple[int, str]:
+    """One pydantic error as (line, "file:line: job 'x': field: message")."""
+    loc = [p for p in error["loc"] if p not in ("function-after", "function-before")]
+    if error["type"] == "located":
+        loc = list(error["ctx"]["at"])
+    line = _line_of(root, loc) or 1
+    job = f" job {loc[1]!r}:" if len(loc) >= 2 and loc[0] == "jobs" else ""
+    inner = loc[2:] if job else loc
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner).lstrip(".")
+    message = _message(error, loc)
+    return line, f"{path}:{line}:{job}{' ' + field + ':' if field else ''} {message}"
+
+
+def _message(error: Any, loc: list[Any]) -> str:
+    kind, found = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        if key in _SCRIPT_KEYS:
+            return (
+                f"unknown key {key!r}: Tasuki runs no inline scripts; put the commands in an "
+                f"executable file in the repository and name it in run"
+            )
+        model = Flow if len(loc) == 1 else When if "when" in loc[2:3] else Job
+        known = ", ".join(k for k in model.model_fields if k != "name")
+        return f"unknown key {key!r}; expected one of: {known}"
+    if kind == "missing":
+        return f"{loc[-1]!r} is required"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        what = "a job is a mapping like {image: ..., run: ci/test}" if len(loc) == 2 else "expected a mapping"
+        return f"{what}, found {found!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind not in ("value_error", "located") and isinstance(found, str | int | float | bool | None):
+        message += f", found {found!r}"
+    return message
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple[Any, ...] = ()) -> None:
+    """YAML keeps the last of two equal keys silently; a job defined twice is a mistake to report."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                where = loc + (key.value,)
+                job = f" job {where[1]!r}:" if len(where) >= 2 and where[0] == "jobs" else ""
+                what = "this job is defined twice" if len(where) == 2 and job else f"{key.value!r} appears twice"
+                raise FlowFileError(f"{path}:{key.start_mark.line + 1}:{job} {what}")
+            seen.add(key.value)
+            _refuse_duplicate_keys(value, path, loc + (key.value,))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, path, loc + (index,))
+
+
+def _job_near(text: str | bytes, line: int) -> str:
+    """The job whose entry holds `line` (1-based), reading the text (YAML that did not parse)."""
+    lines = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).splitlines()
+    job, indent, in_jobs = "", None, False
+    for number, content in enumerate(lines[:line], start=1):
+        stripped = content.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        depth = len(content) - len(content.lstrip())
+        if depth == 0:
+            in_jobs, job = stripped.startswith("jobs:"), ""
+            continue
+        if in_jobs and (indent is None or depth == indent):
+            indent = depth
+            match = re.match(r"([A-Za-z0-9][A-Za-z0-9_.-]*)\s*:", stripped)
+            job = match.group(1) if match else job
+    return job
 
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
@@ -323,7 +444,8 @@ def select(
     names: Iterable[str] = (),
 ) -> tuple[dict[str, Job], list[str]]:
     """Which jobs run for this event, and which are skipped by their `when` (or a skipped need)."""
-    chosen = with_needs(flow, names) if list(names) else sorted(flow.jobs)
+    names = list(names)
+    chosen = with_needs(flow, names) if names else sorted(flow.jobs)
     changed = list(changed) if changed is not None else None
     order = topological_order({n: flow.jobs[n].needs for n in chosen}) or chosen
     run: dict[str, Job] = {}

@@ -151,6 +151,15 @@ class RunRequested(RunMessage):
     event: Event
     flow_file: str = ".tasuki.yml"
     jobs: list[str] = Field(default_factory=list)  # empty: every job
+    # The rule's options (see shared.recipes.Rule), carried so the run keeps them.
+    cancel_previous: bool = False
+    concurrency: int | None = None
+
+
+class RunWake(RunMessage):
+    """A run of the repository finished or started: a run waiting for a place tries again."""
+
+    TYPE = KEY = "run.wake"
 
 
 class RunPlanned(RunMessage):
@@ -253,6 +262,7 @@ MODELS: dict[str, type[Message]] = {
     for m in (
         Event,
         RunRequested,
+        RunWake,
         RunPlanned,
         RunCancel,
         JobStarted,

@@ -4,13 +4,17 @@
 
 A rule matches an `Event` by host, kind (push, tag, pull_request), repository, and a glob on
 the branch, the tag or the pull request's target branch. `match()` is pure; the router calls
-it and publishes one `run.requested` per matching rule.
+it and publishes one `run.requested` per matching rule. Two options shape the runs a rule makes:
+`cancel_previous` (a newer push cancels the older unfinished run of the same branch) and
+`concurrency` (at most that many unfinished runs of the repository at a time; more wait queued).
 
-Rules file (`TASUKI_RULES_FILE`):
+Rules live in the store. The rules file (`TASUKI_RULES_FILE`) is loaded into it at start
+(`tasuki local`, or `tasuki rules load`); `tasuki rules` creates, lists, disables and deletes them.
 
     rules:
-      - {event: push, repository: acme/api, branch: main}
+      - {event: push, repository: acme/api, branch: main, cancel_previous: true}
       - {event: tag, repository: "acme/*", tag: "v*", jobs: [release]}
+      - {event: pull_request, repository: acme/api, target: main, concurrency: 2}
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from shared.errors import ConfigError
 from shared.messages import Event
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
+# A pull request in one of these states triggers nothing.
+CLOSED_STATES = frozenset({"closed", "merged", "declined", "fulfilled", "rejected", "superseded"})
 
 
 class Rule(BaseModel):
@@ -43,6 +49,21 @@ class Rule(BaseModel):
     flow_file: str = ".tasuki.yml"
     jobs: list[str] = Field(default_factory=list)
     enabled: bool = True
+    # A newer push to the same branch (or pull request) cancels this rule's older unfinished run.
+    cancel_previous: bool = False
+    # At most this many unfinished runs of the repository at a time; None: no limit.
+    concurrency: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _fits_the_event(self) -> Rule:
+        wrong = {"branch": self.event == "tag", "tag": self.event != "tag", "target": self.event != "pull_request"}
+        for name, misplaced in wrong.items():
+            if misplaced and getattr(self, name) != "*":
+                uses = {"branch": "push and pull_request", "tag": "tag", "target": "pull_request"}[name]
+                raise ValueError(f"{name} applies to rules for event {uses}; this rule is for event {self.event}")
+        if self.cancel_previous and self.event == "tag":
+            raise ValueError("cancel_previous applies to pushes and pull requests, not to tags")
+        return self
 
     @model_validator(mode="after")
     def _stable_id(self) -> Rule:
@@ -61,26 +82,33 @@ class Rule(BaseModel):
             return False
         if event.kind == "pull_request":
             pr = event.pull_request
-            return pr is not None and _glob(pr.source_branch, self.branch) and _glob(pr.target_branch, self.target)
+            if pr is None or pr.state.lower() in CLOSED_STATES:
+                return False
+            return _glob(pr.source_branch, self.branch) and _glob(pr.target_branch, self.target)
         if event.deleted or event.ref is None:
             return False
         return _glob(event.ref.name, self.tag if event.kind == "tag" else self.branch)
 
     def sentence(self) -> str:
+        """The rule as one sentence: `if push to acme/api on main then run .tasuki.yml`."""
+        host = f"{self.host} " if self.host != "*" else ""
         what = {"push": "push to", "tag": "tag on", "pull_request": "pull request on"}[self.event]
-        where = self.repository
-        if self.host != "*":
-            where = f"{self.host}:{where}"
         cond = ""
         if self.event == "push" and self.branch != "*":
             cond = f" on {self.branch}"
         elif self.event == "tag" and self.tag != "*":
             cond = f" matching {self.tag}"
-        elif self.event == "pull_request" and self.target != "*":
-            cond = f" into {self.target}"
+        elif self.event == "pull_request":
+            cond = (f" from {self.branch}" if self.branch != "*" else "") + (
+                f" into {self.target}" if self.target != "*" else "")
         jobs = f" (jobs {', '.join(self.jobs)})" if self.jobs else ""
-        off = " [disabled]" if not self.enabled else ""
-        return f"if {what} {where}{cond} then run {self.flow_file}{jobs}{off}"
+        options = ""
+        if self.cancel_previous:
+            options += ", cancelling older runs of the " + ("branch" if self.event == "push" else "pull request")
+        if self.concurrency:
+            options += f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
+        off = " (disabled)" if not self.enabled else ""
+        return f"if {host}{what} {self.repository}{cond} then run {self.flow_file}{jobs}{options}{off}"
 
 
 def _glob(value: str, pattern: str) -> bool:
@@ -116,12 +144,16 @@ def load_rules(path: Path) -> list[Rule]:
     items = data.get("rules") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ConfigError(f"{path}: expected a 'rules' list")
-    rules = []
+    rules: dict[str, tuple[int, Rule]] = {}
     for index, item in enumerate(items):
         try:
-            rules.append(Rule.model_validate(item))
+            rule = Rule.model_validate(item)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "rule"
-            raise ConfigError(f"{path}: rules[{index}]: {where}: {first['msg']}") from None
-    return rules
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{path}: rules[{index}]: {where + ': ' if where else ''}{message}") from None
+        if rule.id in rules:
+            raise ConfigError(f"{path}: rules[{index}] is the same rule as rules[{rules[rule.id][0]}]: {rule.sentence()}")
+        rules[rule.id] = (index, rule)
+    return [rule for _, rule in rules.values()]

@@ -1,4 +1,4 @@
-"""What a process needs, built once on first use from settings: broker, store, registry, rules.
+"""What a process needs, built once on first use from settings: broker, store, registry.
 
 Nothing here connects at import. Function modules call `runtime()` inside the request path;
 `runtime()` reads the environment once (the process boundary) and caches the result. Tests that
@@ -11,7 +11,6 @@ import os
 from functools import cache, cached_property
 
 from shared.broker import Broker
-from shared.recipes import Rule, load_rules
 from shared.registry import Repositories, load_registry
 from shared.settings import Settings
 from shared.store import Store, open_store
@@ -32,10 +31,6 @@ class Runtime:
     @cached_property
     def registry(self) -> Repositories:
         return Repositories(load_registry(self.settings.repositories_file), self.store)
-
-    @cached_property
-    def rules(self) -> list[Rule]:
-        return load_rules(self.settings.rules_file) if self.settings.rules_file else []
 
     @cached_property
     def signing_key(self) -> str:

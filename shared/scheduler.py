@@ -1,13 +1,16 @@
-"""Scheduling a run's DAG: pure decisions, no I/O (the dispatcher does the I/O).
+"""Scheduling runs: pure decisions, no I/O (the dispatcher does the I/O).
 
 Given every job's status and needs, `advance()` says which pending jobs become `skipped`
 (a need ended other than in success) and which are ready to queue (every need succeeded).
-`run_status()` derives the run's status from its jobs.
+`run_status()` derives the run's status from its jobs. `decide()` turns a run's state and one
+message into a `Decision`: what to publish and record, and which store-backed steps follow
+(take a place among the repository's runs, cancel the runs a newer push supersedes, wake the
+runs waiting for a place). `superseded()` is the pure half of the rule option `cancel_previous`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,6 +28,7 @@ from shared.messages import (
     RunRequested,
     RunStatus,
     RunUpdated,
+    RunWake,
 )
 from shared.store import JobRecord, RunRecord
 
@@ -69,7 +73,7 @@ def run_status(statuses: list[str], *, cancelled: bool = False) -> RunStatus:
     if cancelled:
         return "cancelled"
     if not all(s in JOB_FINAL for s in statuses):
-        started = any(s not in ("pending", "queued") for s in statuses)
+        started = any(s == "running" or (s in JOB_FINAL and s != "skipped") for s in statuses)
         return "running" if started else "queued"
     if any(s in FAILED for s in statuses):
         return "failure"
@@ -85,20 +89,33 @@ def run_status(statuses: list[str], *, cancelled: bool = False) -> RunStatus:
 
 @dataclass
 class Decision:
-    """What the dispatcher must do for one message: publish these, then write these records."""
+    """What the dispatcher must do for one message, in this order: publish `publish`, record
+    `run` and `jobs`; then, with the store, `supersede` (cancel the older runs this one replaces),
+    `admit` (take a place for the run, and order its plan once it has one) and `release` (wake the
+    runs of the repository that wait for a place: this run is over)."""
 
     run: RunRecord | None = None
     jobs: list[JobRecord] = field(default_factory=list)
     publish: list[Message] = field(default_factory=list)
+    supersede: bool = False
+    admit: bool = False
+    release: bool = False
 
 
 def decide(run: RunRecord | None, jobs: Mapping[str, JobRecord], message: Message, now: datetime) -> Decision:
     """The pure core of the dispatcher: current state + one message -> effects. Idempotent: a
-    message that was already applied decides nothing new."""
+    message that was already applied decides nothing new, except what a crash between recording
+    and the store-backed steps may have left undone (those steps are idempotent too)."""
     if isinstance(message, RunRequested):
         return _requested(run, jobs, message, now)
-    if run is None or run.status in RUN_FINAL:
-        return Decision()  # unknown or finished run: a late or duplicate message
+    if run is None:
+        return Decision()  # a message about a run that was never requested: nothing to do
+    if run.status in RUN_FINAL:
+        # A late or duplicate message. If it is the one that finished the run, redelivered after
+        # a crash, the runs waiting for a place may not have been woken: wake them (again).
+        return Decision(release=True)
+    if isinstance(message, RunWake):
+        return Decision(admit=True) if _unplanned(run, jobs) else Decision()
     if isinstance(message, RunPlanned):
         return _planned(run, jobs, message, now)
     if isinstance(message, JobStarted):
@@ -110,15 +127,69 @@ def decide(run: RunRecord | None, jobs: Mapping[str, JobRecord], message: Messag
     return Decision()
 
 
+def _unplanned(run: RunRecord, jobs: Mapping[str, JobRecord]) -> bool:
+    return run.status == "queued" and not jobs
+
+
 def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunRequested, now: datetime) -> Decision:
-    order = PlanOrder(run_id=msg.run_id, event=msg.event, flow_file=msg.flow_file, jobs=msg.jobs)
     if run is not None:
-        # Seen before. Only re-send the plan order if it may have been lost (nothing planned yet).
-        return Decision(publish=[order]) if run.status == "queued" and not jobs else Decision()
+        if run.status in RUN_FINAL:
+            return Decision(release=True)
+        # Seen before (a redelivery): redo what may have been lost if it is not planned yet.
+        return Decision(supersede=True, admit=True) if _unplanned(run, jobs) else Decision()
     run = RunRecord(
-        id=msg.run_id, rule_id=msg.rule_id, event=msg.event, flow_file=msg.flow_file, jobs=msg.jobs, created_at=now
+        id=msg.run_id, rule_id=msg.rule_id, event=msg.event, flow_file=msg.flow_file, created_at=now,
+        requested_jobs=list(msg.jobs), cancel_previous=msg.cancel_previous, concurrency=msg.concurrency,
     )
-    return Decision(run=run, publish=[order, _run_updated(run)])
+    return Decision(run=run, publish=[_run_updated(run)], supersede=True, admit=True)
+
+
+def plan_order(run: RunRecord) -> PlanOrder:
+    """The order to read the run's flow file, sent once the run has a place."""
+    return PlanOrder(run_id=run.id, event=run.event, flow_file=run.flow_file, jobs=run.requested_jobs)
+
+
+def waiting_message(run: RunRecord) -> str:
+    return (
+        f"waiting for a place: at most {run.concurrency} unfinished run{'s' if run.concurrency != 1 else ''} "
+        f"of {run.repository} at a time"
+    )
+
+
+def waiting(runs: Iterable[RunRecord], *, besides: str = "") -> list[RunWake]:
+    """Wake-ups for the runs that wait for a place (oldest first)."""
+    return [RunWake(run_id=r.id) for r in runs if not r.admitted and r.concurrency and r.id != besides]
+
+
+def superseded(run: RunRecord, others: Iterable[RunRecord]) -> list[RunCancel]:
+    """`cancel_previous`: of two unfinished runs of one rule for the same branch (or pull
+    request), the older is cancelled when the newer one's rule says so. Either run may be `run`:
+    whichever of two concurrent requests sees both cancels the older."""
+    key = _branch_key(run)
+    cancels = []
+    for other in others:
+        if other.id == run.id or key is None or _branch_key(other) != key or other.status in RUN_FINAL:
+            continue
+        older, newer = sorted((run, other), key=lambda r: (r.created_at, r.id))
+        if newer.cancel_previous:
+            cancels.append(RunCancel(run_id=older.id, reason=f"superseded by run {newer.id}, a newer {_what(newer)}"))
+    return cancels
+
+
+def _branch_key(run: RunRecord) -> tuple[str, ...] | None:
+    event = run.event
+    if event.kind == "pull_request" and event.pull_request is not None:
+        return (run.rule_id, run.repository, "pull request", str(event.pull_request.number))
+    if event.kind == "push" and event.ref is not None:
+        return (run.rule_id, run.repository, "branch", event.ref.name)
+    return None  # tags are not superseded
+
+
+def _what(run: RunRecord) -> str:
+    event = run.event
+    if event.kind == "pull_request" and event.pull_request is not None:
+        return f"change to pull request #{event.pull_request.number}"
+    return f"push to {event.ref.name if event.ref else 'the branch'}"
 
 
 def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now: datetime) -> Decision:
@@ -126,7 +197,7 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
         return Decision()  # planned already
     if msg.error:
         run = run.model_copy(update={"status": "error", "message": msg.error, "finished_at": now})
-        return Decision(run=run, publish=[_run_updated(run)])
+        return Decision(run=run, publish=[_run_updated(run)], release=True)
     planned = {
         name: JobRecord(run_id=run.id, name=name, spec=job, needs=list(job.needs))
         for name, job in msg.jobs.items()
@@ -170,7 +241,9 @@ def _cancel(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunCancel, now: 
         if j.status not in JOB_FINAL
     ]
     run = run.model_copy(update={"status": "cancelled", "message": msg.reason, "finished_at": now})
-    return Decision(run=run, jobs=changed, publish=[*(_job_updated(run, j) for j in changed), _run_updated(run)])
+    return Decision(
+        run=run, jobs=changed, publish=[*(_job_updated(run, j) for j in changed), _run_updated(run)], release=True
+    )
 
 
 def _advance(run: RunRecord, jobs: Mapping[str, JobRecord], now: datetime, changed: list[JobRecord]) -> Decision:
@@ -199,6 +272,7 @@ def _advance(run: RunRecord, jobs: Mapping[str, JobRecord], now: datetime, chang
         if status in RUN_FINAL:
             update["finished_at"] = now
             update["message"] = _summary(current)
+            decision.release = True
         run = run.model_copy(update=update)
         decision.run = run
         decision.publish.append(_run_updated(run))
@@ -206,14 +280,21 @@ def _advance(run: RunRecord, jobs: Mapping[str, JobRecord], now: datetime, chang
 
 
 def _summary(jobs: Mapping[str, JobRecord]) -> str:
-    bad = [j for j in jobs.values() if j.status in ("failure", "timeout", "error")]
+    """One line for the run: what went wrong, or how many jobs passed."""
+    skipped = sorted(j.name for j in jobs.values() if j.status == "skipped")
+    bad = [j for j in jobs.values() if j.status in ("failure", "timeout", "error", "cancelled")]
     if not bad:
-        return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} passed" if jobs else "no job to run"
-    return "; ".join(
+        passed = sum(j.status == "success" for j in jobs.values())
+        if not passed:
+            return "no job ran: every job's 'when' skips this event"
+        text = f"{passed} job{'s' if passed != 1 else ''} passed"
+        return text + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+    text = "; ".join(
         f"{j.name}: {j.status}" + (f" (exit code {j.exit_code})" if j.exit_code not in (None, 0) else "")
         + (f": {j.message}" if j.message else "")
-        for j in bad
+        for j in sorted(bad, key=lambda j: j.name)
     )
+    return text + (f"; skipped: {', '.join(skipped)}" if skipped else "")
 
 
 def _run_updated(run: RunRecord) -> RunUpdated:

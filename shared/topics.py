@@ -7,6 +7,9 @@ One push, top to bottom::
     subscription "router"     (bridge pushes)  --> functions/router    match trigger rules
         publish  tasuki.runs     run.requested    (RunRequested)
     subscription "dispatcher" (bridge pushes, ordered by run id) --> functions/dispatcher
+        a rule's cancel_previous: publish run.cancel for the older runs of the branch
+        a rule's concurrency: the run waits queued until its repository has a place; every run
+        that finishes (or starts) publishes run.wake for the runs waiting in its repository
         publish  tasuki.jobs     job.<pool>       (PlanOrder)          read the flow file
     queue tasuki.executor.<pool> (executors pull) --> local/executor   check out, read .tasuki.yml
         publish  tasuki.runs     run.planned      (RunPlanned)         -> dispatcher
@@ -17,6 +20,8 @@ One push, top to bottom::
         tasuki.runs  run.updated, job.updated
     subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter
         POST the commit status to the git host the push came from
+    `tasuki runs cancel RUN` publishes run.cancel -> dispatcher; executors see the run cancelled
+        in the store and stop its containers
 
 A push that fails too often goes to `tasuki.deadletter` and waits in the queue
 `tasuki.deadletters` to be inspected and replayed (`tasuki deadletters`).
@@ -78,7 +83,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(
         name="dispatcher",
         topic=RUNS,
-        keys=("run.requested", "run.planned", "run.cancel", "job.started", "job.finished"),
+        keys=("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished"),
         endpoint="dispatcher",
         ordering=True,
     ),

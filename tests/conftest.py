@@ -135,6 +135,49 @@ def make_repo(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
     return make
 
 
+def commit_to(bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: str = "master",
+              message: str = "change") -> str:
+    """Push one more commit with these files to `branch` (made from HEAD if new) of a bare
+    repository made by `make_repo`; returns its hash."""
+    work = bare.with_name(f"{bare.stem}-{uuid.uuid4().hex[:8]}")
+    git(bare.parent, "clone", "-q", str(bare), str(work))
+    git(work, "checkout", "-q", "-B", branch, f"origin/{branch}" if git(
+        work, "ls-remote", "--heads", "origin", branch).strip() else "HEAD")
+    for name, content in files.items():
+        text, executable = content if isinstance(content, tuple) else (content, False)
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755 if executable else 0o644)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "--allow-empty", "-m", message)
+    git(work, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+    return git(work, "rev-parse", "HEAD").strip()
+
+
+def bitbucket_push(repository: str, branch: str, commit: str, *, before: str = "",
+                   message: str = "change") -> tuple[bytes, dict[str, str]]:
+    """A Bitbucket repo:push delivery (the captured one, re-aimed) and its headers; each call is
+    a new delivery."""
+    payload = webhook("bitbucket", "first-push.json")
+    payload["repository"]["full_name"] = repository
+    change = payload["push"]["changes"][0]
+    change["new"]["name"] = branch
+    change["new"]["target"].update(hash=commit, message=message)
+    change["commits"] = [{"type": "commit", "hash": commit, "message": message, "author": {"raw": "Test <t@example.com>"}}]
+    change["old"] = {"type": "branch", "name": branch, "target": {"type": "commit", "hash": before}} if before else None
+    headers = {"Content-Type": "application/json", "X-Event-Key": "repo:push",
+               "X-Request-UUID": str(uuid.uuid4()), "User-Agent": "Bitbucket-Webhooks/2.0"}
+    return json.dumps(payload).encode(), headers
+
+
+def queued_messages(amqp_url: str) -> dict[str, int]:
+    """Messages in each queue of the URL's vhost, ready or unacknowledged (rabbitmqctl)."""
+    vhost = amqp_url.rsplit("/", 1)[1]
+    listed = rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+    return {name: int(count) for name, count in (line.split() for line in listed.stdout.splitlines() if line.strip())}
+
+
 def webhook(host: str, name: str) -> dict:
     return json.loads((WEBHOOKS / host / name).read_text())
 
@@ -143,3 +186,80 @@ def first_push_headers() -> dict[str, str]:
     """The request head of the captured Bitbucket delivery, as received."""
     lines = (WEBHOOKS / "bitbucket" / "first-push.http-headers.txt").read_text().splitlines()[1:]
     return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+
+# --- the functions, served in-process (functions-framework's test client) ---------------------
+
+
+def listen_to_runs(broker, queue: str = "test.runs") -> str:
+    """Bind a queue to everything published on tasuki.runs, for a test to read with `take`."""
+    with broker.channel() as ch:
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, "tasuki.runs", routing_key="#")
+    return queue
+
+
+def take(broker, queue: str) -> list:
+    """Every message waiting in `queue`, decoded, removing them; each carries its ordering key."""
+    from shared import codec
+    from shared.broker import ORDERING_HEADER
+    from shared.messages import MODELS
+
+    taken = []
+    with broker.channel() as ch:
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            message = codec.decode(body, MODELS[props.type])
+            assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
+            taken.append(message)
+
+
+class Functions:
+    """The handlers with real RabbitMQ (a fresh vhost) and a real store: push a message to one as
+    the bridge would, and read what it published from the queues (`test.runs` has tasuki.runs)."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.clients: dict = {}
+        listen_to_runs(rt.broker)
+
+    def push(self, function: str, message, attempt: int = 1) -> dict:
+        from functions_framework import create_app
+
+        from shared import codec, push, tokens
+
+        if function not in self.clients:
+            source = HERE.parent / "functions" / f"{function}.py"
+            self.clients[function] = create_app(target=function, source=str(source)).test_client()
+        body = push.envelope(
+            codec.encode(message), attributes={**message.attributes(), "type": message.TYPE},
+            message_id=uuid.uuid4().hex, publish_ms=0, subscription=f"projects/tasuki/subscriptions/{function}",
+            delivery_attempt=attempt, ordering_key=message.ordering_key(),
+        )
+        token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
+        answer = self.clients[function].post("/", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return answer.get_json()
+
+    def take(self, queue: str) -> list:
+        return take(self.rt.broker, queue)
+
+
+@pytest.fixture
+def functions(vhost, tmp_path, monkeypatch) -> Iterator[Functions]:
+    from shared.runtime import runtime
+
+    for key in [k for k in os.environ if k.startswith("TASUKI_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TASUKI_AMQP_URL", vhost)
+    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TASUKI_PUSH_KEY", "a-push-key-for-tests-that-is-long-enough")
+    runtime.cache_clear()
+    rt = runtime()
+    rt.broker.declare()
+    yield Functions(rt)
+    rt.broker.close()
+    rt.store.close()
+    runtime.cache_clear()

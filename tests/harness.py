@@ -95,5 +95,19 @@ class LocalTasuki:
         runs = [(r.id, r.repository, r.status, r.message) for r in self.store.list_runs()]
         raise AssertionError(f"no run matched within {timeout}s; runs: {runs}\n--- log ---\n{self.log()}")
 
+    def wait_until(self, condition: Callable[[], object], what: str, *, timeout: float = 90) -> object:
+        """The first true value of `condition()`, polled; an AssertionError saying `what` after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"{what}: not within {timeout}s\n--- log ---\n{self.log()}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """`tasuki ARGS` with this Tasuki's settings."""
+        return subprocess.run([str(TASUKI), *args], env=self.env, capture_output=True, text=True, timeout=60)
+
     def log_of(self, run_id: str, job: str) -> str:
         return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")

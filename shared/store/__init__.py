@@ -1,4 +1,4 @@
-"""The store: runs, jobs, logs and delivery keys behind one small interface.
+"""The store: runs, jobs, logs, trigger rules and delivery keys behind one small interface.
 
 Handlers keep no state between requests; whatever must outlive a request lives here.
 `open_store(settings)` gives the embedded default, a SQLite file under the data directory,
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel, Field
 
 from shared.flowfile import Job
 from shared.messages import Event, JobStatus, RunStatus, utcnow
 from shared.registry import RepositoryConfig
+from shared.recipes import Rule
 from shared.settings import Settings
 
 
@@ -26,10 +27,15 @@ class RunRecord(BaseModel):
     status: RunStatus = "queued"
     message: str = ""
     flow_file: str = ".tasuki.yml"
-    jobs: list[str] = Field(default_factory=list)  # the jobs the rule asked for; empty: every job
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # From the rule that requested the run: the jobs it names (empty: all) and its options.
+    requested_jobs: list[str] = Field(default_factory=list)
+    cancel_previous: bool = False
+    concurrency: int | None = None
+    # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
+    admitted: bool = False
 
     @property
     def repository(self) -> str:
@@ -59,6 +65,14 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+class RulesSync(NamedTuple):
+    """What loading the rules file changed, by rule id."""
+
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+
+
 class Store(Protocol):
     # deliveries (ingress dedupe)
     def remember_delivery(self, key: str) -> bool:
@@ -85,6 +99,40 @@ class Store(Protocol):
         ...
 
     def get_jobs(self, run_id: str) -> list[JobRecord]: ...
+
+    # runs waiting for a place (the dispatcher, for a rule's concurrency and cancel_previous)
+    def unfinished_runs(self, repository: str) -> list[RunRecord]:
+        """The repository's runs that are not over yet, oldest first."""
+        ...
+
+    def admit_run(self, run_id: str, limit: int | None) -> bool:
+        """Atomically give the run a place among its repository's unfinished runs: True if it has
+        one (now or before), False while `limit` admitted runs are unfinished or an older run of
+        the repository waits for a place (first come, first served)."""
+        ...
+
+    # trigger rules (router reads, command line and rules file write)
+    def list_rules(self) -> list[Rule]:
+        """Every rule, in the order they were added."""
+        ...
+
+    def get_rule(self, rule_id: str) -> Rule | None: ...
+
+    def add_rule(self, rule: Rule) -> bool:
+        """Insert a rule made by a person; False (nothing changed) if one with its id exists."""
+        ...
+
+    def update_rule(self, rule: Rule) -> bool:
+        """Replace a rule (enable, disable); False if there is none with its id."""
+        ...
+
+    def delete_rule(self, rule_id: str) -> bool: ...
+
+    def sync_rules(self, rules: list[Rule]) -> RulesSync:
+        """Make the store hold the rules file's rules, in one transaction: add new ones, update
+        changed ones (keeping whether a person enabled or disabled them), remove rules that came
+        from the file and left it. Rules made on the command line are left alone. Idempotent."""
+        ...
 
     # logs (executor writes, web reads)
     def append_log(self, run_id: str, job: str, seq: int, data: bytes) -> None: ...

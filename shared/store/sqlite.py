@@ -1,5 +1,8 @@
 """The embedded store: one SQLite file in WAL mode, shared by every local process.
 
+Every write is one `BEGIN IMMEDIATE` transaction, so that read-then-write steps such as
+`admit_run` (count a repository's running runs, then admit one) are atomic across processes.
+
 Connections are opened lazily, one per thread. The schema is versioned with
 `PRAGMA user_version` and migrated forward on first use; each migration runs once, in a
 transaction. sqlite3 errors are translated into `StoreError`.
@@ -14,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.errors import StoreError
+from shared.messages import RUN_FINAL
+from shared.recipes import Rule
 from shared.registry import RepositoryConfig
-from shared.store import JobRecord, RunRecord
+from shared.store import JobRecord, RulesSync, RunRecord
 
 MIGRATIONS: list[str] = [
     # 1: runs, jobs, logs, delivery keys, executor results
@@ -50,7 +55,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, job)
     );
     """,
-    # 2: notes on a run from processes other than the dispatcher (e.g. the host refused a status)
+    # 2: trigger rules; runs admitted under a rule's concurrency limit (every older run already was)
+    """
+    CREATE TABLE rules (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET admitted = 1, record = json_set(record, '$.admitted', json('true'));
+    CREATE INDEX runs_unfinished ON runs (repository, status);
+    """,
+    # 3: notes on a run from processes other than the dispatcher (e.g. the host refused a status)
     """
     CREATE TABLE notes (
         run_id TEXT NOT NULL,
@@ -60,11 +76,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, source, message)
     );
     """,
-    # 3: repositories registered from the web page or the API (beside the registry file)
+    # 4: repositories registered from the web page or the API (beside the registry file)
     """
     CREATE TABLE repositories (full_name TEXT PRIMARY KEY, record TEXT NOT NULL);
     """,
 ]
+
+# The statuses of a run that is over, as an SQL list.
+_FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(RUN_FINAL)) + ")"
+FROM_FILE, FROM_PERSON = "file", "cli"
 
 
 class SQLiteStore:
@@ -151,8 +171,9 @@ class SQLiteStore:
     def create_run(self, run: RunRecord) -> bool:
         with self._tx() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (id, repository, status, created_at, record) VALUES (?, ?, ?, ?, ?)",
-                (run.id, run.repository, run.status, run.created_at.isoformat(), run.model_dump_json()),
+                "INSERT OR IGNORE INTO runs (id, repository, status, created_at, admitted, record)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run.id, run.repository, run.status, run.created_at.isoformat(), run.admitted, run.model_dump_json()),
             )
             return cur.rowcount == 1
 
@@ -177,9 +198,95 @@ class SQLiteStore:
     def update_run(self, run: RunRecord) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE runs SET status = ?, record = ? WHERE id = ?",
-                (run.status, run.model_dump_json(), run.id),
+                "UPDATE runs SET status = ?, admitted = ?, record = ? WHERE id = ?",
+                (run.status, run.admitted, run.model_dump_json(), run.id),
             )
+
+    def unfinished_runs(self, repository: str) -> list[RunRecord]:
+        rows = self._query(
+            f"SELECT record FROM runs WHERE repository = ? AND status NOT IN {_FINAL} ORDER BY created_at, id",
+            (repository,),
+        )
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def admit_run(self, run_id: str, limit: int | None) -> bool:
+        with self._tx() as conn:
+            row = conn.execute("SELECT repository, status, admitted, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[1] in RUN_FINAL:
+                return False
+            repository, _, admitted, created_at = row
+            if admitted:
+                return True
+            if limit is not None:
+                going, older_waiting = conn.execute(
+                    f"""SELECT COALESCE(SUM(admitted), 0),
+                               COALESCE(SUM(NOT admitted AND (created_at < ? OR (created_at = ? AND id < ?))), 0)
+                        FROM runs WHERE repository = ? AND status NOT IN {_FINAL} AND id != ?""",
+                    (created_at, created_at, run_id, repository, run_id),
+                ).fetchone()
+                if going >= limit or older_waiting:
+                    return False
+            conn.execute(
+                "UPDATE runs SET admitted = 1, record = json_set(record, '$.admitted', json('true')) WHERE id = ?",
+                (run_id,),
+            )
+            return True
+
+    # -- rules ---------------------------------------------------------------------------------------
+
+    def list_rules(self) -> list[Rule]:
+        return [Rule.model_validate_json(r[0]) for r in self._query("SELECT record FROM rules ORDER BY rowid")]
+
+    def get_rule(self, rule_id: str) -> Rule | None:
+        rows = self._query("SELECT record FROM rules WHERE id = ?", (rule_id,))
+        return Rule.model_validate_json(rows[0][0]) if rows else None
+
+    def add_rule(self, rule: Rule) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO rules (id, source, record) VALUES (?, ?, ?)",
+                (rule.id, FROM_PERSON, rule.model_dump_json()),
+            )
+            return cur.rowcount == 1
+
+    def update_rule(self, rule: Rule) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE rules SET record = ? WHERE id = ?", (rule.model_dump_json(), rule.id))
+            return cur.rowcount == 1
+
+    def delete_rule(self, rule_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM rules WHERE id = ?", (rule_id,)).rowcount == 1
+
+    def sync_rules(self, rules: list[Rule]) -> RulesSync:
+        added, updated, removed = [], [], []
+        with self._tx() as conn:
+            stored = {
+                rid: (source, Rule.model_validate_json(record))
+                for rid, source, record in conn.execute("SELECT id, source, record FROM rules")
+            }
+            for rule in rules:
+                if rule.id not in stored:
+                    conn.execute(
+                        "INSERT INTO rules (id, source, record) VALUES (?, ?, ?)",
+                        (rule.id, FROM_FILE, rule.model_dump_json()),
+                    )
+                    added.append(rule.id)
+                    continue
+                source, current = stored[rule.id]
+                rule = rule.model_copy(update={"enabled": current.enabled})  # a person's choice stays
+                if rule != current or source != FROM_FILE:
+                    conn.execute(
+                        "UPDATE rules SET source = ?, record = ? WHERE id = ?",
+                        (FROM_FILE, rule.model_dump_json(), rule.id),
+                    )
+                    updated.append(rule.id)
+            wanted = {rule.id for rule in rules}
+            for rid, (source, _) in stored.items():
+                if source == FROM_FILE and rid not in wanted:
+                    conn.execute("DELETE FROM rules WHERE id = ?", (rid,))
+                    removed.append(rid)
+        return RulesSync(added, updated, removed)
 
     # -- jobs ----------------------------------------------------------------------------------------
 

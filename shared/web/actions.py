@@ -45,7 +45,7 @@ def rerun(rt: Runtime, run_id: str) -> str:
     new_id = hashlib.sha256(f"{run.id}|rerun|{time.time_ns()}".encode()).hexdigest()[:16]
     rt.broker.publish(
         RunRequested(run_id=new_id, rule_id=run.rule_id, event=run.event, flow_file=run.flow_file,
-                     jobs=run.jobs),
+                     jobs=run.requested_jobs, cancel_previous=run.cancel_previous, concurrency=run.concurrency),
         message_id=f"{new_id}:requested",
     )
     return new_id
