@@ -9,8 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from typing import Any
+
+from pydantic import ValidationError
 
 from shared.messages import RUN_FINAL, RunCancel, RunRequested
+from shared.errors import ConfigError
+from shared.recipes import Rule, load_rules
 from shared.registry import RepositoryConfig
 from shared.runtime import Runtime
 from shared.store import RunRecord
@@ -66,3 +71,60 @@ def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret
 def remove_repository(rt: Runtime, full_name: str) -> None:
     if not rt.store.delete_repository(full_name):
         raise ActionError(404, f"{full_name} was not registered from this page (the registry file is read-only here)")
+
+
+# --- trigger rules ----------------------------------------------------------------------------------
+
+
+def create_rule(rt: Runtime, fields: dict[str, Any]) -> Rule:
+    """A rule from the page's form or the API's JSON; refusals say which field and why."""
+    values = {k: v for k, v in fields.items() if v not in (None, "")}
+    for glob in ("host", "branch", "tag", "target"):
+        values.pop(glob, None) if values.get(glob) == "*" else None
+    if isinstance(values.get("jobs"), str):
+        values["jobs"] = [j.strip() for j in values["jobs"].split(",") if j.strip()]
+    if "concurrency" in values:
+        try:
+            values["concurrency"] = int(values["concurrency"])
+        except (TypeError, ValueError):
+            raise ActionError(400, f"concurrency must be a whole number, found {values['concurrency']!r}") from None
+    values.pop("id", None)
+    try:
+        rule = Rule.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ActionError(400, f"{where + ': ' if where else ''}{message}") from None
+    if not rt.store.add_rule(rule):
+        raise ActionError(409, f"this rule exists already: {rule.sentence()}")
+    return rule
+
+
+def get_rule(rt: Runtime, rule_id: str) -> Rule:
+    rule = rt.store.get_rule(rule_id)
+    if rule is None:
+        raise ActionError(404, f"there is no rule {rule_id}")
+    return rule
+
+
+def set_rule_enabled(rt: Runtime, rule_id: str, enabled: bool) -> Rule:
+    rule = get_rule(rt, rule_id).model_copy(update={"enabled": enabled})
+    rt.store.update_rule(rule)
+    return rule
+
+
+def delete_rule(rt: Runtime, rule_id: str) -> Rule:
+    rule = get_rule(rt, rule_id)
+    rt.store.delete_rule(rule_id)
+    return rule
+
+
+def file_rule_ids(rt: Runtime) -> set[str]:
+    """Ids of the rules that come from the rules file (they return at the next start if deleted)."""
+    if rt.settings.rules_file is None:
+        return set()
+    try:
+        return {r.id for r in load_rules(rt.settings.rules_file)}
+    except ConfigError:
+        return set()

@@ -124,3 +124,25 @@ def remove_repository(rt: Runtime, request: Request, full_name: str) -> Response
 
 def spec(rt: Runtime, request: Request) -> Response:
     return reply(openapi.document(rt.settings.web_url))
+
+
+def rule_json(rule: Any, file_ids: set[str]) -> dict[str, Any]:
+    return {**rule.model_dump(), "sentence": rule.sentence(), "from_file": rule.id in file_ids}
+
+
+def rules(rt: Runtime, request: Request) -> Response:
+    file_ids = actions.file_rule_ids(rt)
+    return reply({"rules": [rule_json(r, file_ids) for r in rt.store.list_rules()]})
+
+
+def create_rule(rt: Runtime, request: Request) -> Response:
+    rule = actions.create_rule(rt, _json_body(request))
+    return reply(rule_json(rule, set()), 201)
+
+
+def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Response:
+    if change == "delete":
+        actions.delete_rule(rt, rule_id)
+        return Response(status=204)
+    rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
+    return reply(rule_json(rule, actions.file_rule_ids(rt)))

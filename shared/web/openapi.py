@@ -28,6 +28,17 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RULE_FIELDS = {
+    "host": {"type": "string", "description": "bitbucket, github, gitlab or * (any)"},
+    "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
+    "repository": {"type": "string", "description": "full name or glob, e.g. acme/*"},
+    "branch": {"type": "string"}, "tag": {"type": "string"}, "target": {"type": "string"},
+    "flow_file": {"type": "string", "default": ".tasuki.yml"},
+    "jobs": {"type": "array", "items": {"type": "string"}, "description": "empty: every job"},
+    "enabled": {"type": "boolean"}, "cancel_previous": {"type": "boolean"},
+    "concurrency": {"type": ["integer", "null"], "minimum": 1},
+}
 
 
 def document(server: str) -> dict[str, Any]:
@@ -62,6 +73,17 @@ def document(server: str) -> dict[str, Any]:
             "/api/runs/{run_id}/rerun": {"post": _op("Run the same event and rule again", {
                 "202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested")},
                 parameters=[RUN_ID])},
+            "/api/rules": {
+                "get": _op("Trigger rules, each with its sentence", {"200": _json(
+                    {"type": "object", "properties": {"rules": {"type": "array", "items": _ref("Rule")}}})}),
+                "post": _op("Create a rule", {"201": _json(_ref("Rule"), "Created"),
+                                              "400": _json(_ref("Error"), "Invalid (names the field)"),
+                                              "409": _json(_ref("Error"), "The same rule exists")},
+                            requestBody={"required": True, "content": {"application/json": {"schema": _ref("RuleIn")}}}),
+            },
+            "/api/rules/{rule_id}/enable": {"post": _op("Enable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
+            "/api/rules/{rule_id}/disable": {"post": _op("Disable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
+            "/api/rules/{rule_id}": {"delete": _op("Delete a rule", {"204": {"description": "Deleted"}}, parameters=[RULE_ID])},
             "/api/repositories": {
                 "get": _op("Registered repositories and the webhook URL", {"200": _json({"type": "object"})}),
                 "post": _op("Register a repository", {"201": _json({"type": "object"}, "Registered"),
@@ -92,6 +114,10 @@ def document(server: str) -> dict[str, Any]:
                     "reason": {"type": "string"}, "message": {"type": "string"},
                     "image": {"type": ["string", "null"]}, "run": {"type": ["string", "null"]},
                     "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}},
+                "RuleIn": {"type": "object", "required": ["repository"], "properties": RULE_FIELDS},
+                "Rule": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "sentence": {"type": "string"}, "from_file": {"type": "boolean"},
+                    **RULE_FIELDS}},
                 "RepositoryIn": {"type": "object", "required": ["full_name"], "properties": {
                     "full_name": {"type": "string"}, "clone_url": {"type": "string"},
                     "secret": {"type": "string"}, "token": {"type": "string"}}},

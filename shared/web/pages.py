@@ -116,3 +116,33 @@ def login_redirect(request: Request) -> Response:
 
 def error(rt: Runtime, request: Request, code: int, title: str, message: str) -> Response:
     return render(rt, request, "error.html", status=code, code=code, title=title, message=message)
+
+
+def _rule_view(rt: Runtime, rule: Any, file_ids: set[str]) -> dict[str, Any]:
+    sentence = rule.sentence()
+    return {"id": rule.id, "sentence": sentence[:1].upper() + sentence[1:], "enabled": rule.enabled,
+            "from_file": rule.id in file_ids}
+
+
+def rules(rt: Runtime, request: Request) -> Response:
+    file_ids = actions.file_rule_ids(rt)
+    return render(rt, request, "rules.html", section="Rules",
+                  rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
+                  repositories=sorted(rt.registry.all()))
+
+
+def create_rule(rt: Runtime, request: Request) -> Response:
+    form = request.form.to_dict()
+    form["cancel_previous"] = form.get("cancel_previous") == "true"
+    form.pop("csrf", None)
+    rule = actions.create_rule(rt, form)
+    return back("/rules", f"Created: {rule.sentence()}")
+
+
+def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Response:
+    if change == "delete":
+        rule = actions.delete_rule(rt, rule_id)
+        note = " It is in the rules file and comes back at the next start." if rule.id in actions.file_rule_ids(rt) else ""
+        return back("/rules", f"Deleted: {rule.sentence()}.{note}")
+    rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
+    return back("/rules", f"{change.capitalize()}d: {rule.sentence()}")
