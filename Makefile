@@ -2,7 +2,7 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test local bench clean
+.PHONY: setup test local demo bench clean
 
 setup:
 	@bash local/setup.sh
@@ -12,6 +12,10 @@ test: setup
 
 local: setup
 	$(VENV)/bin/tasuki local
+
+# With `make local` running (in another terminal): a sample repository, a rule, a signed push.
+demo: setup
+	$(VENV)/bin/tasuki demo
 
 # Benchmarks: Tasuki beside a baseline measured in the same run; ratios, not absolute times.
 bench: setup

@@ -1,6 +1,7 @@
 """The `tasuki` command line.
 
     tasuki local                    every process on this machine (what `make local` runs)
+    tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
     tasuki topology declare         declare exchanges and queues in RabbitMQ
@@ -60,6 +61,13 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
         access.check_configuration(rt.settings)
     supervisor.serve_function(args.function, rt.settings.host, port)
+    return 0
+
+
+def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
+    from local import demo
+
+    demo.run(rt)
     return 0
 
 
@@ -214,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("local", help="run every process on this machine").set_defaults(fn=cmd_local)
+    sub.add_parser("demo", help="with `tasuki local` running: a sample repository, a rule and a signed push").set_defaults(
+        fn=cmd_demo)
     serve = sub.add_parser("serve", help="serve one function with functions-framework (gunicorn)")
     serve.add_argument("function", choices=supervisor_functions())
     serve.add_argument("--port", type=int, help="default: its TASUKI_<FUNCTION>_PORT")
