@@ -4,6 +4,8 @@
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
     tasuki topology declare         declare exchanges and queues in RabbitMQ
+    tasuki topology export          write infra/rabbitmq/definitions.json from shared/topics.py
+    tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
@@ -13,14 +15,18 @@ exit code 2; nothing prints a traceback for a mistake a person can fix.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from shared.errors import TasukiError
 from shared.runtime import Runtime
 from shared.settings import Settings
+
+DEFINITIONS = "infra/rabbitmq/definitions.json"
 
 
 def _logging() -> None:
@@ -61,6 +67,19 @@ def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from local import supervisor
+        from shared import topics
+
+        text = json.dumps(topics.definitions(vhost=args.vhost), indent=2) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+            return 0
+        path = Path(args.output) if args.output else supervisor.ROOT / DEFINITIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path} (vhost {args.vhost}); import it with `rabbitmqctl import_definitions {path}`")
+        return 0
     rt.broker.declare(pools=(rt.settings.executor_pool,))
     print("declared exchanges and queues in RabbitMQ")
     return 0
@@ -110,7 +129,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
     sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
-    topo.add_argument("action", choices=["declare"])
+    topo.add_argument("action", choices=["declare", "export"])
+    topo.add_argument("--vhost", default="/", help="export: the vhost named in the definitions")
+    topo.add_argument("-o", "--output", help=f"export: file to write ('-' for stdout); default {DEFINITIONS}")
     topo.set_defaults(fn=cmd_topology)
     runs = sub.add_parser("runs", help="list runs, or show one")
     runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
