@@ -85,6 +85,30 @@ def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deadletters(rt: Runtime, args: argparse.Namespace) -> int:
+    from shared import deadletters
+
+    url = rt.settings.amqp_url
+    if args.action == "replay":
+        if bool(args.letter_id) == args.all:
+            print("tasuki deadletters replay: give one ID, or --all", file=sys.stderr)
+            return 2
+        replayed = deadletters.replay(url, None if args.all else args.letter_id)
+        for letter_id in replayed:
+            print(f"replayed {letter_id}")
+        if not replayed:
+            print("no dead letters to replay")
+        return 0
+    letters = deadletters.list_letters(url)
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        when = f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}" if letter.dead_lettered_at else "?"
+        print(f"{letter.id}  {when}  {letter.subscription}  {letter.attempts} attempts  "
+              f"{letter.type or '-'}  {letter.message_id}  {letter.last_error[:120]}")
+    return 0
+
+
 def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
     if args.action == "show":
         return _show_run(rt, args.run_id, args.log)
@@ -133,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
     topo.add_argument("--vhost", default="/", help="export: the vhost named in the definitions")
     topo.add_argument("-o", "--output", help=f"export: file to write ('-' for stdout); default {DEFINITIONS}")
     topo.set_defaults(fn=cmd_topology)
+    dead = sub.add_parser("deadletters", help="messages that failed too often: list, or replay them")
+    dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
+    dead.add_argument("--all", action="store_true", help="replay: every dead letter")
+    dead.set_defaults(fn=cmd_deadletters)
     runs = sub.add_parser("runs", help="list runs, or show one")
     runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     runs.add_argument("run_id", nargs="?")

@@ -188,15 +188,19 @@ class Broker:
 
     # -- topology ---------------------------------------------------------------------------------
 
-    def declare(self, pools: tuple[str, ...] = ("default",)) -> None:
+    def declare(
+        self, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+    ) -> None:
         """Declare every exchange, subscription queue, executor queue and the dead-letter queue."""
         with self.channel() as ch:
-            declare_topology(ch, pools)
+            declare_topology(ch, pools, subscriptions)
 
 
-def declare_topology(ch: Any, pools: tuple[str, ...] = ("default",)) -> None:
+def declare_topology(
+    ch: Any, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+) -> None:
     """Declare `topics.topology()`: the same exchanges, queues and bindings as the definitions file."""
-    topo = topics.topology(pools)
+    topo = topics.topology(pools, subscriptions if subscriptions is not None else topics.SUBSCRIPTIONS)
     for exchange in topo.exchanges:
         ch.exchange_declare(exchange, exchange_type="topic", durable=True)
     for queue in topo.queues:

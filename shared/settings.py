@@ -53,6 +53,10 @@ class Settings(BaseModel):
     # The address people use to reach the web page (links in commit statuses).
     public_url: str = ""
 
+    # RabbitMQ's consumer_timeout (seconds; 1800 unless the broker's configuration changes it). The
+    # bridge never keeps a delivery unacknowledged that long: it re-queues it before (local/bridge.py).
+    consumer_timeout: float = Field(1800.0, ge=60)
+
     # Ingress
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     unknown_repositories: Literal["accept", "reject"] = "accept"
