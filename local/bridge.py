@@ -56,6 +56,7 @@ from typing import Any
 
 import pika.exceptions as pe
 
+from local.acks import Acks
 from local.flowcontrol import FlowControl
 from local.pusher import Outcome, Pusher
 from shared import broker as brokers
@@ -86,6 +87,10 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
     try:
         return int(_text(value))
     except (TypeError, ValueError):
@@ -164,7 +169,6 @@ class SubscriptionServer:
         self.prefetch = min(65535, max(32, sub.max_outstanding * PREFETCH_PER_PUSH))
         self.broker = Broker(settings.amqp_url)
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix=f"publish-{sub.name}")
-        self._pushes = ThreadPoolExecutor(sub.max_outstanding, thread_name_prefix=f"push-{sub.name}")
         self._cond = threading.Condition()
         self._tickets = itertools.count(1)
         self._generation = 0
@@ -172,6 +176,9 @@ class SubscriptionServer:
         self._channel: Any = None
         self._lines = _Lines()
         self._in_flight = 0
+        self._next_sweep = 0.0
+        self._unacked: list[int] = []  # acks waiting for the consumer's thread to send them
+        self._acks = Acks()
         self._retry_state: OrderedDict[str, tuple[int, float, str]] = OrderedDict()  # id -> attempts, not before (epoch), error
         self._acked_unconfirmed: OrderedDict[str, None] = OrderedDict()
 
@@ -187,8 +194,10 @@ class SubscriptionServer:
     # -- the consumer: RabbitMQ in, acks out (one thread, owns the connection) -------------------
 
     def serve(self) -> None:
-        dispatcher = threading.Thread(target=self._dispatch, name=f"dispatch-{self.sub.name}", daemon=True)
-        dispatcher.start()
+        workers = [threading.Thread(target=self._push_loop, name=f"push-{self.sub.name}-{n}", daemon=True)
+                   for n in range(self.sub.max_outstanding)]
+        for worker in workers:
+            worker.start()
         delay = 0.5
         while not self.stop.is_set():
             try:
@@ -200,8 +209,8 @@ class SubscriptionServer:
                             self.sub.name, type(exc).__name__, exc, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10)
-        dispatcher.join()
-        self._pushes.shutdown(wait=True)
+        for worker in workers:
+            worker.join()
         self._publisher.submit(self.broker.close)
         self._publisher.shutdown(wait=True)
         self.pusher.close()
@@ -211,6 +220,7 @@ class SubscriptionServer:
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.prefetch)
+            self._acks = Acks()  # delivery tags start again at 1 on every channel
             with self._cond:
                 self._generation += 1
                 self._connection, self._channel = connection, channel
@@ -228,6 +238,7 @@ class SubscriptionServer:
             with self._cond:
                 self._generation += 1  # what this connection delivered is RabbitMQ's again
                 self._lines = _Lines()
+                self._unacked = []
                 self._connection = self._channel = None
             if connection.is_open:
                 try:
@@ -239,7 +250,7 @@ class SubscriptionServer:
         headers = dict(properties.headers or {})
         attributes = attributes_of(headers)
         if not self.filter.matches(attributes):
-            channel.basic_ack(method.delivery_tag)  # as Pub/Sub: not for this subscription, acked unseen
+            self._send_acks(channel, [method.delivery_tag])  # as Pub/Sub: not for this subscription, acked unseen
             return
         now, wall = time.monotonic(), time.time()
         message_id = properties.message_id or ""
@@ -247,7 +258,7 @@ class SubscriptionServer:
             lines = self._lines
             if message_id in self._acked_unconfirmed:  # its endpoint acked it before the connection dropped
                 del self._acked_unconfirmed[message_id]
-                channel.basic_ack(method.delivery_tag)
+                self._send_acks(channel, [method.delivery_tag])
                 return
             own = lines.parked.pop(_text(headers.get(PARK_HEADER, "")), None)
             if own is not None:  # a copy this bridge re-queued: it takes the original's place
@@ -287,22 +298,41 @@ class SubscriptionServer:
             self._schedule(d, now)
 
     def _ack(self, d: Delivery, tag: int, generation: int) -> None:
-        """Ack `tag` from the consumer's thread, if the connection that delivered it is still there."""
+        """Ack `tag` from the consumer's thread, if the connection that delivered it is still there.
+
+        Acks are batched: one wake-up of the consumer's thread sends every ack waiting by then."""
         with self._cond:
-            if generation != self._generation:
-                return
-            connection, channel = self._connection, self._channel
+            connection = self._queue_ack(tag, generation)
+        if connection is not None:
+            self._wake_for_acks(connection, d)
 
-        def ack() -> None:
-            try:
-                channel.basic_ack(tag)
-            except Exception as exc:  # the channel is gone: RabbitMQ redelivers it, nothing is lost
-                log.warning("%s: could not ack %s: %s", self.sub.name, d.message_id, exc)
+    def _queue_ack(self, tag: int, generation: int) -> Any:
+        """Queue an ack (lock held); the connection to wake when no flush is on its way yet."""
+        if generation != self._generation:
+            return None
+        self._unacked.append(tag)
+        return self._connection if len(self._unacked) == 1 else None
 
+    def _wake_for_acks(self, connection: Any, d: Delivery) -> None:
         try:
-            connection.add_callback_threadsafe(ack)
-        except Exception as exc:
+            connection.add_callback_threadsafe(self._flush_acks)
+        except Exception as exc:  # the connection is gone: RabbitMQ redelivers, nothing is lost
             log.warning("%s: could not ack %s: %s", self.sub.name, d.message_id, exc)
+
+    def _flush_acks(self) -> None:
+        with self._cond:
+            tags, self._unacked = self._unacked, []
+            channel = self._channel
+        if channel is not None:
+            self._send_acks(channel, tags)
+
+    def _send_acks(self, channel: Any, tags: list[int]) -> None:
+        """Send acks, coalesced (consumer's thread only)."""
+        try:
+            for tag, multiple in self._acks.frames(tags):
+                channel.basic_ack(tag, multiple=multiple)
+        except Exception as exc:  # the channel is gone: RabbitMQ redelivers them, nothing is lost
+            log.warning("%s: could not ack %d messages: %s", self.sub.name, len(tags), exc)
 
     # -- the scheduler: which message is pushed when (one thread) -------------------------------
 
@@ -320,35 +350,43 @@ class SubscriptionServer:
             self._lines.ready.append((d, d.ticket))
         self._cond.notify()
 
-    def _dispatch(self) -> None:
-        sweep_every = min(1.0, self.margin / 2)
-        next_sweep = 0.0
-        with self._cond:
-            while not self.stop.is_set():
-                now = time.monotonic()
-                lines = self._lines
-                while lines.delayed and lines.delayed[0][0] <= now:
-                    _, ticket, d = heapq.heappop(lines.delayed)
-                    if d.ticket == ticket and d.state == "delayed":
-                        d.state = "ready"
-                        lines.ready.append((d, ticket))
-                if now >= next_sweep:
-                    self._sweep(now)
-                    next_sweep = now + sweep_every
-                while lines.ready and (lines.ready[0][0].ticket != lines.ready[0][1] or lines.ready[0][0].state != "ready"):
-                    lines.ready.popleft()
-                if lines.ready and self.flow.may_start(self._in_flight, now):
-                    d, _ = lines.ready.popleft()
-                    d.state = "pushing"
-                    self._in_flight += 1
-                    self._pushes.submit(self._work, d)
-                    continue
-                wake = [next_sweep]
-                if lines.delayed:
-                    wake.append(lines.delayed[0][0])
-                if lines.ready and self._in_flight < self.flow.window:
-                    wake.append(self.flow.paused_until)
-                self._cond.wait(max(0.001, min(wake) - now))
+    def _push_loop(self) -> None:
+        """One of `max_outstanding` push threads: take the next message that may go, push it."""
+        while True:
+            with self._cond:
+                d = None
+                while d is None and not self.stop.is_set():
+                    d = self._take()
+            if d is None:
+                return
+            self._work(d)
+
+    def _take(self) -> Delivery | None:
+        """The next delivery to push now, or None after waiting until something may change (lock held)."""
+        now = time.monotonic()
+        lines = self._lines
+        while lines.delayed and lines.delayed[0][0] <= now:
+            _, ticket, d = heapq.heappop(lines.delayed)
+            if d.ticket == ticket and d.state == "delayed":
+                d.state = "ready"
+                lines.ready.append((d, ticket))
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(1.0, self.margin / 2)
+            self._sweep(now)
+        while lines.ready and (lines.ready[0][0].ticket != lines.ready[0][1] or lines.ready[0][0].state != "ready"):
+            lines.ready.popleft()
+        if lines.ready and self.flow.may_start(self._in_flight, now):
+            d, _ = lines.ready.popleft()
+            d.state = "pushing"
+            self._in_flight += 1
+            return d
+        wake = [self._next_sweep]
+        if lines.delayed:
+            wake.append(lines.delayed[0][0])
+        if lines.ready and self._in_flight < self.flow.window:
+            wake.append(self.flow.paused_until)
+        self._cond.wait(max(0.001, min(wake) - now))
+        return None
 
     def _must_requeue(self, d: Delivery, now: float) -> bool:
         waits = max(0.0, d.not_before - now)
@@ -383,9 +421,8 @@ class SubscriptionServer:
             log.exception("%s: delivering %s failed", self.sub.name, d.message_id)
             self._retry_later(d)
         finally:
-            with self._cond:
+            with self._cond:  # this thread takes the next push itself: no one to wake
                 self._in_flight -= 1
-                self._cond.notify()
 
     def _request(self, d: Delivery) -> dict[str, Any]:
         return push.envelope(
@@ -394,14 +431,11 @@ class SubscriptionServer:
         )
 
     def _answered(self, d: Delivery, outcome: Outcome) -> None:
-        with self._cond:
-            if outcome.acked:
-                self.flow.succeeded()
-            else:
-                self.flow.failed(time.monotonic())
         if outcome.acked:
             self._settle(d, pushed=True)
             return
+        with self._cond:
+            self.flow.failed(time.monotonic())
         d.last_error = outcome.error
         log.warning("%s: push of %s (attempt %d) failed: %s", self.sub.name, d.message_id, d.attempts, outcome.error)
         if d.attempts >= self.sub.max_delivery_attempts:
@@ -437,7 +471,10 @@ class SubscriptionServer:
     def _settle(self, d: Delivery, *, pushed: bool) -> None:
         """Ack `d` in RabbitMQ and let the next message of its key go."""
         with self._cond:
-            self._retry_state.pop(d.message_id, None)
+            if pushed:
+                self.flow.succeeded()
+            if self._retry_state:
+                self._retry_state.pop(d.message_id, None)
             if not self._current(d):
                 if pushed and d.message_id:  # acked by the endpoint, not in RabbitMQ: don't push it again
                     self._acked_unconfirmed[d.message_id] = None
@@ -454,8 +491,9 @@ class SubscriptionServer:
                     del lines.keys[d.line]
                 elif waiting[0].state == "waiting":
                     self._schedule(waiting[0], time.monotonic())
-            tag, generation = d.tag, d.generation
-        self._ack(d, tag, generation)
+            connection = self._queue_ack(d.tag, d.generation)
+        if connection is not None:
+            self._wake_for_acks(connection, d)
 
     # -- dead letters and re-queued copies (published from one publisher thread) ----------------
 
