@@ -56,6 +56,12 @@ class Pusher:
         except HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
             return Outcome(False, f"cannot reach {self.endpoint}: {type(reason).__name__}: {reason}")
+        if response.status == 102:
+            # An interim answer: http.client takes it as final and would leave the real one in the
+            # kept-alive connection, for the next push to read. Pub/Sub counts 102 as an ack; drop
+            # the connections so that nothing stale is read.
+            self.http.clear()
+            return Outcome(True)
         if response.status in push.ACK_STATUSES:
             return Outcome(True)
         text = response.data[:200].decode("utf-8", "replace").strip()

@@ -98,6 +98,10 @@ class Endpoint:
             time.sleep(delay)
         push.status = status
         try:
+            if status == 102:  # an interim answer, then the final one on the same connection
+                handler.send_response_only(102)
+                handler.end_headers()
+                status = 200
             handler.send_response(status)
             handler.send_header("Content-Length", "0")
             handler.end_headers()

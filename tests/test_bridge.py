@@ -161,6 +161,17 @@ def test_an_endpoint_slower_than_the_ack_deadline_is_a_nack(rig, caplog):
     assert r.queued() == 0
 
 
+def test_102_acks_and_the_answer_after_it_is_not_taken_for_the_next_push(rig):
+    # m1 gets "102 Processing" then "200 OK"; m2, on the same kept-alive connection, gets 500 once
+    r = rig(probe(max_outstanding=1), lambda push: 102 if push.id == "m1" else (500 if push.attempt == 1 else 204))
+    r.publish("m1")
+    r.publish("m2")
+    with r.bridge():
+        r.endpoint.wait_for(lambda e: e.acked_ids() == {"m1", "m2"}, what="both acked")
+    assert [(p.id, p.attempt) for p in r.endpoint.pushes] == [("m1", 1), ("m2", 1), ("m2", 2)]
+    assert r.queued() == 0
+
+
 def test_one_key_waits_for_its_failing_message_while_another_key_proceeds(rig):
     sub = probe(ordering=True, retry=RetryPolicy(minimum_backoff=1, maximum_backoff=2))
     r = rig(sub, failing_first(2, ids={"a1"}))
