@@ -27,8 +27,8 @@ and 100 attempts with 600 s backoffs take hours. So the bridge keeps a delivery 
 while it can still be pushed and answered in time (held + wait + ack deadline + margin <
 consumer_timeout, the `TASUKI_CONSUMER_TIMEOUT` setting). A delivery that would run past that is
 *re-queued*: a copy goes to the subscription's own queue (default exchange, confirmed) carrying
-its state in headers (`x-delivery-attempt` pushes made, `x-not-before-ms`, `x-last-error`,
-`x-park-id`, its original exchange and key), then the original is acked; when the copy comes back
+its state in headers (`local.delivery`: pushes made, not before, last error, park id, original
+exchange and key), then the original is acked; when the copy comes back
 it takes the original's place, also in its ordering key's line. Short backoffs (all of them with
 Google's defaults and five attempts) never leave memory. The broker's configuration is left
 alone: RabbitMQ 3.10 only has the global setting, shared by every application on the broker.
@@ -57,6 +57,7 @@ from typing import Any
 import pika.exceptions as pe
 
 from local.acks import Acks
+from local.delivery import PARK_HEADER, Delivery, text
 from local.flowcontrol import FlowControl
 from local.pusher import Outcome, Pusher
 from shared import broker as brokers
@@ -68,61 +69,8 @@ from shared.topics import Subscription
 
 log = logging.getLogger("tasuki.bridge")
 
-# Headers of a message the bridge re-queued (`x-`: bookkeeping, never attributes).
-ATTEMPT_HEADER = "x-delivery-attempt"
-NOT_BEFORE_HEADER = "x-not-before-ms"
-LAST_ERROR_HEADER = "x-last-error"
-PARK_HEADER = "x-park-id"
-ORIGIN_EXCHANGE_HEADER = "x-original-exchange"
-ORIGIN_KEY_HEADER = "x-original-routing-key"
-REDELIVERIES_HEADER = "x-delivery-count"  # set by quorum queues
-BOOKKEEPING = (ATTEMPT_HEADER, NOT_BEFORE_HEADER, LAST_ERROR_HEADER, PARK_HEADER, REDELIVERIES_HEADER)
-
 PREFETCH_PER_PUSH = 8
 MEMORY = 10_000  # message ids remembered across reconnects (retry state, acks that did not reach RabbitMQ)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _int(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    try:
-        return int(_text(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-@dataclass(eq=False)
-class Delivery:
-    """One message held by the bridge, from its delivery until it is acked in RabbitMQ."""
-
-    tag: int
-    generation: int  # of the connection that delivered `tag`
-    body: bytes
-    properties: Any
-    headers: dict[str, Any]
-    attributes: dict[str, str]
-    exchange: str  # where it was first published
-    routing_key: str
-    message_id: str
-    ordering_key: str
-    line: str  # the ordering key it waits behind ("" when the subscription is unordered)
-    received: float  # monotonic: RabbitMQ has waited for our ack since
-    attempts: int = 0  # pushes made so far
-    not_before: float = 0.0  # monotonic
-    last_error: str = ""
-    state: str = "waiting"  # waiting, ready, delayed, pushing, parking, parked
-    ticket: int = 0  # which entry of the ready queue or delay heap is current
-    dead_letter_due: bool = False
-    park_id: str = ""
-
-    def publish_ms(self) -> int:
-        return _int(self.headers.get(brokers.PUBLISHED_HEADER)) or int((self.properties.timestamp or 0) * 1000)
 
 
 @dataclass
@@ -260,7 +208,7 @@ class SubscriptionServer:
                 del self._acked_unconfirmed[message_id]
                 self._send_acks(channel, [method.delivery_tag])
                 return
-            own = lines.parked.pop(_text(headers.get(PARK_HEADER, "")), None)
+            own = lines.parked.pop(text(headers.get(PARK_HEADER, "")), None)
             if own is not None:  # a copy this bridge re-queued: it takes the original's place
                 own.tag, own.generation, own.received, own.park_id = method.delivery_tag, self._generation, now, ""
                 own.state = "waiting"
@@ -268,20 +216,10 @@ class SubscriptionServer:
                 if self._is_first(own):
                     self._schedule(own, now)
                 return
-            ordering_key = _text(headers.get(brokers.ORDERING_HEADER, ""))
-            d = Delivery(
-                tag=method.delivery_tag, generation=self._generation, body=body, properties=properties,
-                headers=headers, attributes=attributes,
-                exchange=_text(headers.get(ORIGIN_EXCHANGE_HEADER, method.exchange)),
-                routing_key=_text(headers.get(ORIGIN_KEY_HEADER, method.routing_key)),
-                message_id=message_id, ordering_key=ordering_key,
-                line=ordering_key if self.sub.ordering else "", received=now,
-                attempts=_int(headers.get(ATTEMPT_HEADER)) + _int(headers.get(REDELIVERIES_HEADER)),
-                last_error=_text(headers.get(LAST_ERROR_HEADER, "")),
+            d = Delivery.received_from(
+                method, properties, body, headers=headers, attributes=attributes, ordered=self.sub.ordering,
+                generation=self._generation, now=now, wall=wall,
             )
-            not_before_ms = _int(headers.get(NOT_BEFORE_HEADER))
-            if not_before_ms:
-                d.not_before = now + (not_before_ms / 1000 - wall)
             remembered = self._retry_state.get(message_id) if message_id else None
             if remembered is not None:
                 d.attempts = max(d.attempts, remembered[0])
@@ -508,22 +446,7 @@ class SubscriptionServer:
             if not self._current(d):  # RabbitMQ redelivers it; dead-lettered then, once
                 self._remember(d, time.monotonic())
                 return
-        headers = {k: v for k, v in d.headers.items() if k not in BOOKKEEPING}
-        headers.update({
-            # What Pub/Sub adds to a dead-lettered message (attributes: the handler of the
-            # dead-letter topic sees them).
-            "CloudPubSubDeadLetterSourceDeliveryCount": str(d.attempts),
-            "CloudPubSubDeadLetterSourceSubscription": self.sub.name,
-            "CloudPubSubDeadLetterSourceSubscriptionProject": self.settings.project,
-            "CloudPubSubDeadLetterSourceTopicPublishTime": push.rfc3339(d.publish_ms()),
-            # Tasuki's history, for `tasuki deadletters` (shared.deadletters).
-            "x-deadletter-id": uuid.uuid4().hex[:12],
-            "x-source-queue": self.sub.queue,
-            ORIGIN_EXCHANGE_HEADER: d.exchange,
-            ORIGIN_KEY_HEADER: d.routing_key,
-            LAST_ERROR_HEADER: d.last_error[:500],
-            "x-dead-lettered-ms": int(time.time() * 1000),
-        })
+        headers = d.dead_letter_headers(self.sub, self.settings.project, uuid.uuid4().hex[:12], time.time())
         try:
             self._publish(self.sub.dead_letter_topic, d.routing_key, d, headers).result()
         except BrokerError as exc:
@@ -542,15 +465,7 @@ class SubscriptionServer:
         d.state = "parking"
         self._lines.held.discard(d)
         self._lines.parked[d.park_id] = d
-        headers = {k: v for k, v in d.headers.items() if k != REDELIVERIES_HEADER}
-        headers.update({
-            ATTEMPT_HEADER: d.attempts,
-            NOT_BEFORE_HEADER: int((time.time() + max(0.0, d.not_before - now)) * 1000),
-            LAST_ERROR_HEADER: d.last_error[:500],
-            PARK_HEADER: d.park_id,
-            ORIGIN_EXCHANGE_HEADER: d.exchange,
-            ORIGIN_KEY_HEADER: d.routing_key,
-        })
+        headers = d.requeue_headers(time.time() + max(0.0, d.not_before - now))
         log.info("%s: %s re-queued with its retry state (held %.0fs)", self.sub.name, d.message_id, now - d.received)
         lines, tag, generation, park_id = self._lines, d.tag, d.generation, d.park_id
         future = self._publish("", self.sub.queue, d, headers)
