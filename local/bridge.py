@@ -18,7 +18,8 @@ For every subscription in `shared.topics.SUBSCRIPTIONS` the bridge holds one Rab
   own backoff. Messages that don't match the subscription's filter are acked without a push.
 - With ordering on, messages with the same ordering key are pushed one at a time in the order
   RabbitMQ delivered them; a nacked message holds its key back until it is acked or
-  dead-lettered, while other keys go on.
+  dead-lettered, while other keys go on. Messages waiting behind their key count against the
+  prefetch: a key with more than `8 * max_outstanding` messages waiting holds the others back too.
 
 RabbitMQ's consumer_timeout. RabbitMQ (3.8.15+) closes a channel whose delivery stays unacked
 longer than `consumer_timeout` (30 min by default), which would redeliver everything the channel
