@@ -9,6 +9,13 @@
 Reported: pushes per second of each, and the ratios bridge/direct (the aim: at least 0.8) and
 bridge/raw. Each rate is measured after the first tenth of the messages (warm-up). The machine is
 shared and noisy, so direct and bridge runs alternate, `ROUNDS` times, and medians are compared.
+
+Reading the ratio: where the endpoint, the load generator or bridge, and RabbitMQ share a few
+cores, both rates are CPU-bound, and the ratio is close to CPU(load generator + endpoint) /
+CPU(bridge + endpoint + RabbitMQ) per push. So the CPU this process spends per push is reported
+beside the rates: the bridge's exceeds the load generator's by its consumer (pika), its
+scheduling and the envelope of each message; RabbitMQ's own work (quorum queue delivery and ack)
+comes on top and is not in these figures.
 """
 
 from __future__ import annotations
