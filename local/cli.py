@@ -35,7 +35,9 @@ def _logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every failed connection attempt with a traceback; Tasuki reports the same
+    # failures itself, in one line that says what to do (shared.broker, local/bridge.py).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -56,7 +57,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig(vhost, make_settings) -> Iterator[callable]:
+def rig(vhost, make_settings) -> Iterator[Callable[..., Rig]]:
     made: list[tuple[Rig, Endpoint]] = []
 
     def make(sub: Subscription, answer=lambda push: 204) -> Rig:
@@ -139,8 +140,6 @@ def test_a_message_that_always_fails_is_dead_lettered_with_its_history_and_can_b
 
 
 def _wait_for_dead_letters(r: Rig, count: int) -> list[deadletters.Letter]:
-    import time
-
     for _ in range(200):
         letters = deadletters.list_letters(r.url)
         if len(letters) >= count:
