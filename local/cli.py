@@ -5,6 +5,8 @@
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
     tasuki topology declare         declare exchanges and queues in RabbitMQ
+    tasuki topology export          write infra/rabbitmq/definitions.json from shared/topics.py
+    tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
     tasuki runs cancel RUN          cancel a run; its running jobs are stopped
     tasuki rules                    trigger rules, one sentence each
@@ -19,10 +21,12 @@ exit code 2; nothing prints a traceback for a mistake a person can fix.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pathlib import Path
 
@@ -34,6 +38,8 @@ from shared.messages import RUN_FINAL, RunCancel
 from shared.runtime import Runtime
 from shared.settings import Settings
 
+DEFINITIONS = "infra/rabbitmq/definitions.json"
+
 
 def _logging() -> None:
     logging.basicConfig(
@@ -41,7 +47,9 @@ def _logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every failed connection attempt with a traceback; Tasuki reports the same
+    # failures itself, in one line that says what to do (shared.broker, local/bridge.py).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
@@ -86,8 +94,45 @@ def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from local import supervisor
+        from shared import topics
+
+        text = json.dumps(topics.definitions(vhost=args.vhost), indent=2) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+            return 0
+        path = Path(args.output) if args.output else supervisor.ROOT / DEFINITIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path} (vhost {args.vhost}); import it with `rabbitmqctl import_definitions {path}`")
+        return 0
     rt.broker.declare(pools=(rt.settings.executor_pool,))
     print("declared exchanges and queues in RabbitMQ")
+    return 0
+
+
+def cmd_deadletters(rt: Runtime, args: argparse.Namespace) -> int:
+    from shared import deadletters
+
+    url = rt.settings.amqp_url
+    if args.action == "replay":
+        if bool(args.letter_id) == args.all:
+            print("tasuki deadletters replay: give one ID, or --all", file=sys.stderr)
+            return 2
+        replayed = deadletters.replay(url, None if args.all else args.letter_id)
+        for letter_id in replayed:
+            print(f"replayed {letter_id}")
+        if not replayed:
+            print("no dead letters to replay")
+        return 0
+    letters = deadletters.list_letters(url)
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        when = f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}" if letter.dead_lettered_at else "?"
+        print(f"{letter.id}  {when}  {letter.subscription}  {letter.attempts} attempts  "
+              f"{letter.type or '-'}  {letter.message_id}  {letter.last_error[:120]}")
     return 0
 
 
@@ -231,8 +276,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
     sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
-    topo.add_argument("action", choices=["declare"])
+    topo.add_argument("action", choices=["declare", "export"])
+    topo.add_argument("--vhost", default="/", help="export: the vhost named in the definitions")
+    topo.add_argument("-o", "--output", help=f"export: file to write ('-' for stdout); default {DEFINITIONS}")
     topo.set_defaults(fn=cmd_topology)
+    dead = sub.add_parser("deadletters", help="messages that failed too often: list, or replay them")
+    dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
+    dead.add_argument("--all", action="store_true", help="replay: every dead letter")
+    dead.set_defaults(fn=cmd_deadletters)
     runs = sub.add_parser("runs", help="list runs, show or cancel one")
     runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
     runs.add_argument("run_id", nargs="?")

@@ -188,24 +188,22 @@ class Broker:
 
     # -- topology ---------------------------------------------------------------------------------
 
-    def declare(self, pools: tuple[str, ...] = ("default",)) -> None:
+    def declare(
+        self, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+    ) -> None:
         """Declare every exchange, subscription queue, executor queue and the dead-letter queue."""
         with self.channel() as ch:
-            declare_topology(ch, pools)
+            declare_topology(ch, pools, subscriptions)
 
 
-def declare_topology(ch: Any, pools: tuple[str, ...] = ("default",)) -> None:
-    quorum = {"x-queue-type": "quorum"}
-    for exchange in topics.EXCHANGES:
+def declare_topology(
+    ch: Any, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+) -> None:
+    """Declare `topics.topology()`: the same exchanges, queues and bindings as the definitions file."""
+    topo = topics.topology(pools, subscriptions if subscriptions is not None else topics.SUBSCRIPTIONS)
+    for exchange in topo.exchanges:
         ch.exchange_declare(exchange, exchange_type="topic", durable=True)
-    for sub in topics.SUBSCRIPTIONS:
-        ch.queue_declare(sub.queue, durable=True, arguments=quorum)
-        for key in sub.keys:
-            ch.queue_bind(sub.queue, sub.topic, routing_key=key)
-    for pool in pools:
-        # An order no executor can read is dead-lettered (nack without requeue), never dropped.
-        arguments = {**quorum, "x-dead-letter-exchange": topics.DEADLETTER}
-        ch.queue_declare(topics.executor_queue(pool), durable=True, arguments=arguments)
-        ch.queue_bind(topics.executor_queue(pool), topics.JOBS, routing_key=f"job.{pool}")
-    ch.queue_declare(topics.DEADLETTER_QUEUE, durable=True, arguments=quorum)
-    ch.queue_bind(topics.DEADLETTER_QUEUE, topics.DEADLETTER, routing_key="#")
+    for queue in topo.queues:
+        ch.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    for binding in topo.bindings:
+        ch.queue_bind(binding.queue, binding.exchange, routing_key=binding.key)

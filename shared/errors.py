@@ -4,6 +4,7 @@ Domain code never sees a pika, docker, sqlite3, yaml or msgpack exception. The t
 
     TasukiError
     ├── ConfigError              a setting or a configuration file is invalid
+    │   └── FilterError          a subscription filter does not parse; carries the position
     ├── DecodeError              a message body is not what its model expects
     ├── BrokerError
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
@@ -30,6 +31,14 @@ class TasukiError(Exception):
 
 class ConfigError(TasukiError):
     """A setting (named in the message) has an invalid value."""
+
+
+class FilterError(ConfigError):
+    """A subscription filter is not valid Pub/Sub filter syntax; `position` is 0-based."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class DecodeError(TasukiError):

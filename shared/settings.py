@@ -64,6 +64,10 @@ class Settings(BaseModel):
     github_api_url: str = "https://api.github.com"
     gitlab_api_url: str = "https://gitlab.com/api/v4"
 
+    # RabbitMQ's consumer_timeout (seconds; 1800 unless the broker's configuration changes it). The
+    # bridge never keeps a delivery unacknowledged that long: it re-queues it before (local/bridge.py).
+    consumer_timeout: float = Field(1800.0, ge=60)
+
     # Ingress
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     unknown_repositories: Literal["accept", "reject"] = "accept"

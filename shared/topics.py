@@ -26,14 +26,23 @@ One push, top to bottom::
 A push that fails too often goes to `tasuki.deadletter` and waits in the queue
 `tasuki.deadletters` to be inspected and replayed (`tasuki deadletters`).
 
-Exchanges are durable topic exchanges. Subscriptions are what the push bridge serves
-(`local/bridge.py`); `infra/rabbitmq/definitions.json` is generated from this module
-(`tasuki topology export`).
+Exchanges are durable topic exchanges; every queue is a durable quorum queue and every message
+is persistent, so a RabbitMQ restart loses nothing. Subscriptions are what the push bridge serves
+(`local/bridge.py`), with Google Cloud Pub/Sub's settings and ranges (see `Subscription`).
+`topology()` lists every exchange, queue and binding: `shared.broker` declares exactly that, and
+`infra/rabbitmq/definitions.json` is generated from it (`tasuki topology export`; a test fails
+when the file and this module disagree).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared import filters
+from shared.errors import FilterError
 
 EVENTS = "tasuki.events"
 RUNS = "tasuki.runs"
@@ -42,6 +51,7 @@ DEADLETTER = "tasuki.deadletter"
 EXCHANGES = (EVENTS, RUNS, JOBS, DEADLETTER)
 
 DEADLETTER_QUEUE = "tasuki.deadletters"
+QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
 
 def executor_queue(pool: str = "default") -> str:
@@ -49,29 +59,67 @@ def executor_queue(pool: str = "default") -> str:
 
 
 class RetryPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """Exponential backoff between redeliveries of a nacked message, as Pub/Sub's retry policy."""
 
-    minimum_backoff: float = Field(10.0, ge=0, le=600)
-    maximum_backoff: float = Field(600.0, ge=0, le=600)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    minimum_backoff: float = Field(10.0, ge=0, le=600, description="seconds")
+    maximum_backoff: float = Field(600.0, ge=0, le=600, description="seconds")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryPolicy:
+        if self.maximum_backoff < self.minimum_backoff:
+            raise ValueError(
+                f"maximum_backoff ({self.maximum_backoff:g}s) must not be below minimum_backoff "
+                f"({self.minimum_backoff:g}s)"
+            )
+        return self
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next push of a message whose `attempts` pushes all failed."""
+        return min(self.maximum_backoff, self.minimum_backoff * 2 ** max(0, attempts - 1))
 
 
 class Subscription(BaseModel):
-    """A Pub/Sub-style push subscription served by the bridge from one RabbitMQ queue."""
+    """A Pub/Sub push subscription served by the bridge from the queue `tasuki.<name>`.
 
-    model_config = ConfigDict(frozen=True)
+    Ranges are Google's: ack deadline 10-600 s (default 10), backoff 0-600 s (defaults 10 and
+    600), max delivery attempts 5-100 (default 5), filter at most 256 bytes. A nacked message is
+    pushed again after `retry.delay(attempts)`; after `max_delivery_attempts` pushes it goes to
+    `dead_letter_topic` with its history. With `ordering`, messages with the same ordering key
+    are pushed one at a time, in order. `max_outstanding` bounds the pushes in flight at once.
+    """
 
-    name: str
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
     topic: str
-    keys: tuple[str, ...]
+    keys: tuple[str, ...] = Field(min_length=1)
     # The function that receives the pushes; its URL comes from settings (`Settings.endpoint`).
     endpoint: str
-    ack_deadline: float = Field(10.0, ge=10, le=600)
+    ack_deadline: int = Field(10, ge=10, le=600, description="seconds")
     retry: RetryPolicy = RetryPolicy()
     dead_letter_topic: str = DEADLETTER
     max_delivery_attempts: int = Field(5, ge=5, le=100)
     ordering: bool = False
     filter: str = ""
     max_outstanding: int = Field(16, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.lower().startswith("goog"):
+            raise ValueError("a subscription name must not start with 'goog'")
+        return name
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, text: str) -> str:
+        try:
+            filters.parse(text)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+        return text
 
     @property
     def queue(self) -> str:
@@ -103,3 +151,70 @@ def subscription(name: str) -> Subscription:
         if sub.name == name:
             return sub
     raise KeyError(f"no subscription named {name!r}; known: {', '.join(s.name for s in SUBSCRIPTIONS)}")
+
+
+# --- the topology: what RabbitMQ must hold ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=lambda: dict(QUORUM))
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    queue: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[str, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+
+
+def topology(
+    pools: tuple[str, ...] = ("default",), subscriptions: tuple[Subscription, ...] = SUBSCRIPTIONS
+) -> Topology:
+    """Every exchange (durable topic), queue (durable quorum) and binding Tasuki uses."""
+    exchanges = list(EXCHANGES)
+    queues: list[Queue] = []
+    bindings: list[Binding] = []
+    for sub in subscriptions:
+        for name in (sub.topic, sub.dead_letter_topic):
+            if name not in exchanges:
+                exchanges.append(name)
+        queues.append(Queue(sub.queue))
+        bindings.extend(Binding(sub.topic, sub.queue, key) for key in sub.keys)
+    for pool in pools:
+        # An order no executor can read is dead-lettered (nack without requeue), never dropped.
+        queues.append(Queue(executor_queue(pool), {**QUORUM, "x-dead-letter-exchange": DEADLETTER}))
+        bindings.append(Binding(JOBS, executor_queue(pool), f"job.{pool}"))
+    queues.append(Queue(DEADLETTER_QUEUE))
+    bindings.append(Binding(DEADLETTER, DEADLETTER_QUEUE, "#"))
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
+def definitions(vhost: str = "/", pools: tuple[str, ...] = ("default",)) -> dict[str, Any]:
+    """The topology as a RabbitMQ definitions document (`rabbitmqctl import_definitions`)."""
+    topo = topology(pools)
+    return {
+        "vhosts": [{"name": vhost}],
+        "exchanges": [
+            {"name": name, "vhost": vhost, "type": "topic", "durable": True, "auto_delete": False,
+             "internal": False, "arguments": {}}
+            for name in topo.exchanges
+        ],
+        "queues": [
+            {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": q.arguments}
+            for q in topo.queues
+        ],
+        "bindings": [
+            {"source": b.exchange, "vhost": vhost, "destination": b.queue, "destination_type": "queue",
+             "routing_key": b.key, "arguments": {}}
+            for b in topo.bindings
+        ],
+    }

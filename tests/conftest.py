@@ -97,7 +97,7 @@ def docker_client():
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**values) -> Settings:
         values.setdefault("data_dir", tmp_path / "data")
-        values.setdefault("push_key", "test-push-key")
+        values.setdefault("push_key", "test-push-key-of-at-least-32-bytes")
         return Settings(**values)
 
     return make
