@@ -164,3 +164,37 @@ def test_the_api_does_what_the_page_does(tasuki):
     spec = requests.get(f"{api}/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.") and "/api/rules" in spec["paths"]
     assert re.fullmatch(r"[0-9a-f]{16}", rerun.id)
+
+
+def test_dead_letters_are_listed_inspected_and_replayed_from_the_page(page, tasuki):
+    from shared import codec, topics
+    from shared.broker import Broker
+    from shared.messages import Event, Ref, Repository, RunRequested
+
+    # Given a run request the dispatcher refused five times, dead-lettered as the bridge does it
+    event = Event(host="bitbucket", event="repo.push", kind="push", delivery_id="dl-test",
+                  repository=Repository(full_name="acme/green"), ref=Ref(kind="branch", name="main"),
+                  after=tasuki.commits["acme/green"])
+    request = RunRequested(run_id="deadbeef00000001", rule_id="manual", event=event)
+    broker = Broker(tasuki.settings.amqp_url)
+    broker.publish_raw(topics.DEADLETTER, "run.requested", codec.encode(request), message_id="m-dead-1",
+                       message_type="run.requested", headers={
+                           "run": request.run_id, "type": "run.requested", "x-ordering-key": request.run_id,
+                           "CloudPubSubDeadLetterSourceSubscription": "dispatcher",
+                           "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+                           "x-deadletter-id": "dl-1", "x-source-queue": "tasuki.dispatcher",
+                           "x-original-exchange": topics.RUNS, "x-original-routing-key": "run.requested",
+                           "x-last-error": "HTTP 503: the store was locked", "x-dead-lettered-ms": 1767225600000})
+    broker.close()
+    # When a person opens the dead letters, inspects this one and replays it
+    page.goto(f"{tasuki.web}/deadletters")
+    row = page.locator("tr[data-letter=dl-1]")
+    assert "HTTP 503: the store was locked" in row.inner_text() and "dispatcher" in row.inner_text()
+    row.locator("text=Inspect").click()
+    assert "deadbeef00000001" in page.inner_text("pre.log") and "acme/green" in page.inner_text("pre.log")
+    page.click("button:has-text('Replay')")
+    page.wait_for_selector("text=Replayed 1 dead letter.")
+    assert page.locator("tr[data-letter]").count() == 0
+    # Then the dispatcher gets it again and the run happens
+    run = tasuki.wait_for_run(lambda r: r.id == "deadbeef00000001" and r.status == "success")
+    assert run.commit == tasuki.commits["acme/green"]

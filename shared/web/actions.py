@@ -11,7 +11,10 @@ import re
 import time
 from typing import Any
 
+import msgpack
 from pydantic import ValidationError
+
+from shared import deadletters
 
 from shared.messages import RUN_FINAL, RunCancel, RunRequested
 from shared.errors import ConfigError
@@ -128,3 +131,32 @@ def file_rule_ids(rt: Runtime) -> set[str]:
         return {r.id for r in load_rules(rt.settings.rules_file)}
     except ConfigError:
         return set()
+
+
+# --- dead letters ------------------------------------------------------------------------------------
+
+
+def letters(rt: Runtime) -> list[deadletters.Letter]:
+    return deadletters.list_letters(rt.settings.amqp_url)
+
+
+def letter(rt: Runtime, letter_id: str) -> deadletters.Letter:
+    for found in letters(rt):
+        if letter_id in (found.id, found.message_id):
+            return found
+    raise ActionError(404, f"there is no dead letter {letter_id} (it may have been replayed)")
+
+
+def replay(rt: Runtime, letter_id: str | None) -> list[str]:
+    try:
+        return deadletters.replay(rt.settings.amqp_url, letter_id)
+    except deadletters.NoSuchLetter as exc:
+        raise ActionError(404, str(exc)) from None
+
+
+def letter_body(found: deadletters.Letter) -> Any:
+    """The body as data a person can read (msgpack decoded), or its bytes shown safely."""
+    try:
+        return msgpack.unpackb(found.body, raw=False)
+    except Exception:  # not msgpack: show what it is
+        return found.body.decode("utf-8", "replace")

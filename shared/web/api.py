@@ -146,3 +146,25 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
         return Response(status=204)
     rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
     return reply(rule_json(rule, actions.file_rule_ids(rt)))
+
+
+def letter_json(letter: Any, with_body: bool = False) -> dict[str, Any]:
+    data = {"id": letter.id, "message_id": letter.message_id, "type": letter.type,
+            "subscription": letter.subscription, "attempts": letter.attempts, "last_error": letter.last_error,
+            "dead_lettered_at": letter.dead_lettered_at, "exchange": letter.exchange,
+            "routing_key": letter.routing_key, "attributes": letter.attributes}
+    if with_body:
+        data["body"] = actions.letter_body(letter)
+    return data
+
+
+def deadletters(rt: Runtime, request: Request) -> Response:
+    return reply({"deadletters": [letter_json(x) for x in actions.letters(rt)]})
+
+
+def deadletter(rt: Runtime, request: Request, letter_id: str) -> Response:
+    return reply(letter_json(actions.letter(rt, letter_id), with_body=True))
+
+
+def replay(rt: Runtime, request: Request, letter_id: str | None = None) -> Response:
+    return reply({"replayed": actions.replay(rt, letter_id)})

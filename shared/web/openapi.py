@@ -28,6 +28,7 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+LETTER_ID = {"name": "letter_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_FIELDS = {
     "host": {"type": "string", "description": "bitbucket, github, gitlab or * (any)"},
@@ -84,6 +85,13 @@ def document(server: str) -> dict[str, Any]:
             "/api/rules/{rule_id}/enable": {"post": _op("Enable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
             "/api/rules/{rule_id}/disable": {"post": _op("Disable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
             "/api/rules/{rule_id}": {"delete": _op("Delete a rule", {"204": {"description": "Deleted"}}, parameters=[RULE_ID])},
+            "/api/deadletters": {"get": _op("Dead letters, oldest first (nothing is removed)", {"200": _json(
+                {"type": "object", "properties": {"deadletters": {"type": "array", "items": _ref("DeadLetter")}}})})},
+            "/api/deadletters/{letter_id}": {"get": _op("One dead letter with its decoded body", {
+                "200": _json(_ref("DeadLetter"))}, parameters=[LETTER_ID])},
+            "/api/deadletters/{letter_id}/replay": {"post": _op("Replay one dead letter to its subscription", {
+                "200": _json(_ref("Replayed"))}, parameters=[LETTER_ID])},
+            "/api/deadletters/replay": {"post": _op("Replay every dead letter", {"200": _json(_ref("Replayed"))})},
             "/api/repositories": {
                 "get": _op("Registered repositories and the webhook URL", {"200": _json({"type": "object"})}),
                 "post": _op("Register a repository", {"201": _json({"type": "object"}, "Registered"),
@@ -114,6 +122,14 @@ def document(server: str) -> dict[str, Any]:
                     "reason": {"type": "string"}, "message": {"type": "string"},
                     "image": {"type": ["string", "null"]}, "run": {"type": ["string", "null"]},
                     "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}},
+                "DeadLetter": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "message_id": {"type": "string"}, "type": {"type": "string"},
+                    "subscription": {"type": "string"}, "attempts": {"type": "integer"},
+                    "last_error": {"type": "string"}, "dead_lettered_at": {"type": ["string", "null"]},
+                    "exchange": {"type": "string"}, "routing_key": {"type": "string"},
+                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "body": {"description": "the message body, decoded from msgpack"}}},
+                "Replayed": {"type": "object", "properties": {"replayed": {"type": "array", "items": {"type": "string"}}}},
                 "RuleIn": {"type": "object", "required": ["repository"], "properties": RULE_FIELDS},
                 "Rule": {"type": "object", "properties": {
                     "id": {"type": "string"}, "sentence": {"type": "string"}, "from_file": {"type": "boolean"},

@@ -3,6 +3,7 @@ through `actions`. Forms post back and redirect (post/redirect/get) with a one-l
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -146,3 +147,26 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
         return back("/rules", f"Deleted: {rule.sentence()}.{note}")
     rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
     return back("/rules", f"{change.capitalize()}d: {rule.sentence()}")
+
+
+def _letter_view(letter: Any) -> dict[str, Any]:
+    return {"id": letter.id, "message_id": letter.message_id, "type": letter.type, "subscription": letter.subscription,
+            "attempts": letter.attempts, "last_error": letter.last_error, "exchange": letter.exchange,
+            "routing_key": letter.routing_key, "attributes": letter.attributes,
+            "when": present.when(letter.dead_lettered_at)}
+
+
+def deadletters(rt: Runtime, request: Request) -> Response:
+    return render(rt, request, "deadletters.html", section="Dead letters",
+                  letters=[_letter_view(x) for x in actions.letters(rt)])
+
+
+def deadletter(rt: Runtime, request: Request, letter_id: str) -> Response:
+    found = actions.letter(rt, letter_id)
+    body = json.dumps(actions.letter_body(found), indent=2, default=str)
+    return render(rt, request, "deadletter.html", section="Dead letters", letter=_letter_view(found), body=body)
+
+
+def replay(rt: Runtime, request: Request, letter_id: str | None = None) -> Response:
+    done = actions.replay(rt, letter_id)
+    return back("/deadletters", f"Replayed {len(done)} dead letter{'s' if len(done) != 1 else ''}.")
