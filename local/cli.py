@@ -5,6 +5,7 @@
     tasuki bridge | executor        one long-running process
     tasuki topology declare         declare exchanges and queues in RabbitMQ
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
+    tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
 exit code 2; nothing prints a traceback for a mistake a person can fix.
@@ -93,6 +94,18 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
     return 0
 
 
+def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from local import runner
+
+    options = runner.Options(
+        directory=Path(args.directory), jobs=args.jobs, event=args.event or "", branch=args.branch,
+        tag=args.tag, flow_file=args.file, parallel=args.parallel,
+    )
+    return runner.run(rt.settings, options)
+
+
 def supervisor_functions() -> list[str]:
     from local import supervisor
 
@@ -120,6 +133,19 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--log", action="store_true", help="with show: print each job's log")
     runs.set_defaults(fn=cmd_runs)
+    run = sub.add_parser(
+        "run", help="run this checkout's flow in containers, with no broker, store or service",
+        description="Run the jobs of .tasuki.yml (the named ones and what they need) in the same "
+        "containers as the executor, on this machine. Exit code 0 only if every job passed.",
+    )
+    run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
+    run.add_argument("--event", choices=["push", "tag", "pull_request"], help="the event `when` sees (default: push, or tag with --tag)")
+    run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")
+    run.add_argument("--tag", default="", help="the tag `when` sees")
+    run.add_argument("-C", "--directory", default=".", help="the checkout (default: here)")
+    run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
+    run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
+    run.set_defaults(fn=cmd_run)
     return p
 
 

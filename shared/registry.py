@@ -6,8 +6,13 @@ Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
       acme/api:
         clone_url: https://bitbucket.org/acme/api.git   # or a local path to a bare repository
         secret: s3cret                                  # webhook secret (HMAC / token)
+        username: x-token-auth                          # clone credentials (HTTPS) ...
+        password: an-access-token                       #   an app password or access token
+        ssh_key: /etc/tasuki/keys/acme-api              # ... or a deploy key (SSH URLs)
 
-A repository that is not listed is cloned from the URL its webhook names.
+A repository that is not listed is cloned from the URL its webhook names, without credentials.
+Credentials reach git through its environment (an HTTP header, an ssh command), never through
+its argv, the mirror's config or a log line.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigError
 
@@ -25,6 +30,18 @@ class RepositoryConfig(BaseModel):
 
     clone_url: str = ""
     secret: str = Field("", repr=False)
+    username: str = ""
+    password: str = Field("", repr=False)
+    ssh_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> RepositoryConfig:
+        if self.password and not self.username:
+            raise ValueError(
+                "a password needs a username (for an access token: x-token-auth on Bitbucket, "
+                "x-access-token on GitHub, oauth2 on GitLab)"
+            )
+        return self
 
 
 class Registry(BaseModel):
@@ -38,6 +55,13 @@ class Registry(BaseModel):
     def clone_url(self, full_name: str, fallback: str = "") -> str:
         known = self.repositories.get(full_name)
         return (known.clone_url if known else "") or fallback
+
+    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
+        """The registered repository cloned from this URL (its credentials), if any."""
+        for config in self.repositories.values():
+            if config.clone_url and config.clone_url == clone_url:
+                return config
+        return None
 
 
 def load_registry(path: Path | None) -> Registry:
@@ -54,4 +78,4 @@ def load_registry(path: Path | None) -> Registry:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
