@@ -264,6 +264,7 @@ class Executor:
             reason=outcome.reason, message=outcome.message,
         )
         self.store.put_result(run_id, name, codec.encode(finished))
+        self.events.drain()  # the log's last events go out before the job's end
         self.broker.publish(finished, message_id=f"{run_id}:{name}:finished")
 
     def _attempt(self, order: JobOrder, sink: LogSink) -> jobs.Outcome:

@@ -184,21 +184,33 @@ class LogEvents:
         except queue.Full:
             self.dropped += 1
 
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait (a bounded time) until what was offered is published or dropped, so that a job's
+        last log events go out before its `job.finished`."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and (left := deadline - time.monotonic()) > 0:
+                self._queue.all_tasks_done.wait(left)
+
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
+            self._thread = None
 
     def _loop(self) -> None:
         quiet_until = 0.0
         while (message := self._queue.get()) is not None:
-            if time.monotonic() < quiet_until:
-                self.dropped += 1
-                continue
             try:
+                if time.monotonic() < quiet_until:
+                    self.dropped += 1
+                    continue
                 self._broker.publish(message)
             except TasukiError as exc:
                 self.dropped += 1
                 quiet_until = time.monotonic() + self._retry_after
                 log.warning("job.log events paused for %.0fs: %s", self._retry_after, exc)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
         self._broker.close()  # this thread's connection
