@@ -169,7 +169,8 @@ class LocalRun:
         printer = Printer(self.out, list(selected))
         where = f"branch {branch}" if branch else (f"tag {self.options.tag}" if self.options.tag else "no branch")
         printer.say(
-            f"tasuki run: {len(selected)} job(s) for a {ctx.event} on {where} at {commit[:12] or 'no commit'}"
+            f"tasuki run {self.run_id}: {len(selected)} job(s) for a {ctx.event} on {where} "
+            f"at {commit[:12] or 'no commit'}"
             + (f"; skipped by when: {', '.join(skipped)}" if skipped else "")
         )
         results = {n: Result(n, "skipped", message="its when does not match", by_when=True) for n in skipped}
