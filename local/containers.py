@@ -189,10 +189,12 @@ class Docker:
             tail.join(5)
         if "error" in result and not (timed_out or was_cancelled):
             raise self._unavailable(result["error"])
+        code = result.get("StatusCode")
+        if code == 0 and not (timed_out or was_cancelled):
+            return Exit(exit_code=0)  # nothing more to know: skip a round trip
         state = self._call("inspect the container", lambda: api.inspect_container(container))["State"]
-        code = result.get("StatusCode", state.get("ExitCode"))
         return Exit(
-            exit_code=code,
+            exit_code=state.get("ExitCode") if code is None else code,
             timed_out=timed_out,
             cancelled=was_cancelled,
             oom_killed=bool(state.get("OOMKilled")),

@@ -20,6 +20,7 @@ their orders requeued for another executor. A second signal does not wait for th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -225,8 +226,9 @@ class Executor:
 
     # -- running a job ----------------------------------------------------------------------------
 
-    def run(self, order: JobOrder, *, redelivered: bool = False) -> None:
-        """Run one job once: a second order for it waits for the first, then re-announces."""
+    def run(self, order: JobOrder, *, redelivered: bool = False) -> jobs.Outcome | None:
+        """Run one job once: a second order for it waits for the first, then re-announces.
+        Returns what happened, or None when the order only re-announced a recorded result."""
         key = (order.run_id, order.job.name)
         while True:
             with self._lock:
@@ -236,18 +238,18 @@ class Executor:
                     break
             other.wait()  # the same order came again (a lost connection) while it runs here
         try:
-            self._run_once(order, redelivered=redelivered)
+            return self._run_once(order, redelivered=redelivered)
         finally:
             with self._lock:
                 del self._running[key]
             mine.set()
 
-    def _run_once(self, order: JobOrder, *, redelivered: bool) -> None:
+    def _run_once(self, order: JobOrder, *, redelivered: bool) -> jobs.Outcome | None:
         run_id, name = order.run_id, order.job.name
         recorded = self.store.get_result(run_id, name)
         if recorded is not None:  # finished before; the order came again: announce, don't re-run
             self.broker.publish(codec.decode(recorded, JobFinished), message_id=f"{run_id}:{name}:finished")
-            return
+            return None
         if self.abort.is_set():
             raise Interrupted
         self.broker.publish(JobStarted(run_id=run_id, job=name, executor=self.id), message_id=f"{run_id}:{name}:started")
@@ -266,6 +268,7 @@ class Executor:
         self.store.put_result(run_id, name, codec.encode(finished))
         self.events.drain()  # the log's last events go out before the job's end
         self.broker.publish(finished, message_id=f"{run_id}:{name}:finished")
+        return outcome
 
     def _attempt(self, order: JobOrder, sink: LogSink) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
@@ -294,7 +297,7 @@ class Executor:
             "run %s job %s: %s (checkout %.2fs, container %.2fs)",
             order.run_id, job.name, outcome.status, checked_out - started, outcome.seconds,
         )
-        return outcome
+        return dataclasses.replace(outcome, checkout_seconds=checked_out - started)
 
     def _log_writer(self, run_id: str, name: str) -> Callable[[int, bytes], None]:
         def write(seq: int, data: bytes) -> None:

@@ -26,7 +26,8 @@ class Outcome:
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the check of the executable to the container's removal
+    checkout_seconds: float = 0.0  # making the workspace (set by the executor)
 
     @property
     def ok(self) -> bool:

@@ -108,6 +108,14 @@ def test_a_job_without_network_has_only_loopback(tmp_path, executor_id):
     assert outcome.ok and log.split() == ["lo"]
 
 
+def test_a_plugin_runs_its_image_with_settings_as_plugin_variables(tmp_path, executor_id):
+    ws = make_workspace(tmp_path / "ws", {"README": "x"})
+    job = Job(name="notify", plugin=IMAGE, settings={"channel": "ci", "tags": ["a", "b"]},
+              args=["printenv", "PLUGIN_CHANNEL", "PLUGIN_TAGS", "DRONE_COMMIT_SHA"])
+    outcome, log = run(ws, executor_id, job=job)
+    assert outcome.ok and log.split() == ["ci", "a,b", "c0ffee"]
+
+
 # --- clear errors ------------------------------------------------------------------------------------
 
 
