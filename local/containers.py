@@ -79,6 +79,8 @@ class Docker:
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(_words(exc)) from None
         except docker.errors.APIError as exc:
             if exc.status_code is None:
                 raise self._unavailable(exc) from None
@@ -104,20 +106,18 @@ class Docker:
     def create(self, config: dict[str, Any]) -> str:
         """Create a container from an Engine API body; pull its image once if the engine lacks it."""
         api = self.api
-        for attempt in (1, 2):
-            try:
-                return api.create_container_from_config(config)["Id"]
-            except docker.errors.ImageNotFound:
-                if attempt == 2:
-                    break
-                self.pull(config["Image"])
-            except docker.errors.APIError as exc:
-                if exc.status_code is None:
-                    raise self._unavailable(exc) from None
-                raise JobError(f"Docker refused to create the container: {_words(exc)}") from None
-            except _TRANSPORT as exc:
-                raise self._unavailable(exc) from None
-        raise ImageMissing(_missing(config["Image"], "the pull did not bring it"))
+
+        def create() -> str:
+            return self._call("create the container", lambda: api.create_container_from_config(config))["Id"]
+
+        try:
+            return create()
+        except ImageMissing:
+            self.pull(config["Image"])
+        try:
+            return create()
+        except ImageMissing:
+            raise ImageMissing(_missing(config["Image"], "the pull did not bring it")) from None
 
     # -- one container, start to end ----------------------------------------------------------------
 

@@ -111,8 +111,18 @@ class World:
     def workspace(self, run_id: str, job: str = "build") -> Path:
         return self.tmp / "data" / "workspaces" / self.executor_id / f"{run_id}-{job}"
 
-    def release(self, run_id: str, job: str = "build") -> None:
-        (self.workspace(run_id, job) / "release").touch()
+    def running(self, run_id: str, job: str = "build", workspace: Path | None = None, after: bytes = b"") -> Path:
+        """Wait until the job's script runs in its container (it said "waiting", after `after`
+        when given); its workspace."""
+        deadline = time.monotonic() + WAIT
+        while b"waiting" not in (self.log(run_id, job).partition(after)[2] if after else self.log(run_id, job)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{run_id}/{job} never ran; seen {[m.TYPE for m in self.seen]}")
+            time.sleep(0.1)
+        return workspace or self.workspace(run_id, job)
+
+    def release(self, run_id: str, job: str = "build", workspace: Path | None = None) -> None:
+        (self.running(run_id, job, workspace) / "release").touch()
 
     def queued(self) -> int:
         with self.broker.channel() as ch:
@@ -268,7 +278,7 @@ def test_executors_compete_for_orders_each_within_its_concurrency(world, start_e
         by = {m.run_id: m.executor for m in world.seen if m.TYPE == "job.started"}
         assert sorted(by.values()) == sorted([a.id, b.id])
         for run_id, executor in by.items():
-            (world.tmp / "data" / "workspaces" / executor / f"{run_id}-build" / "release").touch()
+            world.release(run_id, workspace=world.tmp / "data" / "workspaces" / executor / f"{run_id}-build")
         assert world.finished("run-1").status == world.finished("run-2").status == "success"
     finally:
         leftovers(docker_client, world.executor_id + "-b", remove=True)
@@ -320,7 +330,7 @@ def test_an_executor_killed_mid_job_leaves_no_container_after_restart(world, pro
     # Given an executor killed (SIGKILL) while its job's container runs
     first = processes()
     world.order("run-1", "ci/wait")
-    world.started("run-1")
+    world.running("run-1")
     [orphan] = leftovers(docker_client, world.executor_id)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     assert [c.id for c in leftovers(docker_client, world.executor_id)] == [orphan.id]
@@ -328,8 +338,9 @@ def test_an_executor_killed_mid_job_leaves_no_container_after_restart(world, pro
     second = processes()
     world.started("run-1", count=2)  # the unacknowledged order came back and runs again
     # Then the orphan is gone, and the job runs to its end in a new container
+    workspace = world.running("run-1", after=b"runs again")
     assert orphan.id not in [c.id for c in leftovers(docker_client, world.executor_id)]
-    world.release("run-1")
+    (workspace / "release").touch()
     done = world.finished("run-1")
     assert done.status == "success"
     assert "was interrupted (its executor stopped) and runs again" in world.log("run-1").decode()
