@@ -151,11 +151,15 @@ class Docker:
             "attach to the container",
             lambda: api.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1}),
         )
-        tail = threading.Thread(target=_tail, args=(sock, on_output), daemon=True, name=f"tail-{container[:12]}")
+        closing = threading.Event()  # set when Tasuki itself ends the stream: not worth a log line
+        tail = threading.Thread(
+            target=_tail, args=(sock, on_output, closing), daemon=True, name=f"tail-{container[:12]}"
+        )
         tail.start()
         try:
             self._start(container, config)
         except BaseException:
+            closing.set()
             _close(sock)
             raise
         done = threading.Event()
@@ -185,6 +189,7 @@ class Docker:
             break
         tail.join(30)
         if tail.is_alive():  # the stream should end with the container; do not hang on it
+            closing.set()
             _close(sock)
             tail.join(5)
         if "error" in result and not (timed_out or was_cancelled):
@@ -239,12 +244,13 @@ class Docker:
         return self._call("list containers", lambda: self.api.containers(all=True, filters={"label": wanted}))
 
 
-def _tail(sock: Any, on_output: Callable[[bytes], None]) -> None:
+def _tail(sock: Any, on_output: Callable[[bytes], None], closing: threading.Event) -> None:
     try:
         for _stream, data in frames_iter(sock, False):
             on_output(data)
     except Exception as exc:  # the stream ends with the container; say why if it ended early
-        on_output(f"\n[tasuki] the output stream ended early: {_words(exc)}\n".encode())
+        if not closing.is_set():
+            on_output(f"\n[tasuki] the output stream ended early: {_words(exc)}\n".encode())
     finally:
         _close(sock)
 
