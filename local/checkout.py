@@ -6,9 +6,9 @@ fetch into it, and only when it lacks the commit. A workspace is a local clone o
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
 they are now, committed or not.
 
-Git runs with argv lists only, never a shell, and never prompts. Clone credentials come from
-the repository registry and reach git through its environment only (`auth_env`); no message
-shows them. Failures raise `CheckoutFailed` with git's words.
+Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
+repository's API credentials in the registry and reach git through its environment only
+(`auth_env`); no message shows them. Failures raise `CheckoutFailed` with git's words.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import fcntl
 import hashlib
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared.errors import CheckoutFailed
 from shared.registry import RepositoryConfig
@@ -35,26 +35,35 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def auth_env(config: RepositoryConfig | None) -> dict[str, str]:
-    """Environment that lets git authenticate with a registered repository's credentials: an
-    HTTP Authorization header (git's config from the environment, so it is in no argv and no
-    config file), or an ssh command with the deploy key."""
-    env: dict[str, str] = {}
+def auth_env(config: RepositoryConfig | None, clone_url: str = "") -> dict[str, str]:
+    """Environment that lets git authenticate over HTTPS with a registered repository's API
+    credentials (its username and app password, or its token): an Authorization header passed
+    as git configuration through the environment, so it is in no argv and no config file.
+    SSH URLs use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
     if config is None:
-        return env
-    if config.password:
-        token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
-        env.update({
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
-        })
-    if config.ssh_key:
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(str(config.ssh_key))} -o IdentitiesOnly=yes -o BatchMode=yes "
-            f"-o StrictHostKeyChecking=accept-new"
-        )
-    return env
+        return {}
+    if config.username and config.app_password:
+        user, password = config.username, config.app_password
+    elif config.token:
+        user, password = config.username or token_user(clone_url), config.token
+    else:
+        return {}
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def token_user(clone_url: str) -> str:
+    """The user name each host expects beside an access token when cloning over HTTPS."""
+    host = urlsplit(clone_url).hostname or ""
+    if "github" in host:
+        return "x-access-token"
+    if "gitlab" in host:
+        return "oauth2"
+    return "x-token-auth"  # Bitbucket's
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -115,8 +124,8 @@ class Checkouts:
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
         config = self.credentials(clone_url)
-        env = auth_env(config)
-        secrets = (config.password,) if config else ()
+        env = auth_env(config, clone_url)
+        secrets = (config.token, config.app_password) if config else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
         try:

@@ -6,13 +6,9 @@ Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
       acme/api:
         clone_url: https://bitbucket.org/acme/api.git   # or a local path to a bare repository
         secret: s3cret                                  # webhook secret (HMAC / token)
-        username: x-token-auth                          # clone credentials (HTTPS) ...
-        password: an-access-token                       #   an app password or access token
-        ssh_key: /etc/tasuki/keys/acme-api              # ... or a deploy key (SSH URLs)
+        token: …                                        # API token, for commit statuses
 
-A repository that is not listed is cloned from the URL its webhook names, without credentials.
-Credentials reach git through its environment (an HTTP header, an ssh command), never through
-its argv, the mirror's config or a log line.
+A repository that is not listed is cloned from the URL its webhook names.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ConfigError
 
@@ -30,18 +26,11 @@ class RepositoryConfig(BaseModel):
 
     clone_url: str = ""
     secret: str = Field("", repr=False)
+    # Credentials for the host's API (commit statuses): a Bitbucket access token, a GitHub token
+    # or a GitLab token; or, for Bitbucket, a username with an app password. Never logged.
+    token: str = Field("", repr=False)
     username: str = ""
-    password: str = Field("", repr=False)
-    ssh_key: Path | None = None
-
-    @model_validator(mode="after")
-    def _credentials(self) -> RepositoryConfig:
-        if self.password and not self.username:
-            raise ValueError(
-                "a password needs a username (for an access token: x-token-auth on Bitbucket, "
-                "x-access-token on GitHub, oauth2 on GitLab)"
-            )
-        return self
+    app_password: str = Field("", repr=False)
 
 
 class Registry(BaseModel):
@@ -57,7 +46,8 @@ class Registry(BaseModel):
         return (known.clone_url if known else "") or fallback
 
     def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """The registered repository cloned from this URL (its credentials), if any."""
+        """The registered repository cloned from this URL, whose token (or username and app
+        password) executors also clone with; None for a repository not registered."""
         for config in self.repositories.values():
             if config.clone_url and config.clone_url == clone_url:
                 return config
@@ -78,4 +68,4 @@ def load_registry(path: Path | None) -> Registry:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from local.checkout import Checkouts, auth_env, redact, working_copy
-from shared.errors import CheckoutFailed, ConfigError
-from shared.registry import Registry, RepositoryConfig, load_registry
+from shared.errors import CheckoutFailed
+from shared.registry import Registry, RepositoryConfig
 from tests.conftest import git
 
 
@@ -135,10 +135,9 @@ def private_repo(tmp_path, make_repo):
     server.close()
 
 
-def test_a_private_repository_is_cloned_with_registry_credentials_that_stay_secret(tmp_path, private_repo):
+def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secret(tmp_path, private_repo):
     server, url, commit = private_repo
-    registry = Registry(repositories={"acme/private": RepositoryConfig(
-        clone_url=url, username="x-token-auth", password="tok-3f9a-secret")})
+    registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
     co = checkouts(tmp_path, credentials=registry.credentials_for)
     with co.workspace(url, commit, "run-1-build") as ws:
         assert (ws / "README").read_text() == "private\n"
@@ -150,8 +149,7 @@ def test_a_private_repository_is_cloned_with_registry_credentials_that_stay_secr
 
 def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(tmp_path, private_repo):
     server, url, commit = private_repo
-    wrong = Registry(repositories={"acme/private": RepositoryConfig(
-        clone_url=url, username="x-token-auth", password="not-the-token-77")})
+    wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
     with pytest.raises(CheckoutFailed) as failed:
         with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w"):
             pass
@@ -162,20 +160,18 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
     assert server.refused >= 2
 
 
-def test_credentials_reach_git_only_through_its_environment(tmp_path):
-    env = auth_env(RepositoryConfig(username="u", password="p@ss", ssh_key=tmp_path / "my key"))
-    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"u:p@ss").decode()
-    assert f"-i '{tmp_path}/my key'" in env["GIT_SSH_COMMAND"] and "BatchMode=yes" in env["GIT_SSH_COMMAND"]
+def test_credentials_reach_git_only_through_its_environment():
+    def basic(env: dict[str, str]) -> str:
+        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+        return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
+
+    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"))) == "bob:p@ss"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://bitbucket.org/a/b.git")) == "x-token-auth:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://github.com/a/b.git")) == "x-access-token:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://gitlab.com/a/b.git")) == "oauth2:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), "https://gitlab.com/a/b.git")) == "ci:t1"
     assert auth_env(None) == {} and auth_env(RepositoryConfig(clone_url="x")) == {}
     assert redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
-
-
-def test_a_password_without_a_username_is_refused_when_the_registry_is_read(tmp_path):
-    path = tmp_path / "repos.yml"
-    path.write_text("repositories:\n  acme/api: {clone_url: https://h/a.git, password: tok}\n")
-    with pytest.raises(ConfigError, match="needs a username .*x-token-auth"):
-        load_registry(path)
 
 
 # --- tasuki run's working copy ----------------------------------------------------------------------
