@@ -3,9 +3,9 @@
     tasuki local                    every process on this machine (what `make local` runs)
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
+    tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
     tasuki topology declare         declare exchanges and queues in RabbitMQ
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
-    tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
 exit code 2; nothing prints a traceback for a mistake a person can fix.
@@ -61,6 +61,18 @@ def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from local import runner
+
+    options = runner.Options(
+        directory=Path(args.directory), jobs=args.jobs, event=args.event or "", branch=args.branch,
+        tag=args.tag, flow_file=args.file, parallel=args.parallel,
+    )
+    return runner.run(rt.settings, options)
+
+
 def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
     rt.broker.declare(pools=(rt.settings.executor_pool,))
     print("declared exchanges and queues in RabbitMQ")
@@ -94,18 +106,6 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
     return 0
 
 
-def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from local import runner
-
-    options = runner.Options(
-        directory=Path(args.directory), jobs=args.jobs, event=args.event or "", branch=args.branch,
-        tag=args.tag, flow_file=args.file, parallel=args.parallel,
-    )
-    return runner.run(rt.settings, options)
-
-
 def supervisor_functions() -> list[str]:
     from local import supervisor
 
@@ -122,17 +122,6 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
     sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
-    topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
-    topo.add_argument("action", choices=["declare"])
-    topo.set_defaults(fn=cmd_topology)
-    runs = sub.add_parser("runs", help="list runs, or show one")
-    runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    runs.add_argument("run_id", nargs="?")
-    runs.add_argument("--repo")
-    runs.add_argument("--status")
-    runs.add_argument("--limit", type=int, default=20)
-    runs.add_argument("--log", action="store_true", help="with show: print each job's log")
-    runs.set_defaults(fn=cmd_runs)
     run = sub.add_parser(
         "run", help="run this checkout's flow in containers, with no broker, store or service",
         description="Run the jobs of .tasuki.yml (the named ones and what they need) in the same "
@@ -146,6 +135,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
     run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
     run.set_defaults(fn=cmd_run)
+    topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
+    topo.add_argument("action", choices=["declare"])
+    topo.set_defaults(fn=cmd_topology)
+    runs = sub.add_parser("runs", help="list runs, or show one")
+    runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    runs.add_argument("run_id", nargs="?")
+    runs.add_argument("--repo")
+    runs.add_argument("--status")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--log", action="store_true", help="with show: print each job's log")
+    runs.set_defaults(fn=cmd_runs)
     return p
 
 
