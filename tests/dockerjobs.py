@@ -11,6 +11,7 @@ import pytest
 
 from local import convert
 from tests.conftest import TEST_IMAGE
+from tests.harness import remove_containers
 
 IMAGE = TEST_IMAGE
 
@@ -19,16 +20,12 @@ IMAGE = TEST_IMAGE
 def executor_id(docker_client) -> Iterator[str]:
     ident = f"test-{uuid.uuid4().hex[:10]}"
     yield ident
-    leftovers(docker_client, ident, remove=True)
+    remove_containers(ident)
 
 
-def leftovers(docker_client, ident: str, *, remove: bool = False) -> list:
-    """Containers labelled with this executor id (removed when asked)."""
-    found = docker_client.containers.list(all=True, filters={"label": f"{convert.LABEL_EXECUTOR}={ident}"})
-    if remove:
-        for container in found:
-            container.remove(force=True)
-    return found
+def leftovers(docker_client, ident: str) -> list:
+    """Containers labelled with this executor id."""
+    return docker_client.containers.list(all=True, filters={"label": f"{convert.LABEL_EXECUTOR}={ident}"})
 
 
 def make_workspace(root: Path, files: dict[str, str | tuple[str, bool]]) -> Path:

@@ -29,7 +29,7 @@ from shared.settings import Settings
 from shared.store.sqlite import SQLiteStore
 from shared.topics import RUNS, executor_queue
 from tests.dockerjobs import IMAGE, executor_id, leftovers, script  # noqa: F401
-from tests.harness import TASUKI
+from tests.harness import TASUKI, remove_containers
 
 WAIT = 180  # seconds a test waits for a message before it fails (never a timing assertion)
 RELEASE = "while [ ! -e release ]; do sleep 0.1; done"  # a job that runs until the test says
@@ -281,7 +281,7 @@ def test_executors_compete_for_orders_each_within_its_concurrency(world, start_e
             world.release(run_id, workspace=world.tmp / "data" / "workspaces" / executor / f"{run_id}-build")
         assert world.finished("run-1").status == world.finished("run-2").status == "success"
     finally:
-        leftovers(docker_client, world.executor_id + "-b", remove=True)
+        remove_containers(world.executor_id + "-b")
 
 
 def test_one_executor_runs_as_many_jobs_at_once_as_its_concurrency(world, start_executor):
