@@ -4,6 +4,7 @@
     tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
+    tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
     tasuki topology declare         declare exchanges and queues in RabbitMQ
     tasuki topology export          write infra/rabbitmq/definitions.json from shared/topics.py
     tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
@@ -91,6 +92,18 @@ def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
 
     executor.main(rt.settings, rt.store, rt.registry)
     return 0
+
+
+def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from local import runner
+
+    options = runner.Options(
+        directory=Path(args.directory), jobs=args.jobs, event=args.event or "", branch=args.branch,
+        tag=args.tag, flow_file=args.file, parallel=args.parallel,
+    )
+    return runner.run(rt.settings, options)
 
 
 def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
@@ -275,6 +288,19 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
     sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
+    run = sub.add_parser(
+        "run", help="run this checkout's flow in containers, with no broker, store or service",
+        description="Run the jobs of .tasuki.yml (the named ones and what they need) in the same "
+        "containers as the executor, on this machine. Exit code 0 only if every job passed.",
+    )
+    run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
+    run.add_argument("--event", choices=["push", "tag", "pull_request"], help="the event `when` sees (default: push, or tag with --tag)")
+    run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")
+    run.add_argument("--tag", default="", help="the tag `when` sees")
+    run.add_argument("-C", "--directory", default=".", help="the checkout (default: here)")
+    run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
+    run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
+    run.set_defaults(fn=cmd_run)
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
     topo.add_argument("action", choices=["declare", "export"])
     topo.add_argument("--vhost", default="/", help="export: the vhost named in the definitions")

@@ -1,8 +1,16 @@
-"""The Docker engine, as the executor uses it: few calls, all docker errors translated.
+"""The Docker engine, as Tasuki uses it: few calls, every docker error translated.
 
 The lifecycle of one job container (as woodpecker's backend documents it):
-make sure the image is there -> create -> start -> tail the log -> wait (kill on timeout or
-cancel) -> inspect (exit code, out of memory) -> remove. `Docker` opens its client lazily.
+create (pull the image first if the engine lacks it) -> attach -> start -> stream the output ->
+wait (kill on timeout, cancel or shutdown) -> inspect (out of memory?) -> remove, always.
+Attaching before the start is what `docker run` does: no output is missed, and the engine
+writes no log file, since the output flows straight to the reader (and waits for it: a job that
+prints faster than Tasuki stores is slowed down, never buffered without bound).
+
+`Docker` speaks the Engine API through docker-py's low-level client, opened on first use.
+Errors: the engine not answering is `DockerUnavailable`; an image it lacks and cannot pull is
+`ImageMissing`; an executable it cannot start is `ExecutableMissing`; anything else it refuses
+is a `JobError` with the engine's words.
 """
 
 from __future__ import annotations
@@ -17,10 +25,15 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.utils import parse_repository_tag
+from docker.utils.socket import frames_iter
 
-from shared.errors import DockerUnavailable, ImageMissing, JobError
+from shared.errors import DockerUnavailable, ExecutableMissing, ImageMissing, JobError
 
 log = logging.getLogger("tasuki.docker")
+
+POLL = 0.25  # seconds between checks of the timeout and the cancel flag while a job runs
+_TRANSPORT = (requests.ConnectionError, requests.Timeout, docker.errors.DockerException, OSError)
 
 
 @dataclass
@@ -32,49 +45,81 @@ class Exit:
 
 
 class Docker:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
+    def __init__(self, base_url: str = "", *, timeout: float = 120) -> None:
+        """`base_url` like unix:///var/run/docker.sock or tcp://host:2375; empty: DOCKER_HOST or
+        the engine's default socket, as the docker command line finds it."""
+        self.base_url = base_url
+        self.timeout = timeout
+        self._api: Any = None
+        self._lock = threading.Lock()
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            try:
-                self._client = docker.from_env(version="auto", timeout=120)
-            except docker.errors.DockerException as exc:
-                raise DockerUnavailable(
-                    f"cannot reach the Docker engine ({exc}); is dockerd running? (`docker info`)"
-                ) from None
-        return self._client
+    def where(self) -> str:
+        return self.base_url or "the default socket (DOCKER_HOST)"
+
+    @property
+    def api(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                try:
+                    if self.base_url:
+                        self._api = docker.APIClient(base_url=self.base_url, version="auto", timeout=self.timeout)
+                    else:
+                        self._api = docker.from_env(version="auto", timeout=self.timeout).api
+                except _TRANSPORT as exc:
+                    raise self._unavailable(exc) from None
+            return self._api
+
+    def _unavailable(self, exc: BaseException) -> DockerUnavailable:
+        return DockerUnavailable(
+            f"cannot reach the Docker engine at {self.where} ({_words(exc)}); is dockerd running, "
+            f"and may this user use it? (`docker info` says)"
+        )
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
-            if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
-                raise JobError(f"Docker refused to {what}: {exc.explanation or exc}") from None
-            raise DockerUnavailable(f"Docker engine failed to {what}: {exc}") from None
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(_words(exc)) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code is None:
+                raise self._unavailable(exc) from None
+            raise JobError(f"Docker refused to {what}: {_words(exc)}") from None
+        except _TRANSPORT as exc:
+            raise self._unavailable(exc) from None
 
     def ping(self) -> None:
-        self._call("answer a ping", self.client.ping)
+        self._call("answer a ping", self.api.ping)
 
-    def ensure_image(self, image: str) -> None:
+    # -- images -----------------------------------------------------------------------------------
+
+    def pull(self, image: str) -> None:
+        repository, tag = parse_repository_tag(image)
+        log.info("pulling %s", image)
         try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
-            raise DockerUnavailable(f"cannot reach the Docker engine to look up {image}: {exc}") from None
+            self.api.pull(repository, tag=tag or "latest")
+        except docker.errors.APIError as exc:
+            raise ImageMissing(_missing(image, _words(exc))) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ImageMissing(_missing(image, _words(exc))) from None
+
+    def create(self, config: dict[str, Any]) -> str:
+        """Create a container from an Engine API body; pull its image once if the engine lacks it."""
+        api = self.api
+
+        def create() -> str:
+            return self._call("create the container", lambda: api.create_container_from_config(config))["Id"]
+
         try:
-            log.info("pulling %s", image)
-            self.client.images.pull(image)
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
-            reason = getattr(exc, "explanation", None) or str(exc)
-            raise ImageMissing(
-                f"image {image} is not on this Docker engine and could not be pulled ({reason}); "
-                f"build or load it on the executor host (docker build / docker load), or use an "
-                f"image a reachable registry has"
-            ) from None
+            return create()
+        except ImageMissing:
+            self.pull(config["Image"])
+        try:
+            return create()
+        except ImageMissing:
+            raise ImageMissing(_missing(config["Image"], "the pull did not bring it")) from None
+
+    # -- one container, start to end ----------------------------------------------------------------
 
     def run(
         self,
@@ -83,74 +128,148 @@ class Docker:
         timeout: float,
         on_output: Callable[[bytes], None],
         cancelled: Callable[[], bool] = lambda: False,
+        on_tick: Callable[[], None] = lambda: None,
     ) -> Exit:
-        """Create, start, stream output, wait; kill on timeout or cancel; always remove."""
-        container = self._call("create the container", lambda: self.client.containers.create(**config))
+        """Create, attach, start, stream, wait; kill on timeout or cancel; always remove."""
+        container = self.create(config)
         try:
-            self._call("start the container", container.start)
-            tail = threading.Thread(target=self._tail, args=(container, on_output), daemon=True)
-            tail.start()
-            done = threading.Event()
-            result: dict[str, Any] = {}
-
-            def wait() -> None:
-                try:
-                    result.update(container.wait())
-                except Exception as exc:  # reported below as the engine failing
-                    result["error"] = exc
-                finally:
-                    done.set()
-
-            threading.Thread(target=wait, daemon=True).start()
-            deadline = time.monotonic() + timeout
-            timed_out = was_cancelled = False
-            while not done.wait(0.5):
-                if time.monotonic() > deadline:
-                    timed_out = True
-                elif cancelled():
-                    was_cancelled = True
-                else:
-                    continue
-                self._kill(container)
-                done.wait(30)
-                break
-            tail.join(30)
-            if "error" in result and not (timed_out or was_cancelled):
-                raise DockerUnavailable(f"lost the container while waiting for it: {result['error']}")
-            state = self._call("inspect the container", lambda: self.client.api.inspect_container(container.id))
-            return Exit(
-                exit_code=result.get("StatusCode", state["State"].get("ExitCode")),
-                timed_out=timed_out,
-                cancelled=was_cancelled,
-                oom_killed=bool(state["State"].get("OOMKilled")),
-            )
+            return self._follow(container, config, timeout, on_output, cancelled, on_tick)
         finally:
-            self.remove(container.id)
+            self.remove(container)
 
-    @staticmethod
-    def _tail(container: Any, on_output: Callable[[bytes], None]) -> None:
+    def _follow(
+        self,
+        container: str,
+        config: dict[str, Any],
+        timeout: float,
+        on_output: Callable[[bytes], None],
+        cancelled: Callable[[], bool],
+        on_tick: Callable[[], None],
+    ) -> Exit:
+        api = self.api
+        sock = self._call(
+            "attach to the container",
+            lambda: api.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1}),
+        )
+        closing = threading.Event()  # set when Tasuki itself ends the stream: not worth a log line
+        tail = threading.Thread(
+            target=_tail, args=(sock, on_output, closing), daemon=True, name=f"tail-{container[:12]}"
+        )
+        tail.start()
         try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                on_output(chunk)
-        except Exception as exc:  # the log ends with the container; say why if it ended early
-            on_output(f"\n[tasuki] log stream ended: {exc}\n".encode())
+            self._start(container, config)
+        except BaseException:
+            closing.set()
+            _close(sock)
+            raise
+        done = threading.Event()
+        result: dict[str, Any] = {}
 
-    def _kill(self, container: Any) -> None:
+        def wait() -> None:
+            try:
+                result.update(api.wait(container))
+            except Exception as exc:  # reported below as the engine failing
+                result["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=wait, daemon=True, name=f"wait-{container[:12]}").start()
+        deadline = time.monotonic() + timeout
+        timed_out = was_cancelled = False
+        while not done.wait(POLL):
+            on_tick()
+            if time.monotonic() > deadline:
+                timed_out = True
+            elif cancelled():
+                was_cancelled = True
+            else:
+                continue
+            self.kill(container)
+            done.wait(60)
+            break
+        tail.join(30)
+        if tail.is_alive():  # the stream should end with the container; do not hang on it
+            closing.set()
+            _close(sock)
+            tail.join(5)
+        if "error" in result and not (timed_out or was_cancelled):
+            raise self._unavailable(result["error"])
+        code = result.get("StatusCode")
+        if code == 0 and not (timed_out or was_cancelled):
+            return Exit(exit_code=0)  # nothing more to know: skip a round trip
+        state = self._call("inspect the container", lambda: api.inspect_container(container))["State"]
+        return Exit(
+            exit_code=state.get("ExitCode") if code is None else code,
+            timed_out=timed_out,
+            cancelled=was_cancelled,
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+    def _start(self, container: str, config: dict[str, Any]) -> None:
         try:
-            container.kill()
+            self.api.start(container)
+        except docker.errors.APIError as exc:
+            words = _words(exc)
+            entrypoint = " ".join(config.get("Entrypoint") or [])
+            if exc.status_code is not None and entrypoint and ("exec" in words or "permission denied" in words):
+                raise ExecutableMissing(
+                    f"the image {config['Image']} cannot execute {entrypoint} ({words}); if it is a "
+                    f"script, its first line (#!) must name an interpreter that this image has"
+                ) from None
+            if exc.status_code is None:
+                raise self._unavailable(exc) from None
+            raise JobError(f"Docker could not start the container: {words}") from None
+        except _TRANSPORT as exc:
+            raise self._unavailable(exc) from None
+
+    def kill(self, container: str) -> None:
+        try:
+            self.api.kill(container)
         except docker.errors.APIError:
-            pass  # already stopped
+            pass  # it stopped already
+        except _TRANSPORT as exc:
+            log.warning("could not kill container %s: %s", container[:12], exc)
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, container: str) -> None:
         try:
-            self.client.api.remove_container(container_id, force=True, v=True)
+            self.api.remove_container(container, force=True, v=True)
         except docker.errors.NotFound:
             pass
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
-            log.warning("could not remove container %s: %s", container_id[:12], exc)
+        except (docker.errors.APIError, *_TRANSPORT) as exc:
+            log.warning("could not remove container %s: %s", container[:12], exc)
 
-    def containers_labelled(self, label: str, value: str | None = None) -> list[Any]:
+    def containers_labelled(self, label: str, value: str | None = None) -> list[dict[str, Any]]:
+        """Every container (running or not) with this label; dicts with Id, Labels, State."""
         wanted = f"{label}={value}" if value is not None else label
-        return self._call(
-            "list containers", lambda: self.client.containers.list(all=True, filters={"label": wanted})
-        )
+        return self._call("list containers", lambda: self.api.containers(all=True, filters={"label": wanted}))
+
+
+def _tail(sock: Any, on_output: Callable[[bytes], None], closing: threading.Event) -> None:
+    try:
+        for _stream, data in frames_iter(sock, False):
+            on_output(data)
+    except Exception as exc:  # the stream ends with the container; say why if it ended early
+        if not closing.is_set():
+            on_output(f"\n[tasuki] the output stream ended early: {_words(exc)}\n".encode())
+    finally:
+        _close(sock)
+
+
+def _close(sock: Any) -> None:
+    try:
+        sock.close()
+    except Exception:
+        pass
+
+
+def _words(exc: BaseException) -> str:
+    words = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    return words.decode("utf-8", "replace") if isinstance(words, bytes) else str(words)
+
+
+def _missing(image: str, why: str) -> str:
+    return (
+        f"image {image} is not on this Docker engine and could not be pulled ({why}); build or load "
+        f"it on the executor host (docker build / docker load), or name an image a reachable "
+        f"registry has"
+    )

@@ -196,6 +196,21 @@ class JobFinished(RunMessage):
     at: datetime = Field(default_factory=utcnow)
 
 
+class JobLog(RunMessage):
+    """A chunk of a job's log as it is written (executor -> whoever watches the job live).
+
+    Best effort: the store holds the whole log (`seq` numbers its chunks); an event may be
+    dropped when the broker is slow. `data` is the masked chunk, decoded as UTF-8.
+    """
+
+    TYPE = KEY = "job.log"
+    MANDATORY = False
+
+    job: str
+    seq: int
+    data: str
+
+
 class RunUpdated(RunMessage):
     """A run changed status (dispatcher -> anyone who reports it)."""
 
@@ -267,6 +282,7 @@ MODELS: dict[str, type[Message]] = {
         RunCancel,
         JobStarted,
         JobFinished,
+        JobLog,
         RunUpdated,
         JobUpdated,
         PlanOrder,

@@ -46,6 +46,14 @@ class Registry(BaseModel):
         known = self.repositories.get(full_name)
         return (known.clone_url if known else "") or fallback
 
+    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
+        """The registered repository cloned from this URL, whose token (or username and app
+        password) executors also clone with; None for a repository not registered."""
+        for config in self.repositories.values():
+            if config.clone_url and config.clone_url == clone_url:
+                return config
+        return None
+
 
 class Repositories:
     """The registry file and the repositories registered at run time (kept in the store), as one.

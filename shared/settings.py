@@ -78,6 +78,9 @@ class Settings(BaseModel):
     # Names this executor's containers (label tasuki.executor) so that it can find and remove
     # what it left behind after a crash. Empty: <hostname>.<pool>. Unique per executor process.
     executor_id: str = ""
+    # The Docker engine jobs run on, like unix:///var/run/docker.sock or tcp://host:2375.
+    # Empty: DOCKER_HOST, or the engine's default socket.
+    docker_host: str = ""
     job_memory: str = "1g"
     job_cpus: float = Field(1.0, gt=0)
     job_pids: int = Field(512, ge=16)

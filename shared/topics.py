@@ -16,6 +16,7 @@ One push, top to bottom::
         dispatcher publishes     job.<pool>       (JobOrder)           one per ready job
     executor runs the container, streams the log to the store
         publish  tasuki.runs     job.started, job.finished             -> dispatcher
+                                 job.log (chunks of the log, best effort; the store has it all)
     dispatcher advances the DAG, and on every status change publishes
         tasuki.runs  run.updated, job.updated
     subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter

@@ -77,6 +77,7 @@ class LocalTasuki:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        remove_containers(self.settings.executor_id)
         self.store.close()
 
     def post_webhook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
@@ -111,3 +112,15 @@ class LocalTasuki:
 
     def log_of(self, run_id: str, job: str) -> str:
         return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
+
+
+def remove_containers(executor_id: str) -> None:
+    """Remove job containers an executor left (it was killed mid-job): the engine is shared."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        for container in client.containers.list(all=True, filters={"label": f"tasuki.executor={executor_id}"}):
+            container.remove(force=True)
+    except docker.errors.DockerException:
+        pass  # no engine, or the container went away by itself
