@@ -42,7 +42,7 @@ from shared import codec, flowfile, topics
 from shared.broker import Broker, connect
 from shared.errors import BrokerError, DecodeError, FlowFileError, JobError, TasukiError
 from shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
-from shared.registry import Registry
+from shared.registry import Registry, Repositories
 from shared.settings import Settings
 from shared.store import Store
 
@@ -79,7 +79,7 @@ class Executor:
         settings: Settings,
         *,
         store: Store,
-        registry: Registry,
+        registry: Registry | Repositories,
         broker: Broker | None = None,
         docker: Docker | None = None,
     ) -> None:
@@ -346,7 +346,7 @@ class Executor:
         return len(orphans)
 
 
-def main(settings: Settings, store: Store, registry: Registry) -> None:
+def main(settings: Settings, store: Store, registry: Registry | Repositories) -> None:
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     executor = Executor(settings, store=store, registry=registry)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from honcho.environ import parse_procfile
+import honcho.manager
 from honcho.manager import Manager
 
 import functions
@@ -90,6 +91,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     check_ports_free(settings)
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     env = process_environment(settings, environ)
+    # Ctrl-C: honcho sends SIGTERM, then SIGKILL after KILL_WAIT; give running jobs their grace.
+    honcho.manager.KILL_WAIT = settings.stop_grace + 5
     manager = Manager()
     for name, process in parse_procfile(PROCFILE.read_text()).processes.items():
         manager.add_process(name, process, env=env, cwd=str(ROOT))

@@ -70,6 +70,13 @@ class Repositories:
         known = self.get(full_name)
         return (known.clone_url if known else "") or fallback
 
+    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
+        """As `Registry.credentials_for`, over both places."""
+        for config, _ in self.all().values():
+            if config.clone_url and config.clone_url == clone_url:
+                return config
+        return None
+
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""
         out = {name: (config, "file") for name, config in self.file.repositories.items()}
