@@ -252,6 +252,12 @@ class Executor:
             return None
         if self.abort.is_set():
             raise Interrupted
+        if self._run_cancelled(run_id):  # cancelled while its order waited: start nothing
+            finished = JobFinished(run_id=run_id, job=name, status="cancelled", reason="cancelled",
+                                   message="the run was cancelled before this job started")
+            self.store.put_result(run_id, name, codec.encode(finished))
+            self.broker.publish(finished, message_id=f"{run_id}:{name}:finished")
+            return jobs.Outcome("cancelled", None, "cancelled", finished.message)
         self.broker.publish(JobStarted(run_id=run_id, job=name, executor=self.id), message_id=f"{run_id}:{name}:started")
         self.store.clear_log(run_id, name)
         with LogSink(self._log_writer(run_id, name), self.settings.secret_values()) as sink:
@@ -306,6 +312,13 @@ class Executor:
 
         return write
 
+    def _run_cancelled(self, run_id: str) -> bool:
+        try:
+            run = self.store.get_run(run_id)
+        except TasukiError:
+            return False
+        return run is not None and run.status == "cancelled"
+
     def _cancel_check(self, run_id: str) -> Callable[[], bool]:
         """True once the executor must stop the job, or the run was cancelled (read each second)."""
         last = [0.0, False]
@@ -316,11 +329,7 @@ class Executor:
             now = time.monotonic()
             if now - last[0] >= 1.0:
                 last[0] = now
-                try:
-                    run = self.store.get_run(run_id)
-                except TasukiError:
-                    run = None
-                last[1] = run is not None and run.status == "cancelled"
+                last[1] = self._run_cancelled(run_id)
             return last[1]
 
         return cancelled

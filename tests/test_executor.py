@@ -26,6 +26,7 @@ from shared.flowfile import Job
 from shared.messages import MODELS, Event, JobFinished, JobOrder, Ref, Repository
 from shared.registry import load_registry
 from shared.settings import Settings
+from shared.store import RunRecord
 from shared.store.sqlite import SQLiteStore
 from shared.topics import RUNS, executor_queue
 from tests.dockerjobs import IMAGE, executor_id, leftovers, script  # noqa: F401
@@ -263,6 +264,19 @@ def test_a_redelivered_order_of_a_finished_job_does_not_run_it_again(world, star
     assert finished[1].status == first.status and finished[1].at == first.at
     assert sum(m.TYPE == "job.started" for m in world.seen) == 1
     assert world.log("run-1") == log
+
+
+def test_an_order_of_a_run_cancelled_while_it_waited_starts_no_container(world, start_executor, docker_client):
+    # Given a run that was cancelled while one of its job orders still waited in the queue
+    order = world.order("run-c", "ci/hello")
+    world.store.create_run(RunRecord(id="run-c", event=order.event, status="cancelled"))
+    # When an executor takes the order
+    start_executor()
+    done = world.finished("run-c")
+    # Then the job ends cancelled without starting anything
+    assert (done.status, done.message) == ("cancelled", "the run was cancelled before this job started")
+    assert not any(m.TYPE == "job.started" for m in world.seen)
+    assert world.log("run-c") == b"" and leftovers(docker_client, world.executor_id) == []
 
 
 def test_executors_compete_for_orders_each_within_its_concurrency(world, start_executor, docker_client):
