@@ -2,6 +2,11 @@
 
 Next hop: the bridge pushes each event to `functions/router.py` (subscription "router").
 Answers 2xx only after RabbitMQ confirmed every event; 503 otherwise, so the host can retry.
+
+    202 accepted     published, confirmed          200 duplicate   seen before, nothing published
+    202 ignored      an event Tasuki does not act on              200 pong     GitHub's ping
+    4xx              what is wrong with the delivery (see `shared.webhooks`), nothing published
+    503              RabbitMQ or the store is unavailable: retry the delivery
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import functions_framework
 
 from shared import webhooks
 from shared.answers import answer, translated
-from shared.errors import BrokerError
+from shared.errors import WebhookError
 from shared.runtime import runtime
 
 
@@ -19,26 +24,40 @@ from shared.runtime import runtime
 def ingress(request):
     rt = runtime()
     # 1. Read the delivery: size, content type, host, JSON, signature, normalised events.
-    body = request.get_data(cache=False)
     delivery = webhooks.read(
         request.headers,
-        body,
+        body(request, rt.settings.max_body_bytes),
         registry=rt.registry,
         max_body=rt.settings.max_body_bytes,
         unknown_repositories=rt.settings.unknown_repositories,
     )
-    # 2. An event Tasuki does not handle is answered, not published.
-    if delivery.events is None:
-        return answer(202, status="ignored", host=delivery.host, event=delivery.event_name)
+    # 2. An event Tasuki does not act on, or a ping, is answered and not published.
+    if delivery.unpublished is not None:
+        status = delivery.unpublished.status
+        return answer(200 if status == "pong" else 202, status=status, reason=delivery.unpublished.reason,
+                      host=delivery.host, event=delivery.event_name)
     # 3. The same delivery seen before makes nothing new.
-    if not rt.store.remember_delivery(delivery.delivery_id):
+    if rt.store.seen_delivery(delivery.delivery_id):
         return answer(200, status="duplicate", delivery=delivery.delivery_id)
-    # 4. Publish every event; only a confirmed publish counts. Ids are stable, so a retried
-    #    delivery that was half-published before makes the same runs downstream, not new ones.
-    try:
-        for index, event in enumerate(delivery.events):
-            rt.broker.publish(event, message_id=f"{delivery.delivery_id}#{index}")
-    except BrokerError:
-        rt.store.forget_delivery(delivery.delivery_id)
-        raise
-    return answer(202, status="accepted", delivery=delivery.delivery_id, events=len(delivery.events))
+    # 4. Publish every event; only a confirmed publish counts. Message ids are stable, so a
+    #    retried delivery that was half-published makes the same runs downstream, not new ones.
+    for index, event in enumerate(delivery.events):
+        rt.broker.publish(event, message_id=f"{delivery.delivery_id}#{index}")
+    # 5. Remember it only now: a crash before this line makes the host's retry publish again
+    #    (same message ids), never lose the delivery.
+    rt.store.remember_delivery(delivery.delivery_id)
+    return answer(202, status="accepted", delivery=delivery.delivery_id, events=len(delivery.events),
+                  keys=sorted({event.routing_key for event in delivery.events}))
+
+
+def body(request, limit: int) -> bytes:
+    """The request body, refused (413) before it is read when it says it is over the limit;
+    never more than `limit + 1` bytes are read, however it is sent."""
+    if request.content_length is not None and request.content_length > limit:
+        raise WebhookError(413, f"the body has {request.content_length} bytes; the limit is {limit} "
+                                f"(TASUKI_MAX_BODY_BYTES)")
+    chunks, size = [], 0
+    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

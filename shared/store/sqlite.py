@@ -131,6 +131,9 @@ class SQLiteStore:
         with self._tx() as conn:
             conn.execute("DELETE FROM deliveries WHERE key = ?", (key,))
 
+    def seen_delivery(self, key: str) -> bool:
+        return bool(self._query("SELECT 1 FROM deliveries WHERE key = ?", (key,)))
+
     # -- runs ----------------------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> bool:
