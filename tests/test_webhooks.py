@@ -14,6 +14,7 @@ from shared.errors import WebhookError
 from shared.messages import Event
 from shared.registry import Registry, RepositoryConfig
 from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
+from tests.strategies import event_names, header_names, json_values, paths, replaced
 
 LIMIT = 1024 * 1024
 OPEN = Registry()
@@ -190,21 +191,6 @@ def test_a_ping_for_a_repository_with_a_secret_proves_the_secret():
 
 # --- properties ---------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-)
-header_names = st.sampled_from(
-    ["Content-Type", "X-Event-Key", "X-GitHub-Event", "X-Gitlab-Event", "X-Hub-Signature", "X-Hub-Signature-256",
-     "X-Gitlab-Token", "X-Request-UUID", "X-Hook-UUID", "X-GitHub-Delivery", "Idempotency-Key", "X-Other"]
-)
-event_names = st.sampled_from(
-    ["repo:push", "pullrequest:created", "pullrequest:fulfilled", "push", "pull_request", "ping",
-     "Push Hook", "Tag Push Hook", "Merge Request Hook", "System Hook"]
-) | st.text(max_size=20)
-
-
 def check(head, body, registry=OPEN) -> None:
     """The property: a delivery is read, or refused with a 4xx; what is read can be published."""
     try:
@@ -232,27 +218,16 @@ def test_arbitrary_json_objects_are_read_or_refused(host, event, payload):
     check(headers(host, event, body), body)
 
 
-def mutate(value, path, replacement):
-    """`value` with the node at `path` (a list of choices) replaced."""
-    if not path or not isinstance(value, dict | list) or not value:
-        return replacement
-    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
-    key = keys[path[0] % len(keys)]
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[key] = mutate(value[key], path[1:], replacement)
-    return copy
-
-
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.sampled_from(sorted(FIXTURES)),
-    path=st.lists(st.integers(min_value=0, max_value=50), max_size=6),
+    path=paths,
     replacement=json_values,
     secret=st.sampled_from(["", "s3cret"]),
 )
 def test_fixtures_with_any_part_replaced_are_read_or_refused(which, path, replacement, secret):
     host, name = which
-    payload = mutate(fixture(host, name), path, replacement)
+    payload = replaced(fixture(host, name), path, replacement)
     body = json.dumps(payload).encode()
     registry = registry_with(webhooks.hosts.ADAPTERS[host].repository_name(fixture(host, name)) or "x/y", secret)
     check(headers(host, FIXTURES[which], body, secret=secret), body, registry)
