@@ -41,8 +41,8 @@ def ingress(request):
         return answer(200, status="duplicate", delivery=delivery.delivery_id)
     # 4. Publish every event; only a confirmed publish counts. Message ids are stable, so a
     #    retried delivery that was half-published makes the same runs downstream, not new ones.
-    for index, event in enumerate(delivery.events):
-        rt.broker.publish(event, message_id=f"{delivery.delivery_id}#{index}")
+    for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True)):
+        rt.publisher.publish(event, message_id=f"{delivery.delivery_id}#{index}", body=encoded)
     # 5. Remember it only now: a crash before this line makes the host's retry publish again
     #    (same message ids), never lose the delivery.
     rt.store.remember_delivery(delivery.delivery_id)

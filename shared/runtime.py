@@ -1,4 +1,4 @@
-"""What a process needs, built once on first use from settings: broker, store, registry, rules.
+"""What a process needs, built once on first use from settings: broker, publisher, store, registry, rules.
 
 Nothing here connects at import. Function modules call `runtime()` inside the request path;
 `runtime()` reads the environment once (the process boundary) and caches the result. Tests that
@@ -11,6 +11,7 @@ import os
 from functools import cache, cached_property
 
 from shared.broker import Broker
+from shared.publisher import Publisher
 from shared.recipes import Rule, load_rules
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
@@ -24,6 +25,11 @@ class Runtime:
     @cached_property
     def broker(self) -> Broker:
         return Broker(self.settings.amqp_url)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """One connection shared by every thread, confirms pipelined (for busy handlers)."""
+        return Publisher(self.settings.amqp_url)
 
     @cached_property
     def store(self) -> Store:

@@ -60,6 +60,8 @@ class Delivery:
     delivery_id: str
     repository: str  # "" when the delivery names none
     events: list[Event] = field(default_factory=list)
+    # Each event encoded as its message body (encoding is how `read` knows it can be carried).
+    bodies: list[bytes] = field(default_factory=list)
     # Set when the delivery is answered but not published (then `events` is empty).
     unpublished: Unpublished | None = None
 
@@ -120,7 +122,7 @@ def read(
         # The secret that was checked must be the one of the repository the events name.
         if event.repository.full_name != name:
             raise WebhookError(400, f"the {host} {event_name} delivery names no repository")
-        carriable(event)
+        delivery.bodies.append(encoded(event))
     delivery.events = result
     return delivery
 
@@ -166,10 +168,10 @@ def registered(registry: Registry, name: str) -> RepositoryConfig | None:
     return None
 
 
-def carriable(event: Event) -> None:
-    """400 unless the event can be encoded as a message (JSON numbers beyond 64 bits, or text
-    that is not valid Unicode, cannot)."""
+def encoded(event: Event) -> bytes:
+    """The event as a message body; 400 when it cannot be one (JSON numbers beyond 64 bits, or
+    text that is not valid Unicode, cannot be carried)."""
     try:
-        codec.encode(event)
+        return codec.encode(event)
     except (ValueError, OverflowError, TypeError) as exc:
         raise WebhookError(400, f"the payload cannot be carried in a message: {exc}") from None

@@ -1,0 +1,215 @@
+"""Ingress throughput: signed Bitbucket pushes per second through the real server, beside a baseline.
+
+Both handlers are served by `local.supervisor.serve_function` (functions-framework on gunicorn,
+as in production) and loaded by the same `wrk` with the same connections:
+
+- ingress: the captured Bitbucket push, signed with its repository's secret, each request with
+  its own X-Request-UUID; every answer counted is a 202 after RabbitMQ confirmed the publish
+  into the real topology (the router's quorum queue), which is checked against the queue;
+- baseline: `tests/bench/baseline.py`, which reads the body and answers 202.
+
+Rounds alternate between the two so that the machine's noise falls on both; the figures are
+the medians of the rounds. Reported: requests per second of each, their ratio, p50/p99 latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared import topics
+from shared.broker import Broker
+from tests.conftest import WEBHOOKS, free_port, rabbitmqctl
+
+ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = "takitake/mysidia"
+SECRET = "bench-secret"
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WARMUP_SECONDS = 3
+
+# wrk: every request the same signed body with its own delivery id; counts the answers by status.
+LUA = r"""
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  body = io.open(args[1], "rb"):read("*a")
+  signature, run, accepted, other, counter = args[2], args[3], 0, 0, 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/", {
+    ["Content-Type"] = "application/json",
+    ["X-Event-Key"] = "repo:push",
+    ["X-Hook-UUID"] = "50ac74f5-e8d8-4b6a-82ce-02f433d4816c",
+    ["X-Request-UUID"] = string.format("%s-%d-%d", run, id, counter),
+    ["X-Hub-Signature"] = signature,
+  }, body)
+end
+function response(status, headers, body)
+  if status == 202 then accepted = accepted + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local acc, oth = 0, 0
+  for _, t in ipairs(threads) do acc = acc + t:get("accepted"); oth = oth + t:get("other") end
+  local e = summary.errors
+  io.write(string.format(
+    '\nRESULT {"requests": %d, "seconds": %f, "accepted": %d, "other": %d, "p50_ms": %f, "p99_ms": %f, "socket_errors": %d}\n',
+    summary.requests, summary.duration / 1e6, acc, oth, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def main() -> dict:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("bench ingress: wrk is not installed; `local/setup.sh system` installs it (apt-get install wrk)")
+    body = (WEBHOOKS / "bitbucket" / "first-push.json").read_bytes()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp, vhost() as url:
+        work = Path(tmp)
+        (work / "body.json").write_bytes(body)
+        (work / "load.lua").write_text(LUA)
+        (work / "repos.yml").write_text(json.dumps({"repositories": {REPOSITORY: {"secret": SECRET}}}))
+        broker = Broker(url)
+        broker.declare()
+        env = {"TASUKI_AMQP_URL": url, "TASUKI_DATA_DIR": str(work / "data"),
+               "TASUKI_REPOSITORIES_FILE": str(work / "repos.yml")}
+        ingress_port, baseline_port = free_port(), free_port()
+        with serve("ingress", ingress_port, env), serve("baseline", baseline_port, env, ROOT / "tests/bench/baseline.py"):
+
+            def load(port: int, seconds: int) -> dict:
+                run = uuid.uuid4().hex[:12]
+                return drive(wrk, port, seconds, work, signature, run)
+
+            load(ingress_port, WARMUP_SECONDS), load(baseline_port, WARMUP_SECONDS)
+            drain(broker)
+            ingress, baseline = [], []
+            for _ in range(ROUNDS):
+                ingress.append(load(ingress_port, SECONDS))
+                ingress[-1]["published"] = drain(broker)
+                baseline.append(load(baseline_port, SECONDS))
+        broker.close()
+    return report(ingress, baseline)
+
+
+def drive(wrk: str, port: int, seconds: int, work: Path, signature: str, run: str) -> dict:
+    done = subprocess.run(
+        [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(work / "load.lua"),
+         f"http://127.0.0.1:{port}/", "--", str(work / "body.json"), signature, run],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )
+    line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(f"bench ingress: wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rate"] = result["accepted"] / result["seconds"]
+    return result
+
+
+def drain(broker: Broker) -> int:
+    """How many events wait for the router; the queue is emptied for the next round."""
+    queue = topics.subscription("router").queue
+    with broker.channel() as ch:
+        count = ch.queue_declare(queue, passive=True).method.message_count
+        ch.queue_purge(queue)
+    return count
+
+
+def report(ingress: list[dict], baseline: list[dict]) -> dict:
+    def median(rounds: list[dict], key: str) -> float:
+        return round(statistics.median(r[key] for r in rounds), 2)
+
+    figures = {
+        "ingress_per_second": median(ingress, "rate"),
+        "baseline_per_second": median(baseline, "rate"),
+        "ingress_p50_ms": median(ingress, "p50_ms"),
+        "ingress_p99_ms": median(ingress, "p99_ms"),
+        "baseline_p50_ms": median(baseline, "p50_ms"),
+        "baseline_p99_ms": median(baseline, "p99_ms"),
+        "connections": CONNECTIONS,
+        "seconds_per_round": SECONDS,
+        "rounds": len(ingress),
+        "ingress_rounds_per_second": [round(r["rate"], 1) for r in ingress],
+        "baseline_rounds_per_second": [round(r["rate"], 1) for r in baseline],
+        "not_accepted": sum(r["other"] + r["socket_errors"] for r in ingress + baseline),
+        "published_matches_accepted": all(r["published"] == r["accepted"] for r in ingress),
+    }
+    figures["ratio"] = round(figures["ingress_per_second"] / figures["baseline_per_second"], 3)
+    print(f"ingress   {figures['ingress_per_second']:8.1f} pushes/s  p50 {figures['ingress_p50_ms']:6.2f} ms  "
+          f"p99 {figures['ingress_p99_ms']:6.2f} ms   (signed, deduplicated, confirmed by RabbitMQ)")
+    print(f"baseline  {figures['baseline_per_second']:8.1f} requests/s p50 {figures['baseline_p50_ms']:6.2f} ms  "
+          f"p99 {figures['baseline_p99_ms']:6.2f} ms   (reads the body, answers 202)")
+    print(f"ratio     {figures['ratio']:.3f}  ({len(ingress)} rounds of {SECONDS}s, {CONNECTIONS} connections; "
+          f"aim: at least 0.7)")
+    if figures["not_accepted"] or not figures["published_matches_accepted"]:
+        print(f"WARNING: {figures['not_accepted']} requests were not accepted, or the published count differs: "
+              f"{[(r['accepted'], r['published']) for r in ingress]}")
+    return figures
+
+
+@contextmanager
+def vhost() -> Iterator[str]:
+    name = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
+    if rabbitmqctl("add_vhost", name).returncode != 0:
+        raise SystemExit("bench ingress: cannot create a RabbitMQ vhost; is RabbitMQ running? (`make setup`)")
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@localhost:5672/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@contextmanager
+def serve(name: str, port: int, env: dict[str, str], source: Path | None = None) -> Iterator[None]:
+    """One function served as `tasuki local` serves it, until the block ends."""
+    code = ("import sys; from local.supervisor import serve_function; "
+            "serve_function(sys.argv[1], '127.0.0.1', int(sys.argv[2]), sys.argv[3] or None)")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")} | env
+    proc = subprocess.Popen([sys.executable, "-c", code, name, str(port), str(source or "")], cwd=ROOT,
+                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench ingress: {name} did not start:\n{proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/")
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
