@@ -39,10 +39,12 @@ def ingress(request):
     # 3. The same delivery seen before makes nothing new.
     if rt.store.seen_delivery(delivery.delivery_id):
         return answer(200, status="duplicate", delivery=delivery.delivery_id)
-    # 4. Publish every event; only a confirmed publish counts. Message ids are stable, so a
-    #    retried delivery that was half-published makes the same runs downstream, not new ones.
-    for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True)):
-        rt.publisher.publish(event, message_id=f"{delivery.delivery_id}#{index}", body=encoded)
+    # 4. Publish every event together; only confirmed publishes count. Message ids are stable,
+    #    so a retried delivery that was half-published makes the same runs downstream, not new ones.
+    rt.publisher.publish_all([
+        (event, f"{delivery.delivery_id}#{index}", encoded)
+        for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True))
+    ])
     # 5. Remember it only now: a crash before this line makes the host's retry publish again
     #    (same message ids), never lose the delivery.
     rt.store.remember_delivery(delivery.delivery_id)

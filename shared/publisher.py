@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -68,35 +68,52 @@ class Publisher:
     ) -> str:
         """Publish a model; returns its message id once RabbitMQ confirmed it. `body` is the
         model already encoded (`codec.encode`), when the caller has it."""
+        pending = self._pending(message, message_id, attributes, mandatory, body)
+        self._send_and_wait([pending])
+        return pending.properties.message_id
+
+    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
+        """Publish (message, message id, body or None) together, and return once RabbitMQ
+        confirmed every one, within one `timeout`. On an error some may have been published:
+        publishing them again under the same ids is how a caller retries."""
+        self._send_and_wait([self._pending(m, message_id, None, None, body) for m, message_id, body in messages])
+
+    def _pending(
+        self, message: Message, message_id: str | None, attributes: Mapping[str, str] | None,
+        mandatory: bool | None, body: bytes | None,
+    ) -> _Pending:
         headers: dict[str, Any] = {**message.attributes(), **(attributes or {}), "type": message.TYPE}
         if message.ordering_key():
             headers[ORDERING_HEADER] = message.ordering_key()
         now = time.time()
         headers[PUBLISHED_HEADER] = int(now * 1000)
-        message_id = message_id or uuid.uuid4().hex
-        pending = _Pending(
+        return _Pending(
             exchange=message.EXCHANGE,
             routing_key=message.routing_key,
             body=codec.encode(message) if body is None else body,
             properties=pika.BasicProperties(
                 content_type=codec.CONTENT_TYPE,
                 delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=message_id,
+                message_id=message_id or uuid.uuid4().hex,
                 timestamp=int(now),
                 type=message.TYPE,
                 headers=headers,
             ),
             mandatory=message.MANDATORY if mandatory is None else mandatory,
         )
+
+    def _send_and_wait(self, batch: list[_Pending]) -> None:
         deadline = time.monotonic() + self.timeout
-        self._link_up(deadline).send(pending)
+        link = self._link_up(deadline)
+        for pending in batch:
+            link.send(pending)
         try:
-            pending.future.result(timeout=max(0.0, deadline - time.monotonic()))
+            for pending in batch:
+                pending.future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise BrokerUnavailable(
-                f"RabbitMQ at {redact(self.url)} did not confirm the message within {self.timeout:g}s"
+                f"RabbitMQ at {redact(self.url)} did not confirm within {self.timeout:g}s"
             ) from None
-        return message_id
 
     def close(self) -> None:
         with self._lock:

@@ -68,6 +68,14 @@ def test_a_body_encoded_before_is_published_as_it_is(vhost):
     assert published == event(1)
 
 
+def test_several_messages_are_published_together_in_order(vhost):
+    Broker(vhost).declare()
+    publisher = Publisher(vhost)
+    publisher.publish_all([(event(n), f"m{n}", encode(event(n)) if n % 2 else None) for n in range(5)])
+    publisher.close()
+    assert [(props.message_id, e) for props, e in waiting(vhost)] == [(f"m{n}", event(n)) for n in range(5)]
+
+
 def test_an_unroutable_message_is_refused_and_the_publisher_goes_on(vhost):
     with Broker(vhost).channel() as ch:
         ch.exchange_declare(topics.EVENTS, exchange_type="topic", durable=True)

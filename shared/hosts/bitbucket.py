@@ -85,11 +85,11 @@ def _push(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublishe
     repository, actor = _repository(payload, "repo:push"), _actor(payload)
     events = []
     for change in changes:
-        if not isinstance(change, Mapping):
+        if not isinstance(change, dict):
             raise WebhookError(400, "expected each of push.changes to be an object")
         new, old = get(change, "new"), get(change, "old")
         ref = new or old
-        if not isinstance(ref, Mapping) or not text(ref, "name"):
+        if not isinstance(ref, dict) or not text(ref, "name"):
             raise WebhookError(400, "expected each change to have a new or old ref with a name")
         ref_type = text(ref, "type")
         if ref_type not in (*TAG_TYPES, "branch"):
@@ -121,7 +121,7 @@ def _push(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublishe
 def _pull_request(action: str, payload: Mapping[str, Any], delivery: str) -> Event:
     what = f"pullrequest:{action}"
     pr = get(payload, "pullrequest")
-    if not isinstance(pr, Mapping):
+    if not isinstance(pr, dict):
         raise WebhookError(400, f"expected a pullrequest object in a {what} delivery")
     normalised = PULL_REQUEST_ACTIONS[action]
     state = PULL_REQUEST_STATES.get(text(pr, "state").upper())

@@ -28,7 +28,7 @@ class Unpublished:
 def get(data: Any, *path: str) -> Any:
     """The value at `path` in nested objects, or None if any step is missing or not an object."""
     for key in path:
-        if not isinstance(data, Mapping):
+        if not isinstance(data, dict):  # JSON objects are dicts (and the ABC check is slow)
             return None
         data = data.get(key)
     return data
@@ -47,12 +47,12 @@ def text(data: Any, *path: str, required: str = "") -> str:
     return value
 
 
-def items(data: Any, *path: str) -> list[Mapping[str, Any]]:
+def items(data: Any, *path: str) -> list[dict[str, Any]]:
     """The objects in the list at `path`; anything else there counts as no items."""
     value = get(data, *path)
     if not isinstance(value, list):
         return []
-    return [item for item in value if isinstance(item, Mapping)]
+    return [item for item in value if isinstance(item, dict)]
 
 
 def number(data: Any, *path: str, required: str) -> int:

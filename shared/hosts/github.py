@@ -110,7 +110,7 @@ def _push(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublishe
 def _pull_request(action: str, payload: Mapping[str, Any], delivery: str) -> Event:
     what = f"pull_request {action}"
     pr = get(payload, "pull_request")
-    if not isinstance(pr, Mapping):
+    if not isinstance(pr, dict):
         raise WebhookError(400, f"expected a pull_request object in a {what} delivery")
     merged = get(pr, "merged") is True
     state = "merged" if merged else ("closed" if text(pr, "state") == "closed" else "open")

@@ -112,7 +112,7 @@ def _push(kind: str, payload: Mapping[str, Any], delivery: str) -> list[Event] |
 
 def _merge_request(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
     mr = get(payload, "object_attributes")
-    if not isinstance(mr, Mapping):
+    if not isinstance(mr, dict):
         raise WebhookError(400, "expected object_attributes (an object) in a merge_request delivery")
     action = text(mr, "action")
     if action not in MERGE_REQUEST_ACTIONS:
@@ -135,7 +135,7 @@ def _merge_request(payload: Mapping[str, Any], delivery: str) -> list[Event] | U
             before=before,
             after=source_commit,
             actor=text(payload, "user", "username") or text(payload, "user", "name"),
-            commits=[_commit(last_commit)] if isinstance(last_commit, Mapping) else [],
+            commits=[_commit(last_commit)] if isinstance(last_commit, dict) else [],
             pull_request=PullRequest(
                 number=number(mr, "iid", required=what),
                 title=text(mr, "title"),
