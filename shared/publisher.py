@@ -34,7 +34,7 @@ import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
 from shared import codec
-from shared.broker import ORDERING_HEADER, PUBLISHED_HEADER, connection_parameters, redact
+from shared.broker import PUBLISHED_HEADER, connection_parameters, headers_of, redact
 from shared.errors import BrokerError, BrokerUnavailable, PublishRefused
 from shared.messages import Message
 
@@ -82,11 +82,8 @@ class Publisher:
         self, message: Message, message_id: str | None, attributes: Mapping[str, str] | None,
         mandatory: bool | None, body: bytes | None,
     ) -> _Pending:
-        headers: dict[str, Any] = {**message.attributes(), **(attributes or {}), "type": message.TYPE}
-        if message.ordering_key():
-            headers[ORDERING_HEADER] = message.ordering_key()
         now = time.time()
-        headers[PUBLISHED_HEADER] = int(now * 1000)
+        headers = {**headers_of(message, attributes), PUBLISHED_HEADER: int(now * 1000)}
         return _Pending(
             exchange=message.EXCHANGE,
             routing_key=message.routing_key,

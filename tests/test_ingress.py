@@ -4,7 +4,6 @@ confirmed publishes, dedupe, the broker taken away and brought back, and clear 4
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from shared.broker import Broker, attributes_of
 from shared.codec import decode
 from shared.messages import Event
 from shared.runtime import runtime
-from tests.conftest import rabbitmqctl, unavailable
+from tests.conftest import new_vhost
 from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
 from tests.proxy import TcpProxy
 from tests.strategies import header_names, json_values, paths, replaced
@@ -67,12 +66,8 @@ def start(url: str, tmp_path: Path, monkeypatch, **env: str) -> Ingress:
 @pytest.fixture(scope="module")
 def module_vhost() -> Iterator[str]:
     """One vhost for the tests that share an ingress (hypothesis runs each test body many times)."""
-    name = f"tasuki-test-{uuid.uuid4().hex[:8]}"
-    if rabbitmqctl("add_vhost", name).returncode != 0:
-        unavailable("cannot create a RabbitMQ vhost")
-    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@localhost:5672/{name}"
-    rabbitmqctl("delete_vhost", name)
+    with new_vhost() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
