@@ -101,9 +101,7 @@ class Publisher:
 
     def _send_and_wait(self, batch: list[_Pending]) -> None:
         deadline = time.monotonic() + self.timeout
-        link = self._link_up(deadline)
-        for pending in batch:
-            link.send(pending)
+        self._link_up(deadline).send(batch)
         try:
             for pending in batch:
                 pending.future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -129,7 +127,7 @@ class Publisher:
 
 class _Link:
     """One connection and its I/O thread. Everything but `send`, `wait_open` and `close` runs on
-    the I/O thread; the three hand work to it with `add_callback_threadsafe`."""
+    the I/O thread; `send` and `close` hand work to it with `add_callback_threadsafe`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -140,10 +138,12 @@ class _Link:
         self._channel: Any = None
         self._tag = 0
         self._in_flight: dict[int, _Pending] = {}  # published, waiting for a confirm
-        # Handed to the I/O thread, not yet published; guarded by `_lock` so that a link that
-        # dies lets go of every message it was given.
+        # Handed to the I/O thread, not yet published, in order; guarded by `_lock` so that a
+        # link that dies lets go of every message it was given. One wake-up of the I/O thread
+        # publishes everything handed over since the last (`_drain`).
         self._lock = threading.Lock()
-        self._handed: set[_Pending] = set()
+        self._handed: list[_Pending] = []
+        self._wake_pending = False
         try:
             self._connection = SelectConnection(
                 connection_parameters(url),
@@ -165,13 +165,16 @@ class _Link:
         if self.error is not None:
             raise self.error
 
-    def send(self, pending: _Pending) -> None:
+    def send(self, batch: list[_Pending]) -> None:
         with self._lock:
             if self.alive:
-                self._handed.add(pending)
-                self._connection.ioloop.add_callback_threadsafe(lambda: self._publish(pending))
+                self._handed.extend(batch)
+                wake, self._wake_pending = not self._wake_pending, True
+                if wake:
+                    self._connection.ioloop.add_callback_threadsafe(self._drain)
                 return
-        pending.future.set_exception(self.error or BrokerUnavailable(f"lost RabbitMQ at {redact(self.url)}"))
+        for pending in batch:
+            pending.future.set_exception(self.error or BrokerUnavailable(f"lost RabbitMQ at {redact(self.url)}"))
 
     def close(self) -> None:
         self.alive = False
@@ -222,19 +225,18 @@ class _Link:
         if self._connection.is_open:
             self._connection.close()
 
-    def _publish(self, pending: _Pending) -> None:
+    def _drain(self) -> None:
         with self._lock:
-            if pending not in self._handed:
-                return  # the link failed it already
-            self._handed.discard(pending)
-        if self.error is not None or self._channel is None or not self._channel.is_open:
-            pending.future.set_exception(self.error or BrokerUnavailable(f"lost RabbitMQ at {redact(self.url)}"))
-            return
-        self._tag += 1
-        self._in_flight[self._tag] = pending
-        self._channel.basic_publish(
-            pending.exchange, pending.routing_key, pending.body, pending.properties, mandatory=pending.mandatory
-        )
+            batch, self._handed, self._wake_pending = self._handed, [], False
+        for pending in batch:
+            if self.error is not None or self._channel is None or not self._channel.is_open:
+                pending.future.set_exception(self.error or BrokerUnavailable(f"lost RabbitMQ at {redact(self.url)}"))
+                continue
+            self._tag += 1
+            self._in_flight[self._tag] = pending
+            self._channel.basic_publish(
+                pending.exchange, pending.routing_key, pending.body, pending.properties, mandatory=pending.mandatory
+            )
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         # RabbitMQ returns an unroutable mandatory message before it confirms it.
@@ -273,7 +275,7 @@ class _Link:
             self.alive = False
             self.error = self.error or error
             given = [*self._handed, *self._in_flight.values()]
-            self._handed, self._in_flight = set(), {}
+            self._handed, self._in_flight = [], {}
         for pending in given:
             if not pending.future.done():
                 pending.future.set_exception(self.error)
