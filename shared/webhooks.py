@@ -76,7 +76,7 @@ def read(
 ) -> Delivery:
     headers = Headers(headers)
     if len(body) > max_body:
-        raise WebhookError(413, f"the body has {len(body)} bytes; the limit is {max_body} (TASUKI_MAX_BODY_BYTES)")
+        raise WebhookError(413, f"the body is larger than the limit of {max_body} bytes (TASUKI_MAX_BODY_BYTES)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise WebhookError(

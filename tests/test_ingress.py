@@ -3,6 +3,7 @@ confirmed publishes, dedupe, the broker taken away and brought back, and clear 4
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,6 +208,27 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_published(ingress, why, status, 
     assert answer.status_code == status, answer.text
     assert answer.json["error"]
     assert ingress.published() == []
+
+
+def test_a_body_declared_over_the_limit_is_refused_unread(ingress):
+    body, head = first_push()
+    # Content-Length says more than the limit; the few bytes sent are never read
+    answer = ingress.client.post("/", data=body, headers=head, environ_overrides={"CONTENT_LENGTH": str(LIMIT * 100)})
+    assert answer.status_code == 413 and "TASUKI_MAX_BODY_BYTES" in answer.json["error"]
+    assert ingress.published() == []
+
+
+def test_a_chunked_body_over_the_limit_is_refused_after_limit_bytes(ingress):
+    body, head = first_push()
+    stream = io.BytesIO(body + b" " * (LIMIT * 4))
+    answer = ingress.client.post("/", input_stream=stream, headers=head,
+                                 environ_overrides={"wsgi.input_terminated": True})
+    assert answer.status_code == 413
+    assert stream.tell() <= LIMIT + 1  # read no further than needed to know
+    small = io.BytesIO(body)
+    assert ingress.client.post("/", input_stream=small, headers=head,
+                               environ_overrides={"wsgi.input_terminated": True}).status_code == 202
+    assert len(ingress.published()) == 1
 
 
 def test_unknown_repositories_get_a_404_when_so_configured(vhost, tmp_path, monkeypatch):
