@@ -1,4 +1,4 @@
-"""What a process needs, built once on first use from settings: broker, publisher, store, registry, rules.
+"""What a process needs, built once on first use from settings: broker, store, registry, rules.
 
 Nothing here connects at import. Function modules call `runtime()` inside the request path;
 `runtime()` reads the environment once (the process boundary) and caches the result. Tests that
@@ -11,11 +11,11 @@ import os
 from functools import cache, cached_property
 
 from shared.broker import Broker
-from shared.publisher import Publisher
 from shared.recipes import Rule, load_rules
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
 from shared.store import Store, open_store
+from shared.publisher import Publisher  # noqa: I001 (kept apart: fewer merge conflicts)
 
 
 class Runtime:
@@ -25,11 +25,6 @@ class Runtime:
     @cached_property
     def broker(self) -> Broker:
         return Broker(self.settings.amqp_url)
-
-    @cached_property
-    def publisher(self) -> Publisher:
-        """One connection shared by every thread, confirms pipelined (for busy handlers)."""
-        return Publisher(self.settings.amqp_url)
 
     @cached_property
     def store(self) -> Store:
@@ -46,6 +41,11 @@ class Runtime:
     @cached_property
     def signing_key(self) -> str:
         return self.settings.signing_key()
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """One connection shared by every thread, confirms pipelined (for busy handlers)."""
+        return Publisher(self.settings.amqp_url)
 
 
 @cache
