@@ -15,7 +15,7 @@ from shared.recipes import Rule, load_rules
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
 from shared.store import Store, open_store
-from shared.publisher import Publisher  # noqa: I001 (kept apart: fewer merge conflicts)
+from shared.publisher import Publisher
 
 
 class Runtime:
