@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from shared import codec, hosts
 from shared.errors import WebhookError
 from shared.hosts import Unpublished
 from shared.messages import Event
-from shared.registry import Registry, RepositoryConfig
+from shared.registry import RepositoryConfig
 
 # Webhook payloads nest a handful of levels; anything deeper is refused before it can reach
 # a message (msgpack and pydantic stop at a few hundred levels, and events nest in other messages).
@@ -70,7 +70,7 @@ def read(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    registry: Registry,
+    registry: Known,
     max_body: int,
     unknown_repositories: Literal["accept", "reject"] = "accept",
 ) -> Delivery:
@@ -155,16 +155,25 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def registered(registry: Registry, name: str) -> RepositoryConfig | None:
+class Known(Protocol):
+    """What `read` needs of the repository registry: an entry by name, and every name (as
+    `Registry.repositories`, or `all()` where repositories are registered in several places)."""
+
+    def get(self, full_name: str) -> RepositoryConfig | None: ...
+
+
+def registered(registry: Known, name: str) -> RepositoryConfig | None:
     """The registry's entry for a repository; names compare without case, as the hosts treat
     them, so that `ACME/api` cannot slip past the secret of `acme/api`."""
     known = registry.get(name)
     if known is not None:
         return known
+    every = getattr(registry, "all", None)
+    names = every() if callable(every) else getattr(registry, "repositories", {})
     folded = name.casefold()
-    for full_name, config in registry.repositories.items():
+    for full_name in names:
         if full_name.casefold() == folded:
-            return config
+            return registry.get(full_name)
     return None
 
 

@@ -166,6 +166,26 @@ def test_the_secret_of_a_repository_cannot_be_dodged_by_changing_the_case_of_its
     assert refused(headers(host, event, body), body, registry_with(repository, "s3cret")).status == 401
 
 
+class TwoPlaces:
+    """A registry over several places (a file and the store), which lists its names with all()."""
+
+    def __init__(self, **configs: RepositoryConfig) -> None:
+        self.configs = {name.replace("__", "/"): config for name, config in configs.items()}
+
+    def get(self, full_name):
+        return self.configs.get(full_name)
+
+    def all(self):
+        return {name: (config, "store") for name, config in self.configs.items()}
+
+
+def test_a_registry_over_several_places_is_searched_without_case_too():
+    body = fixture_body("github", "push.json").replace(b"binkkatal/sample_app", b"BinkKatal/Sample_App")
+    registry = TwoPlaces(binkkatal__sample_app=RepositoryConfig(secret="s3cret"))
+    assert refused(headers("github", "push", body), body, registry).status == 401
+    assert read(headers("github", "push", body, secret="s3cret"), body, registry).events
+
+
 def test_a_registered_repository_without_a_secret_takes_unsigned_deliveries():
     body = fixture_body("github", "push.json")
     assert read(headers("github", "push", body), body, registry_with("binkkatal/sample_app")).events
