@@ -99,7 +99,8 @@ def main() -> dict:
             def load(server: Server, seconds: int) -> dict:
                 return drive(wrk, server, seconds, work, signature, uuid.uuid4().hex[:12])
 
-            load(ingress_server, WARMUP_SECONDS), load(baseline_server, WARMUP_SECONDS)
+            for server in (ingress_server, baseline_server):  # connections opened, code warm
+                load(server, WARMUP_SECONDS)
             drain(broker)
             ingress, baseline = [], []
             for _ in range(ROUNDS):
