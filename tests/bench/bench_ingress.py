@@ -128,7 +128,9 @@ def drive(wrk: str, server: Server, seconds: int, work: Path, signature: str, ru
 
 
 def drain(broker: Broker) -> int:
-    """How many events wait for the router; the queue is emptied for the next round."""
+    """How many events wait for the router, once the requests still in flight when wrk stopped
+    are done; the queue is emptied for the next round."""
+    time.sleep(1)
     queue = topics.subscription("router").queue
     with broker.channel() as ch:
         count = ch.queue_declare(queue, passive=True).method.message_count
