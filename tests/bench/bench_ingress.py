@@ -9,7 +9,12 @@ as in production) and loaded by the same `wrk` with the same connections:
 - baseline: `tests/bench/baseline.py`, which reads the body and answers 202.
 
 Rounds alternate between the two so that the machine's noise falls on both; the figures are
-the medians of the rounds. Reported: requests per second of each, their ratio, p50/p99 latency.
+the medians of the rounds. Reported: requests per second of each, their ratio, p50/p99 latency,
+and the CPU time of the serving process per request (steadier than rates on shared cores).
+
+Both servers run functions-framework's default configuration (one worker, 4 threads per core);
+`THREADS=32 BENCH_CONNECTIONS=32 make bench BENCH=ingress` measures both with 32 threads, where
+the ingress, which mostly waits for RabbitMQ, gains more than the baseline.
 """
 
 from __future__ import annotations
