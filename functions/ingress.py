@@ -2,6 +2,11 @@
 
 Next hop: the bridge pushes each event to `functions/router.py` (subscription "router").
 Answers 2xx only after RabbitMQ confirmed every event; 503 otherwise, so the host can retry.
+
+    202 accepted     published, confirmed          200 duplicate   seen before, nothing published
+    202 ignored      an event Tasuki does not act on              200 pong     GitHub's ping
+    4xx              what is wrong with the delivery (see `shared.webhooks`), nothing published
+    503              RabbitMQ or the store is unavailable: retry the delivery
 """
 
 from __future__ import annotations
@@ -9,8 +14,7 @@ from __future__ import annotations
 import functions_framework
 
 from shared import webhooks
-from shared.answers import answer, translated
-from shared.errors import BrokerError
+from shared.answers import answer, answer_unread, translated
 from shared.runtime import runtime
 
 
@@ -18,27 +22,44 @@ from shared.runtime import runtime
 @translated
 def ingress(request):
     rt = runtime()
-    # 1. Read the delivery: size, content type, host, JSON, signature, normalised events.
-    body = request.get_data(cache=False)
+    limit = rt.settings.max_body_bytes
+    # 1. A body over the limit is refused without reading (or keeping) the rest of it.
+    body = read_body(request, limit)
+    if body is None:
+        return answer_unread(413, error=f"the body is larger than the limit of {limit} bytes (TASUKI_MAX_BODY_BYTES)")
+    # 2. Read the delivery: content type, host, JSON, signature, normalised events.
     delivery = webhooks.read(
-        request.headers,
-        body,
-        registry=rt.registry,
-        max_body=rt.settings.max_body_bytes,
+        request.headers, body, registry=rt.registry, max_body=limit,
         unknown_repositories=rt.settings.unknown_repositories,
     )
-    # 2. An event Tasuki does not handle is answered, not published.
-    if delivery.events is None:
-        return answer(202, status="ignored", host=delivery.host, event=delivery.event_name)
-    # 3. The same delivery seen before makes nothing new.
-    if not rt.store.remember_delivery(delivery.delivery_id):
+    # 3. An event Tasuki does not act on, or a ping, is answered and not published.
+    if delivery.unpublished is not None:
+        status = delivery.unpublished.status
+        return answer(200 if status == "pong" else 202, status=status, reason=delivery.unpublished.reason,
+                      host=delivery.host, event=delivery.event_name)
+    # 4. The same delivery seen before makes nothing new.
+    if rt.store.seen_delivery(delivery.delivery_id):
         return answer(200, status="duplicate", delivery=delivery.delivery_id)
-    # 4. Publish every event; only a confirmed publish counts. Ids are stable, so a retried
-    #    delivery that was half-published before makes the same runs downstream, not new ones.
-    try:
-        for index, event in enumerate(delivery.events):
-            rt.broker.publish(event, message_id=f"{delivery.delivery_id}#{index}")
-    except BrokerError:
-        rt.store.forget_delivery(delivery.delivery_id)
-        raise
-    return answer(202, status="accepted", delivery=delivery.delivery_id, events=len(delivery.events))
+    # 5. Publish every event together; only confirmed publishes count. Message ids are stable,
+    #    so a retried delivery that was half-published makes the same runs downstream, not new ones.
+    rt.publisher.publish_all([
+        (event, f"{delivery.delivery_id}#{index}", encoded)
+        for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True))
+    ])
+    # 6. Remember it only now: a crash before this line makes the host's retry publish again
+    #    (same message ids), never lose the delivery.
+    rt.store.remember_delivery(delivery.delivery_id)
+    return answer(202, status="accepted", delivery=delivery.delivery_id, events=len(delivery.events),
+                  keys=sorted({event.routing_key for event in delivery.events}))
+
+
+def read_body(request, limit: int) -> bytes | None:
+    """The request body, or None when it is over the limit: said so by Content-Length (then
+    nothing is read), or found so after reading `limit + 1` bytes (a chunked body)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None

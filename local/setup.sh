@@ -3,7 +3,8 @@
 #
 #   local/setup.sh [system] [venv] [services] [image]     (no argument: all four)
 #
-# system   Debian packages: rabbitmq-server, docker.io, busybox-static, git, chromium
+# system   Debian packages: rabbitmq-server, docker.io, busybox-static, git, chromium, wrk (the
+#          load generator of `make bench`)
 # venv     .venv with the project and its test extras (again only when pyproject.toml changed)
 # services RabbitMQ and the Docker engine, started when they are not running
 # image    tasuki/busybox, a tiny image FROM scratch with a static busybox (no registry needed)
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(rabbitmq-server docker.io busybox-static git chromium)
+PACKAGES=(rabbitmq-server docker.io busybox-static git chromium wrk)
 IMAGE=tasuki/busybox:latest
 LOGDIR=${TASUKI_LOG_DIR:-/var/log/tasuki}
 
@@ -28,7 +29,7 @@ missing_packages() {
 }
 
 system() {
-  command -v dpkg-query >/dev/null || die "this is not Debian: install RabbitMQ 3.10+, Docker, git, a static busybox and chromium, then run again"
+  command -v dpkg-query >/dev/null || die "this is not Debian: install RabbitMQ 3.10+, Docker, git, a static busybox, chromium and wrk, then run again"
   local missing; missing=$(missing_packages)
   [ -z "$missing" ] && return 0
   [ "$(id -u)" = 0 ] || die "missing packages; as root run: apt-get install -y $missing"

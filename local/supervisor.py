@@ -66,12 +66,15 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def serve_function(name: str, host: str, port: int) -> None:
-    """Serve one function module as functions-framework does in production (gunicorn threads)."""
+def serve_function(name: str, host: str, port: int, source: Path | None = None) -> None:
+    """Serve one function module as functions-framework does in production (gunicorn threads).
+
+    `source` is the module file, `functions/<name>.py` unless given (the benchmarks serve a
+    baseline handler from elsewhere in exactly the same way)."""
     from functions_framework import create_app
     from functions_framework._http.gunicorn import GunicornApplication
 
-    app = create_app(target=name, source=str(ROOT / "functions" / f"{name}.py"))
+    app = create_app(target=name, source=str(source or ROOT / "functions" / f"{name}.py"))
     # No control socket: several gunicorns on one machine would fight over its default path.
     GunicornApplication(app, host, port, False, control_socket_disable=True).run()
 

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from werkzeug.wrappers import Response
+
 from shared.errors import AuthError, BrokerError, ConfigError, DecodeError, StoreError, WebhookError
 
 log = logging.getLogger("tasuki")
@@ -25,6 +27,13 @@ Answer = tuple[str, int, dict[str, str]]
 
 def answer(code: int, /, **fields: Any) -> Answer:
     return json.dumps(fields, default=str), code, {"Content-Type": "application/json"}
+
+
+def answer_unread(code: int, /, **fields: Any) -> Response:
+    """An answer that leaves the rest of the request body unread: functions-framework reads
+    the whole body after the handler unless the response is streamed, which would let a client
+    make a handler hold any number of bytes in memory just to be told 413."""
+    return Response(iter([json.dumps(fields, default=str)]), status=code, content_type="application/json")
 
 
 def translated(handler: Callable[..., Any]) -> Callable[..., Any]:

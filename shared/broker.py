@@ -73,6 +73,14 @@ def attributes_of(headers: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
+def headers_of(message: Message, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The AMQP headers of a model: its attributes, its type, its ordering key."""
+    headers: dict[str, Any] = {**message.attributes(), **(attributes or {}), "type": message.TYPE}
+    if message.ordering_key():
+        headers[ORDERING_HEADER] = message.ordering_key()
+    return headers
+
+
 class Broker:
     """Publishes messages to Tasuki's exchanges; one lazily opened connection per thread."""
 
@@ -126,9 +134,7 @@ class Broker:
         mandatory: bool | None = None,
     ) -> str:
         """Publish a model; returns its message id once RabbitMQ confirmed it."""
-        headers: dict[str, Any] = {**message.attributes(), **(attributes or {}), "type": message.TYPE}
-        if message.ordering_key():
-            headers[ORDERING_HEADER] = message.ordering_key()
+        headers = headers_of(message, attributes)
         message_id = message_id or uuid.uuid4().hex
         self.publish_raw(
             message.EXCHANGE,

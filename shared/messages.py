@@ -74,15 +74,25 @@ class Commit(BaseModel):
 class PullRequest(BaseModel):
     number: int
     title: str = ""
-    state: str = ""
+    state: str = ""  # every host: "open", "merged" or "closed"
     source_branch: str = ""
     source_commit: str = ""
     target_branch: str = ""
     target_commit: str = ""
+    # What happened, the same words for every host: "opened", "updated" (new commits or, on
+    # Bitbucket, any edit), "reopened", "closed" (without merging) or "merged".
+    action: str = ""
+    url: str = ""  # the pull request's web page
+    source_repository: str = ""  # full name of the repository the source branch is in (a fork?)
 
 
 class Event(Message):
-    """One git event, the same shape for every host: one pushed ref, or one pull-request change."""
+    """One git event, the same shape for every host: one pushed ref, or one pull-request change.
+
+    `after` is always the commit to build: the pushed commit (a tag's commit, not the tag object),
+    or a pull request's source commit; it is empty when the ref was deleted. A pull request's
+    `ref` is its source branch. `shared.hosts` makes these from each host's deliveries.
+    """
 
     TYPE = "event"
     EXCHANGE = EVENTS

@@ -14,6 +14,7 @@ from shared.broker import Broker
 from shared.registry import Repositories, load_registry
 from shared.settings import Settings
 from shared.store import Store, open_store
+from shared.publisher import Publisher
 
 
 class Runtime:
@@ -35,6 +36,11 @@ class Runtime:
     @cached_property
     def signing_key(self) -> str:
         return self.settings.signing_key()
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """One connection shared by every thread, confirms pipelined (for busy handlers)."""
+        return Publisher(self.settings.amqp_url)
 
 
 @cache

@@ -1,8 +1,19 @@
 """Reading a webhook delivery: pure, no I/O, every refusal a `WebhookError` with its HTTP status.
 
-`read()` checks size and content type, finds the host by its event header, parses the JSON,
-checks the repository's signature, and returns the normalised events. The ingress function
-only adds deduplication and publishing around it.
+`read()` takes the headers and the raw body and, in this order:
+
+    413  the body is over the limit
+    415  the content type is not application/json
+    400  no event header of a host Tasuki knows (X-Event-Key, X-GitHub-Event, X-Gitlab-Event)
+    400  the body is not a JSON object, or nests deeper than `MAX_DEPTH`
+    404  the repository is not registered, and unknown repositories are refused
+    401  the repository has a secret and the delivery is not signed with it (or lacks the token)
+    400  the delivery id header is not an id
+    400  the payload is not shaped as its event requires, or cannot be carried in a message
+
+and returns a `Delivery`: its normalised events (one per pushed ref), or why it is answered
+without publishing (an event Tasuki does not act on, GitHub's ping). The ingress function only
+adds deduplication and publishing around it.
 """
 
 from __future__ import annotations
@@ -10,12 +21,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from shared import hosts
+from shared import codec, hosts
 from shared.errors import WebhookError
+from shared.hosts import Unpublished
 from shared.messages import Event
-from shared.registry import Registry
+from shared.registry import RepositoryConfig
+
+# Webhook payloads nest a handful of levels; anything deeper is refused before it can reach
+# a message (msgpack and pydantic stop at a few hundred levels, and events nest in other messages).
+MAX_DEPTH = 64
+# The delivery id becomes the message id (an AMQP short string) and a store key.
+MAX_DELIVERY_ID = 200
 
 
 class Headers(Mapping[str, str]):
@@ -40,48 +58,129 @@ class Delivery:
     host: str
     event_name: str
     delivery_id: str
-    repository: str
-    # None: an event Tasuki does not handle (answered, not published).
-    events: list[Event] | None = field(default=None)
+    repository: str  # "" when the delivery names none
+    events: list[Event] = field(default_factory=list)
+    # Each event encoded as its message body (encoding is how `read` knows it can be carried).
+    bodies: list[bytes] = field(default_factory=list)
+    # Set when the delivery is answered but not published (then `events` is empty).
+    unpublished: Unpublished | None = None
 
 
 def read(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    registry: Registry,
+    registry: Known,
     max_body: int,
     unknown_repositories: Literal["accept", "reject"] = "accept",
 ) -> Delivery:
     headers = Headers(headers)
     if len(body) > max_body:
-        raise WebhookError(413, f"the body has {len(body)} bytes; the limit is {max_body}")
+        raise WebhookError(413, f"the body is larger than the limit of {max_body} bytes (TASUKI_MAX_BODY_BYTES)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise WebhookError(415, f"expected Content-Type application/json, found {content_type or 'none'}")
+        raise WebhookError(
+            415, f"expected Content-Type application/json, found {content_type or 'none'}: set the "
+            f"webhook's content type to application/json"
+        )
     found = hosts.detect(headers)
     if found is None:
         names = ", ".join(a.EVENT_HEADER for a in hosts.ADAPTERS.values())
         raise WebhookError(400, f"no event header: expected one of {names}")
     host, adapter = found
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise WebhookError(400, f"expected a JSON object, found {type(payload).__name__}")
     event_name = headers[adapter.EVENT_HEADER]
-    repository = adapter.repository_name(payload)
-    known = registry.get(repository)
-    if known is None and unknown_repositories == "reject":
-        raise WebhookError(404, f"repository {repository} is not registered with this Tasuki")
-    if known is not None and known.secret:
-        adapter.verify(headers, body, known.secret)
+    payload = parse_json(body)
+
+    name = adapter.repository_name(payload)
+    if name is not None:
+        known = registered(registry, name)
+        if known is None and unknown_repositories == "reject":
+            raise WebhookError(
+                404, f"repository {name} is not registered with this Tasuki: add it to the repository "
+                f"registry (TASUKI_REPOSITORIES_FILE)"
+            )
+        if known is not None and known.secret:
+            adapter.verify(headers, body, known.secret)
     delivery_id = adapter.delivery_id(headers, body)
+    if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
+        raise WebhookError(
+            400, f"the {host} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
+            f"characters, found {len(delivery_id)} characters"
+        )
+
     try:
-        events = adapter.parse(event_name, payload, delivery_id)
+        result = adapter.parse(event_name, payload, delivery_id)
     except WebhookError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise WebhookError(400, f"the {host} {event_name} delivery is not shaped as expected: {exc}") from None
-    return Delivery(host=host, event_name=event_name, delivery_id=delivery_id, repository=repository, events=events)
+    delivery = Delivery(host=host, event_name=event_name, delivery_id=delivery_id, repository=name or "")
+    if isinstance(result, Unpublished):
+        delivery.unpublished = result
+        return delivery
+    for event in result:
+        # The secret that was checked must be the one of the repository the events name.
+        if event.repository.full_name != name:
+            raise WebhookError(400, f"the {host} {event_name} delivery names no repository")
+        delivery.bodies.append(encoded(event))
+    delivery.events = result
+    return delivery
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, nesting at most `MAX_DEPTH` levels; 400 otherwise."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise WebhookError(400, f"the body is not valid JSON: {reason}") from None
+    if not isinstance(payload, dict):
+        raise WebhookError(400, f"expected a JSON object, found {type(payload).__name__}")
+    # Fewer containers than the limit cannot nest deeper than it: count before walking.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
+        raise WebhookError(400, f"the JSON body nests deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def depth(value: Any) -> int:
+    """How many levels of objects and arrays `value` nests (walks without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+class Known(Protocol):
+    """What `read` needs of the repository registry: an entry by name, and every name (as
+    `Registry.repositories`, or `all()` where repositories are registered in several places)."""
+
+    def get(self, full_name: str) -> RepositoryConfig | None: ...
+
+
+def registered(registry: Known, name: str) -> RepositoryConfig | None:
+    """The registry's entry for a repository; names compare without case, as the hosts treat
+    them, so that `ACME/api` cannot slip past the secret of `acme/api`."""
+    known = registry.get(name)
+    if known is not None:
+        return known
+    every = getattr(registry, "all", None)
+    names = every() if callable(every) else getattr(registry, "repositories", {})
+    folded = name.casefold()
+    for full_name in names:
+        if full_name.casefold() == folded:
+            return registry.get(full_name)
+    return None
+
+
+def encoded(event: Event) -> bytes:
+    """The event as a message body; 400 when it cannot be one (JSON numbers beyond 64 bits, or
+    text that is not valid Unicode, cannot be carried)."""
+    try:
+        return codec.encode(event)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise WebhookError(400, f"the payload cannot be carried in a message: {exc}") from None

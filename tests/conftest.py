@@ -12,6 +12,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,15 +61,24 @@ def rabbitmq() -> Iterator[str]:
     rabbitmqctl("delete_vhost", vhost)
 
 
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    """A fresh vhost for one test, when a test must not see any other test's messages."""
+@contextmanager
+def new_vhost() -> Iterator[str]:
+    """The AMQP URL of a vhost made for the block, deleted afterwards (for fixtures of any scope)."""
     name = f"tasuki-test-{uuid.uuid4().hex[:8]}"
     if rabbitmqctl("add_vhost", name).returncode != 0:
         unavailable("cannot create a RabbitMQ vhost")
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@localhost:5672/{name}"
-    rabbitmqctl("delete_vhost", name)
+    try:
+        yield f"amqp://guest:guest@localhost:5672/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A fresh vhost for one test, when a test must not see any other test's messages."""
+    with new_vhost() as url:
+        yield url
 
 
 # --- Docker -----------------------------------------------------------------------------------

@@ -1,87 +1,100 @@
 """Bitbucket Cloud webhooks: `X-Event-Key` names the event, `X-Hub-Signature` signs the body.
 
-A `repo:push` delivery lists one change per pushed ref; each change becomes one `Event`.
-Bitbucket lists a change's commits newest first; events list them oldest first, so that the
-last commit is the head.
+    repo:push                 one Event per change (pushed ref): kind push, or tag for the
+                              ref types tag and annotated_tag; `old: null` is a new ref
+                              (before ""), `new: null` a deleted one (after "")
+    pullrequest:created       kind pull_request, action opened
+    pullrequest:updated       action updated (Bitbucket does not say whether commits changed)
+    pullrequest:fulfilled     action merged
+    pullrequest:rejected      action closed (declined)
+
+Every other event key is answered "ignored". Routing keys are `bitbucket.repo.push`,
+`bitbucket.pullrequest.created` and so on. Bitbucket lists a change's commits newest first;
+events list them oldest first, so that the last commit is the head.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import WebhookError
-from shared.messages import Commit, Event, Ref, Repository
+from shared.hosts.common import Unpublished, digest, get, items, number, person, text, verify_hmac
+from shared.messages import Commit, Event, PullRequest, Ref, Repository
 
 HOST = "bitbucket"
 EVENT_HEADER = "X-Event-Key"
 SIGNATURE_HEADER = "X-Hub-Signature"
 TAG_TYPES = ("tag", "annotated_tag")
+PULL_REQUEST_ACTIONS = {"created": "opened", "updated": "updated", "fulfilled": "merged", "rejected": "closed"}
+PULL_REQUEST_STATES = {"OPEN": "open", "MERGED": "merged", "DECLINED": "closed", "SUPERSEDED": "closed"}
 
 
 def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
     """`X-Request-UUID` is per delivery; older deliveries only carry the hook's `X-Hook-UUID`,
-    which is the same for every delivery of a hook, so it is combined with the body's digest."""
+    which is the same for every delivery of a hook, so it is combined with the digest of the
+    event key and the body."""
     request = headers.get("X-Request-UUID")
     if request:
         return f"bitbucket:{request}"
     hook = headers.get("X-Hook-UUID", "")
-    return f"bitbucket:{hook}:{hashlib.sha256(body).hexdigest()[:32]}"
+    return f"bitbucket:{hook}:{digest(headers.get(EVENT_HEADER, ''), body)}"
 
 
 def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
-    given = headers.get(SIGNATURE_HEADER, "")
-    if not given:
-        raise WebhookError(401, f"this repository has a webhook secret, but the delivery has no {SIGNATURE_HEADER}")
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise WebhookError(401, f"{SIGNATURE_HEADER} does not match the body signed with this repository's secret")
+    verify_hmac(headers, SIGNATURE_HEADER, body, secret)
 
 
-def repository_name(payload: Mapping[str, Any]) -> str:
-    repo = payload.get("repository")
-    name = repo.get("full_name") if isinstance(repo, dict) else None
-    if not isinstance(name, str) or not name:
-        raise WebhookError(400, "expected repository.full_name in the delivery, found none")
-    return name
+def repository_name(payload: Mapping[str, Any]) -> str | None:
+    return text(payload, "repository", "full_name") or None
 
 
-def parse(event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | None:
+def parse(event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
     if event_name == "repo:push":
         return _push(payload, delivery)
-    return None
+    kind, _, action = event_name.partition(":")
+    if kind == "pullrequest" and action in PULL_REQUEST_ACTIONS:
+        return [_pull_request(action, payload, delivery)]
+    return Unpublished("ignored", f"Tasuki does not act on Bitbucket {event_name} events")
 
 
-def _repository(payload: Mapping[str, Any]) -> Repository:
-    repo = payload["repository"]
-    name = repository_name(payload)
-    web = _get(repo, "links", "html", "href") or f"https://bitbucket.org/{name}"
+def _repository(payload: Mapping[str, Any], what: str) -> Repository:
+    name = text(payload, "repository", "full_name", required=what)
+    web = text(payload, "repository", "links", "html", "href") or f"https://bitbucket.org/{name}"
     return Repository(full_name=name, clone_url=f"https://bitbucket.org/{name}.git", web_url=web)
 
 
 def _actor(payload: Mapping[str, Any]) -> str:
-    actor = payload.get("actor") or {}
-    return str(actor.get("nickname") or actor.get("username") or actor.get("display_name") or "")
+    return text(payload, "actor", "nickname") or text(payload, "actor", "username") or text(
+        payload, "actor", "display_name"
+    )
 
 
-def _push(payload: Mapping[str, Any], delivery: str) -> list[Event]:
-    changes = _get(payload, "push", "changes")
+def _commit(data: Mapping[str, Any]) -> Commit:
+    # `author.raw` is "Name <email>"; a commit by a known user also has `author.user`.
+    author = text(data, "author", "raw") or person(
+        text(data, "author", "user", "display_name") or text(data, "author", "display_name"), ""
+    )
+    return Commit(id=text(data, "hash"), message=text(data, "message"), author=author)
+
+
+def _push(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
+    changes = get(payload, "push", "changes")
     if not isinstance(changes, list):
         raise WebhookError(400, "expected push.changes (a list) in a repo:push delivery")
-    repository, actor = _repository(payload), _actor(payload)
+    repository, actor = _repository(payload, "repo:push"), _actor(payload)
     events = []
     for change in changes:
-        new, old = change.get("new"), change.get("old")
+        if not isinstance(change, dict):
+            raise WebhookError(400, "expected each of push.changes to be an object")
+        new, old = get(change, "new"), get(change, "old")
         ref = new or old
-        if not isinstance(ref, dict) or not ref.get("name"):
+        if not isinstance(ref, dict) or not text(ref, "name"):
             raise WebhookError(400, "expected each change to have a new or old ref with a name")
-        is_tag = ref.get("type") in TAG_TYPES
-        commits = [
-            Commit(id=c.get("hash", ""), message=c.get("message", ""), author=_get(c, "author", "raw") or "")
-            for c in reversed(change.get("commits") or [])
-        ]
+        ref_type = text(ref, "type")
+        if ref_type not in (*TAG_TYPES, "branch"):
+            continue  # not a git branch or tag (Mercurial's named branches and bookmarks)
+        is_tag = ref_type in TAG_TYPES
         events.append(
             Event(
                 host=HOST,
@@ -89,22 +102,53 @@ def _push(payload: Mapping[str, Any], delivery: str) -> list[Event]:
                 kind="tag" if is_tag else "push",
                 delivery_id=delivery,
                 repository=repository,
-                ref=Ref(kind="tag" if is_tag else "branch", name=ref["name"]),
-                before=_get(old, "target", "hash") or "" if old else "",
-                after=_get(new, "target", "hash") or "" if new else "",
+                ref=Ref(kind="tag" if is_tag else "branch", name=text(ref, "name")),
+                # An annotated tag's target is its commit, as for any other ref.
+                before=text(old, "target", "hash"),
+                after=text(new, "target", "hash"),
                 actor=actor,
-                commits=commits,
-                forced=bool(change.get("forced")),
-                truncated=bool(change.get("truncated")),
+                commits=[_commit(c) for c in reversed(items(change, "commits"))],
+                forced=get(change, "forced") is True,
+                truncated=get(change, "truncated") is True,
                 payload=dict(payload),
             )
         )
+    if not events:
+        return Unpublished("ignored", "the push changed no git branch or tag")
     return events
 
 
-def _get(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
+def _pull_request(action: str, payload: Mapping[str, Any], delivery: str) -> Event:
+    what = f"pullrequest:{action}"
+    pr = get(payload, "pullrequest")
+    if not isinstance(pr, dict):
+        raise WebhookError(400, f"expected a pullrequest object in a {what} delivery")
+    normalised = PULL_REQUEST_ACTIONS[action]
+    state = PULL_REQUEST_STATES.get(text(pr, "state").upper())
+    if state is None:  # as the event tells it
+        state = {"merged": "merged", "closed": "closed"}.get(normalised, "open")
+    source_branch = text(pr, "source", "branch", "name", required=what)
+    source_commit = text(pr, "source", "commit", "hash")
+    return Event(
+        host=HOST,
+        event=f"pullrequest.{action}",
+        kind="pull_request",
+        delivery_id=delivery,
+        repository=_repository(payload, what),
+        ref=Ref(kind="branch", name=source_branch),
+        after=source_commit,
+        actor=_actor(payload),
+        pull_request=PullRequest(
+            number=number(pr, "id", required=what),
+            title=text(pr, "title"),
+            state=state,
+            source_branch=source_branch,
+            source_commit=source_commit,
+            target_branch=text(pr, "destination", "branch", "name", required=what),
+            target_commit=text(pr, "destination", "commit", "hash"),
+            action=normalised,
+            url=text(pr, "links", "html", "href"),
+            source_repository=text(pr, "source", "repository", "full_name"),
+        ),
+        payload=dict(payload),
+    )

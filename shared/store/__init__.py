@@ -81,6 +81,10 @@ class Store(Protocol):
 
     def forget_delivery(self, key: str) -> None: ...
 
+    def seen_delivery(self, key: str) -> bool:
+        """True if the delivery key was recorded (the ingress checks, publishes, then records)."""
+        ...
+
     # runs and jobs (dispatcher)
     def create_run(self, run: RunRecord) -> bool:
         """Insert a run; False (and nothing changed) if a run with that id exists."""

@@ -158,13 +158,19 @@ class SQLiteStore:
     # -- deliveries ----------------------------------------------------------------------------------
 
     def remember_delivery(self, key: str) -> bool:
-        with self._tx() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO deliveries (key) VALUES (?)", (key,))
-            return cur.rowcount == 1
+        # One statement is its own transaction: no BEGIN/COMMIT round trips on the ingress's path.
+        try:
+            cur = self._connection().execute("INSERT OR IGNORE INTO deliveries (key) VALUES (?)", (key,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed ({self.path}): {exc}") from None
+        return cur.rowcount == 1
 
     def forget_delivery(self, key: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+
+    def seen_delivery(self, key: str) -> bool:
+        return bool(self._query("SELECT 1 FROM deliveries WHERE key = ?", (key,)))
 
     # -- runs ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""What the host adapters share: reading nested JSON safely, signatures, delivery keys, SHAs.
+
+Payloads come from the network, so every read here tolerates a missing key or a value of the
+wrong type: `get()` answers None, `text()` answers "" (or raises `WebhookError(400)` when the
+value is required), and no adapter ever indexes a payload directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import WebhookError
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    """A delivery that is answered but not published: an event Tasuki does not act on
+    (`status="ignored"`), or a host's hello (`status="pong"`)."""
+
+    status: str
+    reason: str
+
+
+def get(data: Any, *path: str) -> Any:
+    """The value at `path` in nested objects, or None if any step is missing or not an object."""
+    for key in path:
+        if not isinstance(data, dict):  # JSON objects are dicts (and the ABC check is slow)
+            return None
+        data = data.get(key)
+    return data
+
+
+def text(data: Any, *path: str, required: str = "") -> str:
+    """The string at `path`, or "" when it is missing or not a string.
+
+    With `required` (what the delivery is, for the message), a missing value is a 400."""
+    value = get(data, *path)
+    if not isinstance(value, str) or (required and not value):
+        if required:
+            found = "nothing" if value is None else type(value).__name__
+            raise WebhookError(400, f"expected {'.'.join(path)} (a string) in a {required} delivery, found {found}")
+        return ""
+    return value
+
+
+def items(data: Any, *path: str) -> list[dict[str, Any]]:
+    """The objects in the list at `path`; anything else there counts as no items."""
+    value = get(data, *path)
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]
+
+
+def number(data: Any, *path: str, required: str) -> int:
+    value = get(data, *path)
+    if isinstance(value, bool) or not isinstance(value, int):
+        found = "nothing" if value is None else type(value).__name__
+        raise WebhookError(400, f"expected {'.'.join(path)} (a number) in a {required} delivery, found {found}")
+    return value
+
+
+def sha(value: str) -> str:
+    """A commit id as hosts write it, with the all-zero id (no commit: created or deleted) as ""."""
+    return "" if not value.strip("0") else value
+
+
+def person(name: str, email: str) -> str:
+    """An author as git writes it: `Name <email>`, or whichever part is known."""
+    if name and email:
+        return f"{name} <{email}>"
+    return name or email
+
+
+def digest(event_name: str, body: bytes) -> str:
+    """A short, stable fingerprint of a delivery (its event name and body), for delivery keys
+    when the host sends no id of the delivery itself."""
+    return hashlib.sha256(event_name.encode("utf-8", "replace") + b"\n" + body).hexdigest()[:32]
+
+
+def verify_hmac(headers: Mapping[str, str], header: str, body: bytes, secret: str) -> None:
+    """Check `header: sha256=<hex HMAC of the body>` against the repository's secret, in
+    constant time; `WebhookError(401)` unless it matches."""
+    given = headers.get(header, "")
+    if not given:
+        raise WebhookError(401, f"this repository has a webhook secret, but the delivery has no {header}")
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected.encode()):
+        raise WebhookError(
+            401, f"{header} does not match the body signed with this repository's secret: check the "
+            f"webhook's secret on the host and in the repository registry"
+        )
+
+
+def verify_token(headers: Mapping[str, str], header: str, secret: str) -> None:
+    """Check a shared-secret header (no signature) in constant time; `WebhookError(401)` unless equal."""
+    given = headers.get(header, "")
+    if not given:
+        raise WebhookError(401, f"this repository has a webhook secret, but the delivery has no {header}")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode()):
+        raise WebhookError(
+            401, f"{header} is not this repository's secret: check the webhook's secret token on the "
+            f"host and in the repository registry"
+        )

@@ -1,0 +1,16 @@
+"""The baseline handler of the HTTP benchmarks: reads the body and answers 202, nothing else.
+
+Served by `local.supervisor.serve_function` exactly as Tasuki's functions are, so that a
+benchmark's ratio measures the handler's own cost, not the server's."""
+
+from __future__ import annotations
+
+import functions_framework
+
+from shared.answers import answer
+
+
+@functions_framework.http
+def baseline(request):
+    request.get_data()
+    return answer(202, status="accepted")
