@@ -179,6 +179,19 @@ def test_ping_and_events_tasuki_does_not_act_on_are_answered_and_not_published(i
     assert ingress.published() == []
 
 
+@pytest.mark.parametrize("host,event", [
+    ("bitbucket", "repo:commit_status_created"), ("bitbucket", "repo:commit_status_updated"), ("github", "status"),
+])
+def test_the_commit_statuses_tasuki_sets_itself_trigger_nothing(ingress, host, event):
+    # The reporter's own statuses come back as webhooks when the hook subscribes to them: they
+    # are answered and never published, so a status can never start a run or another status.
+    body = fixture_body("bitbucket", "first-push.json") if host == "bitbucket" else fixture_body("github", "push.json")
+    signed = {"secret": SECRET} if host == "bitbucket" else {}  # the fixture's Bitbucket repository has one
+    answer = ingress.post(body, headers(host, event, body, **signed))
+    assert answer.status_code == 202 and answer.json["status"] == "ignored"
+    assert ingress.published() == []
+
+
 def bad_requests() -> list[tuple[str, int, bytes, dict[str, str]]]:
     body, head = first_push()
     unsigned = headers("bitbucket", "repo:push", body)
