@@ -11,29 +11,23 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared import codec, push, scheduler
+from shared import push, scheduler
 from shared.answers import answer, translated
-from shared.errors import DecodeError
 from shared.messages import MODELS, RunMessage, utcnow
 from shared.runtime import Runtime, runtime
 from shared.store import RunRecord
 
-ACCEPTS = ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")
+ACCEPTS = {t: MODELS[t] for t in ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")}
 
 
 @functions_framework.http
 @translated
 def dispatcher(request):
     rt = runtime()
-    # 1. Authenticate the push and read the envelope.
-    pushed = push.receive(
-        request.get_data(), request.headers.get("Authorization"),
-        key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"),
+    # 1-2. Authenticate the push, read the envelope, decode the message by its type.
+    message: RunMessage = push.receive_message(
+        request, key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"), accepts=ACCEPTS
     )
-    # 2. Decode the message by its type attribute.
-    if pushed.type not in ACCEPTS:
-        raise DecodeError(f"expected a message of type {', '.join(ACCEPTS)}, found {pushed.type!r}")
-    message: RunMessage = codec.decode(pushed.data, MODELS[pushed.type])
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}

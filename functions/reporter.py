@@ -15,29 +15,23 @@ import logging
 
 import functions_framework
 
-from shared import codec, push, statuses
+from shared import push, statuses
 from shared.answers import answer, translated
-from shared.errors import DecodeError
 from shared.messages import MODELS
 from shared.runtime import runtime
 
 log = logging.getLogger("tasuki.reporter")
-ACCEPTS = ("run.updated", "job.updated")
+ACCEPTS = {t: MODELS[t] for t in ("run.updated", "job.updated")}
 
 
 @functions_framework.http
 @translated
 def reporter(request):
     rt = runtime()
-    # 1. Authenticate the push and read the envelope.
-    pushed = push.receive(
-        request.get_data(), request.headers.get("Authorization"),
-        key=rt.signing_key, audience=rt.settings.endpoint("reporter"),
+    # 1-2. Authenticate the push, read the envelope, decode the notice.
+    notice = push.receive_message(
+        request, key=rt.signing_key, audience=rt.settings.endpoint("reporter"), accepts=ACCEPTS
     )
-    # 2. Decode the notice.
-    if pushed.type not in ACCEPTS:
-        raise DecodeError(f"expected a message of type {', '.join(ACCEPTS)}, found {pushed.type!r}")
-    notice = codec.decode(pushed.data, MODELS[pushed.type])
     # 3. What to tell the host (pure).
     status = statuses.status_for(notice, rt.settings.web_url)
     if status is None:

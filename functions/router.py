@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared import codec, push, recipes
+from shared import push, recipes
 from shared.answers import answer, translated
 from shared.messages import Event, RunRequested
 from shared.runtime import runtime
@@ -21,13 +21,10 @@ from shared.runtime import runtime
 @translated
 def router(request):
     rt = runtime()
-    # 1. Authenticate the push and read the envelope.
-    pushed = push.receive(
-        request.get_data(), request.headers.get("Authorization"),
-        key=rt.signing_key, audience=rt.settings.endpoint("router"),
+    # 1-2. Authenticate the push, read the envelope, decode the event.
+    event = push.receive_message(
+        request, key=rt.signing_key, audience=rt.settings.endpoint("router"), accepts={Event.TYPE: Event}
     )
-    # 2. Decode the event.
-    event = codec.decode(pushed.data, Event)
     # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
     rules = recipes.match(rt.store.list_rules(), event)
     # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).

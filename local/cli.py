@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from shared import recipes
-from shared.errors import ConfigError, TasukiError
+from shared.errors import ConfigError, TasukiError, first_problem
 from shared.messages import RUN_FINAL, RunCancel
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -233,10 +233,10 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = {"repository": "repo"}.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else ""
-        raise ConfigError(f"{'--' + where.replace('_', '-') + ': ' if where else ''}"
-                          f"{str(first['msg']).removeprefix('Value error, ')}") from None
+        where, problem = first_problem(exc)
+        field = where.split(".")[0]
+        option = {"repository": "repo"}.get(field, field).replace("_", "-")
+        raise ConfigError(f"{'--' + option + ': ' if option else ''}{problem}") from None
     if not rt.store.add_rule(rule):
         print(f"this rule exists already: {rule.id}  {rt.store.get_rule(rule.id).sentence()}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from typing import TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import DecodeError
+from shared.errors import DecodeError, first_problem
 
 CONTENT_TYPE = "application/msgpack"
 M = TypeVar("M", bound=BaseModel)
@@ -32,6 +32,5 @@ def decode(data: bytes, model: type[M]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise DecodeError(f"{name}: {where}: {first['msg']}") from None
+        where, problem = first_problem(exc)
+        raise DecodeError(f"{name}: {where or 'body'}: {problem}") from None

@@ -24,6 +24,8 @@ Messages say what was expected and what was found.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class TasukiError(Exception):
     """Base of every error Tasuki raises on purpose."""
@@ -97,3 +99,11 @@ class ExecutableMissing(JobError):
 
 class DockerUnavailable(JobError):
     reason = "docker-unavailable"
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """Where the first validation problem is (dotted path, "" for the whole) and what it is, in
+    words a person can act on (pydantic's "Value error, " prefix dropped)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return where, str(first["msg"]).removeprefix("Value error, ")

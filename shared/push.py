@@ -13,13 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared import tokens
+from shared import codec, tokens
 from shared.errors import DecodeError
+
+M = TypeVar("M", bound=BaseModel)
 
 # HTTP answers that acknowledge a push; anything else is a nack.
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
@@ -115,3 +118,13 @@ def receive(body: bytes, authorization: str | None, *, key: str, audience: str) 
     Raises `AuthError` (answer 401) or `DecodeError` (answer 400)."""
     tokens.verify(key, authorization, audience)
     return parse(body)
+
+
+def receive_message(request: Any, *, key: str, audience: str, accepts: Mapping[str, type[M]]) -> M:
+    """A pushed-to handler's first steps: check the token, read the envelope, decode the message
+    by its `type` attribute. `accepts` maps the types the handler takes to their models."""
+    pushed = receive(request.get_data(), request.headers.get("Authorization"), key=key, audience=audience)
+    model = accepts.get(pushed.type)
+    if model is None:
+        raise DecodeError(f"expected a message of type {', '.join(accepts)}, found {pushed.type!r}")
+    return codec.decode(pushed.data, model)

@@ -28,7 +28,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, first_problem
 from shared.messages import Event
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
@@ -149,10 +149,8 @@ def load_rules(path: Path) -> list[Rule]:
         try:
             rule = Rule.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            message = str(first["msg"]).removeprefix("Value error, ")
-            raise ConfigError(f"{path}: rules[{index}]: {where + ': ' if where else ''}{message}") from None
+            where, problem = first_problem(exc)
+            raise ConfigError(f"{path}: rules[{index}]: {where + ': ' if where else ''}{problem}") from None
         if rule.id in rules:
             raise ConfigError(f"{path}: rules[{index}] is the same rule as rules[{rules[rule.id][0]}]: {rule.sentence()}")
         rules[rule.id] = (index, rule)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, first_problem
 
 
 class RepositoryConfig(BaseModel):
@@ -96,6 +96,5 @@ def load_registry(path: Path | None) -> Registry:
     try:
         return Registry.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        where, problem = first_problem(exc)
+        raise ConfigError(f"{path}: {where}: {problem}") from None

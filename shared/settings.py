@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
 
@@ -104,12 +104,10 @@ class Settings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else "?"
+            where, problem = first_problem(exc)
+            field = where.split(".")[0] or "?"
             found = values.get(field, "<unset>")
-            raise ConfigError(
-                f"{PREFIX}{field.upper()}: {first['msg']}; found {found!r}"
-            ) from None
+            raise ConfigError(f"{PREFIX}{field.upper()}: {problem}; found {found!r}") from None
 
     @classmethod
     def variables(cls) -> list[str]:

@@ -217,7 +217,7 @@ class FakeHosts:
             return error(400, "400 Bad request - body is not JSON")
         states = ("pending", "running", "success", "failed", "canceled", "skipped")
         if body.get("state") not in states:
-            return error(400, f"state does not have a valid value")
+            return error(400, "state does not have a valid value")
         if not SHA.match(sha) or sha not in self.commits:
             return error(404, "404 Commit Not Found")
         name = body.get("name") or body.get("context") or "default"

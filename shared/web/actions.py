@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from shared import deadletters
 
 from shared.messages import RUN_FINAL, RunCancel, RunRequested
-from shared.errors import ConfigError
+from shared.errors import ConfigError, first_problem
 from shared.recipes import Rule, load_rules
 from shared.registry import RepositoryConfig
 from shared.runtime import Runtime
@@ -95,10 +95,8 @@ def create_rule(rt: Runtime, fields: dict[str, Any]) -> Rule:
     try:
         rule = Rule.model_validate(values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ActionError(400, f"{where + ': ' if where else ''}{message}") from None
+        where, problem = first_problem(exc)
+        raise ActionError(400, f"{where + ': ' if where else ''}{problem}") from None
     if not rt.store.add_rule(rule):
         raise ActionError(409, f"this rule exists already: {rule.sentence()}")
     return rule
