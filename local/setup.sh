@@ -45,7 +45,8 @@ venv() {
   [ -f "$stamp" ] && return 0
   say "creating .venv and installing the project with its test extras"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  # (pip's warnings about index folders this machine does not have are noise: left out)
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v "^WARNING: Location" >&2)
   rm -f .venv/.installed-*
   touch "$stamp"
 }
