@@ -51,23 +51,26 @@ venv() {
   touch "$stamp"
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local seconds=$1 what=$2; shift 2
-  for _ in $(seq "$((seconds * 5))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  die "$what did not come up within ${seconds}s; see $LOGDIR"
+wait_for() {  # wait_for SECONDS DESCRIPTION LOG COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2 logs=$3; shift 3
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what did not come up within $1s; see $logs"
+    sleep 0.5
+  done
 }
 
 services() {
   mkdir -p "$LOGDIR"
   if ! rabbitmqctl -q status >/dev/null 2>&1; then
     say "starting RabbitMQ"
-    RABBITMQ_LOG_BASE=$LOGDIR rabbitmq-server -detached >"$LOGDIR/rabbitmq-start.log" 2>&1 || true
-    wait_for 90 RabbitMQ rabbitmqctl -q await_startup
+    # (its own log stays where the package puts it: the server runs as the rabbitmq user)
+    rabbitmq-server -detached >"$LOGDIR/rabbitmq-start.log" 2>&1 || true
+    wait_for 90 RabbitMQ "/var/log/rabbitmq and $LOGDIR/rabbitmq-start.log" rabbitmqctl -q await_startup
   fi
   if ! docker info >/dev/null 2>&1; then
     say "starting the Docker engine"
     nohup dockerd >"$LOGDIR/dockerd.log" 2>&1 &
-    wait_for 60 "the Docker engine" docker info
+    wait_for 60 "the Docker engine" "$LOGDIR/dockerd.log" docker info
   fi
 }
 
