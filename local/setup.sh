@@ -34,7 +34,7 @@ system() {
   [ -z "$missing" ] && return 0
   [ "$(id -u)" = 0 ] || die "missing packages; as root run: apt-get install -y $missing"
   say "installing $missing"
-  export DEBIAN_FRONTEND=noninteractive
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
   apt-get update -qq >/dev/null
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
