@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from shared import topics
 from shared.broker import Broker
 from shared.messages import Event, Repository
+from tests.conftest import IN_CI, rabbitmqctl
 from tests.endpoint import Endpoint
 
 TASUKI = Path(sys.executable).parent / "tasuki"
@@ -60,3 +64,42 @@ def test_a_killed_bridge_loses_nothing(vhost, tmp_path):
     with Broker(vhost).channel() as ch:
         queue = topics.subscription("router").queue
         assert ch.queue_declare(queue, passive=True).method.message_count == 0
+
+
+def test_a_rabbitmq_restart_loses_nothing_and_the_bridge_reconnects_by_itself(vhost, tmp_path):
+    """The real broker restarts (its app stops and starts; durable quorum queues, persistent
+    messages): every message published before is still pushed, and so is one published after."""
+    if not IN_CI and os.environ.get("RESTART_RABBITMQ_IN_TESTS") != "1":
+        pytest.skip("restarts the shared RabbitMQ: runs in CI, or with RESTART_RABBITMQ_IN_TESTS=1")
+    with Endpoint(lambda push: (204, 0.05), key=KEY) as endpoint:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+        env.update({
+            "TASUKI_AMQP_URL": vhost, "TASUKI_DATA_DIR": str(tmp_path), "TASUKI_PUSH_KEY": KEY,
+            "TASUKI_ROUTER_URL": endpoint.url, "TASUKI_DISPATCHER_URL": endpoint.url,
+        })
+        broker = Broker(vhost)
+        broker.declare()
+        ids = {f"event-{n}" for n in range(COUNT)}
+        for message_id in sorted(ids):
+            broker.publish(Event(host="bitbucket", event="repo.push", kind="push", delivery_id=message_id,
+                                 repository=Repository(full_name="acme/api"), after="abc"), message_id=message_id)
+        bridge = subprocess.Popen([str(TASUKI), "bridge"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(tmp_path / "bridge.log", "a"), start_new_session=True)
+        try:
+            # When RabbitMQ restarts in the middle of the stream
+            endpoint.wait_for(lambda e: len(e.acked_ids()) >= 60, what="the first pushes")
+            assert rabbitmqctl("stop_app").returncode == 0
+            time.sleep(2)
+            assert rabbitmqctl("start_app").returncode == 0
+            assert rabbitmqctl("await_startup").returncode == 0
+            assert len(endpoint.acked_ids()) < COUNT, "the stream was over before the restart: nothing was tested"
+            # Then the bridge reconnects by itself and every message is pushed; a new one too
+            broker.publish(Event(host="bitbucket", event="repo.push", kind="push", delivery_id="after",
+                                 repository=Repository(full_name="acme/api"), after="abc"), message_id="after")
+            endpoint.wait_for(lambda e: e.acked_ids() == ids | {"after"}, timeout=180, what="every message")
+        finally:
+            broker.close()
+            bridge.send_signal(signal.SIGTERM)
+            assert bridge.wait(60) == 0, (tmp_path / "bridge.log").read_text()[-3000:]
+    with Broker(vhost).channel() as ch:
+        assert ch.queue_declare(topics.subscription("router").queue, passive=True).method.message_count == 0
