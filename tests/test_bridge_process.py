@@ -23,24 +23,39 @@ KEY = "process-test-key-of-at-least-32-bytes"
 COUNT = 400
 
 
+def event(message_id: str) -> Event:
+    return Event(host="bitbucket", event="repo.push", kind="push", delivery_id=message_id,
+                 repository=Repository(full_name="acme/api"), after="abc")
+
+
+def publish_stream(broker: Broker) -> set[str]:
+    """COUNT events for the router subscription; their message ids."""
+    broker.declare()
+    ids = {f"event-{n}" for n in range(COUNT)}
+    for message_id in sorted(ids):
+        broker.publish(event(message_id), message_id=message_id)
+    return ids
+
+
+def bridge_process(vhost: str, tmp_path: Path, endpoint: Endpoint) -> subprocess.Popen:
+    """A real `tasuki bridge` pushing the router and dispatcher subscriptions to the endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+    env.update({
+        "TASUKI_AMQP_URL": vhost, "TASUKI_DATA_DIR": str(tmp_path), "TASUKI_PUSH_KEY": KEY,
+        "TASUKI_ROUTER_URL": endpoint.url, "TASUKI_DISPATCHER_URL": endpoint.url,
+    })
+    return subprocess.Popen([str(TASUKI), "bridge"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "bridge.log", "a"), start_new_session=True)
+
+
 def test_a_killed_bridge_loses_nothing(vhost, tmp_path):
     with Endpoint(lambda push: (204, 0.05), key=KEY) as endpoint:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        env.update({
-            "TASUKI_AMQP_URL": vhost, "TASUKI_DATA_DIR": str(tmp_path), "TASUKI_PUSH_KEY": KEY,
-            "TASUKI_ROUTER_URL": endpoint.url, "TASUKI_DISPATCHER_URL": endpoint.url,
-        })
         broker = Broker(vhost)
-        broker.declare()
-        ids = {f"event-{n}" for n in range(COUNT)}
-        for message_id in sorted(ids):
-            broker.publish(Event(host="bitbucket", event="repo.push", kind="push", delivery_id=message_id,
-                                 repository=Repository(full_name="acme/api"), after="abc"), message_id=message_id)
+        ids = publish_stream(broker)
         broker.close()
 
         def start() -> subprocess.Popen:
-            return subprocess.Popen([str(TASUKI), "bridge"], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(tmp_path / "bridge.log", "a"), start_new_session=True)
+            return bridge_process(vhost, tmp_path, endpoint)
 
         # When the bridge is killed (no chance to clean up) in the middle of the stream
         first = start()
@@ -72,19 +87,9 @@ def test_a_rabbitmq_restart_loses_nothing_and_the_bridge_reconnects_by_itself(vh
     if not IN_CI and os.environ.get("RESTART_RABBITMQ_IN_TESTS") != "1":
         pytest.skip("restarts the shared RabbitMQ: runs in CI, or with RESTART_RABBITMQ_IN_TESTS=1")
     with Endpoint(lambda push: (204, 0.05), key=KEY) as endpoint:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        env.update({
-            "TASUKI_AMQP_URL": vhost, "TASUKI_DATA_DIR": str(tmp_path), "TASUKI_PUSH_KEY": KEY,
-            "TASUKI_ROUTER_URL": endpoint.url, "TASUKI_DISPATCHER_URL": endpoint.url,
-        })
         broker = Broker(vhost)
-        broker.declare()
-        ids = {f"event-{n}" for n in range(COUNT)}
-        for message_id in sorted(ids):
-            broker.publish(Event(host="bitbucket", event="repo.push", kind="push", delivery_id=message_id,
-                                 repository=Repository(full_name="acme/api"), after="abc"), message_id=message_id)
-        bridge = subprocess.Popen([str(TASUKI), "bridge"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(tmp_path / "bridge.log", "a"), start_new_session=True)
+        ids = publish_stream(broker)
+        bridge = bridge_process(vhost, tmp_path, endpoint)
         try:
             # When RabbitMQ restarts in the middle of the stream
             endpoint.wait_for(lambda e: len(e.acked_ids()) >= 60, what="the first pushes")
@@ -94,8 +99,7 @@ def test_a_rabbitmq_restart_loses_nothing_and_the_bridge_reconnects_by_itself(vh
             assert rabbitmqctl("await_startup").returncode == 0
             assert len(endpoint.acked_ids()) < COUNT, "the stream was over before the restart: nothing was tested"
             # Then the bridge reconnects by itself and every message is pushed; a new one too
-            broker.publish(Event(host="bitbucket", event="repo.push", kind="push", delivery_id="after",
-                                 repository=Repository(full_name="acme/api"), after="abc"), message_id="after")
+            broker.publish(event("after"), message_id="after")
             endpoint.wait_for(lambda e: e.acked_ids() == ids | {"after"}, timeout=180, what="every message")
         finally:
             broker.close()
