@@ -131,6 +131,18 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+def write_files(root: Path, files: dict[str, str | tuple[str, bool]]) -> Path:
+    """Write these files under root (name -> text, executables as (text, True)); root."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        text, executable = content if isinstance(content, tuple) else (content, False)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755 if executable else 0o644)
+    return root
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -148,13 +160,7 @@ def make_repo(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
         bare = tmp_path / f"repo{n}.git"
         work.mkdir()
         git(work, "init", "-q", "-b", branch)
-        for name, content in files.items():
-            text, executable = content if isinstance(content, tuple) else (content, False)
-            path = work / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            if executable:
-                path.chmod(0o755)
+        write_files(work, files)
         git(work, "add", "-A")
         git(work, "commit", "-q", "-m", "test commit")
         git(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
@@ -171,12 +177,7 @@ def commit_to(bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: s
     git(bare.parent, "clone", "-q", str(bare), str(work))
     git(work, "checkout", "-q", "-B", branch, f"origin/{branch}" if git(
         work, "ls-remote", "--heads", "origin", branch).strip() else "HEAD")
-    for name, content in files.items():
-        text, executable = content if isinstance(content, tuple) else (content, False)
-        path = work / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        path.chmod(0o755 if executable else 0o644)
+    write_files(work, files)
     git(work, "add", "-A")
     git(work, "commit", "-q", "--allow-empty", "-m", message)
     git(work, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from local import convert
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, write_files
 from tests.harness import remove_containers
 
 IMAGE = TEST_IMAGE
@@ -30,14 +30,7 @@ def leftovers(docker_client, ident: str) -> list:
 
 def make_workspace(root: Path, files: dict[str, str | tuple[str, bool]]) -> Path:
     """A folder with these files (name -> text, executables as (text, True))."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        text, executable = content if isinstance(content, tuple) else (content, False)
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        path.chmod(0o755 if executable else 0o644)
-    return root
+    return write_files(root, files)
 
 
 def script(body: str) -> tuple[str, bool]:
