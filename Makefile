@@ -2,12 +2,27 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test local demo bench clean
+.PHONY: setup lint unit test local demo bench clean
 
 setup:
 	@bash local/setup.sh
 
-test: setup
+# Lint and type gate: ruff (lint and format) on the whole tree, mypy on tasuki.shared. mypy finds
+# tasuki.* through a folder of links, since the package maps the top-level folders to tasuki.*.
+TYPECHECK := $(VENV)/typecheck
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@mkdir -p $(TYPECHECK)/tasuki && for d in functions shared local; do ln -sfn $(CURDIR)/$$d $(TYPECHECK)/tasuki/$$d; done
+	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p tasuki.shared
+
+# The fast tier: no network, no Docker, no RabbitMQ.
+unit:
+	@bash local/setup.sh venv
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+# Everything: the lint gate, then every tier (unit, integration, e2e).
+test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 local: setup

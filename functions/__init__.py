@@ -3,3 +3,10 @@
 ingress (git hosts -> tasuki.events), router (events -> run.requested), dispatcher (runs -> jobs),
 reporter (run and job statuses -> commit statuses on the git host).
 """
+
+from pathlib import Path
+
+
+def source(name: str) -> Path:
+    """The file of function `name`, as functions-framework's `--source` wants it (read, never written)."""
+    return Path(__file__).with_name(f"{name}.py")

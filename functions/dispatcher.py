@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared import push, scheduler
-from shared.answers import answer, translated
-from shared.messages import MODELS, RunMessage, utcnow
-from shared.runtime import Runtime, runtime
-from shared.store import RunRecord
+from tasuki.shared import push, scheduler
+from tasuki.shared.answers import answer, translated
+from tasuki.shared.messages import MODELS, RunMessage, utcnow
+from tasuki.shared.runtime import Runtime, runtime
+from tasuki.shared.store import RunRecord
 
-ACCEPTS = {t: MODELS[t] for t in ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")}
+ACCEPTS = {
+    t: MODELS[t] for t in ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")
+}
 
 
 @functions_framework.http
@@ -48,8 +50,9 @@ def dispatcher(request):
     started = admit(rt, run) if decision.admit and run.id not in cancelled else False
     if decision.release or started:
         wake(rt, run)
-    return answer(200, run=message.run_id, published=[m.TYPE for m in decision.publish],
-                  started=started, cancelled=cancelled)
+    return answer(
+        200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
+    )
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:

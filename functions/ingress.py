@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared import webhooks
-from shared.answers import answer, answer_unread, translated
-from shared.runtime import runtime
+from tasuki.shared import webhooks
+from tasuki.shared.answers import answer, answer_unread, translated
+from tasuki.shared.runtime import runtime
 
 
 @functions_framework.http
@@ -29,28 +29,43 @@ def ingress(request):
         return answer_unread(413, error=f"the body is larger than the limit of {limit} bytes (TASUKI_MAX_BODY_BYTES)")
     # 2. Read the delivery: content type, host, JSON, signature, normalised events.
     delivery = webhooks.read(
-        request.headers, body, registry=rt.registry, max_body=limit,
+        request.headers,
+        body,
+        registry=rt.registry,
+        max_body=limit,
         unknown_repositories=rt.settings.unknown_repositories,
     )
     # 3. An event Tasuki does not act on, or a ping, is answered and not published.
     if delivery.unpublished is not None:
         status = delivery.unpublished.status
-        return answer(200 if status == "pong" else 202, status=status, reason=delivery.unpublished.reason,
-                      host=delivery.host, event=delivery.event_name)
+        return answer(
+            200 if status == "pong" else 202,
+            status=status,
+            reason=delivery.unpublished.reason,
+            host=delivery.host,
+            event=delivery.event_name,
+        )
     # 4. The same delivery seen before makes nothing new.
     if rt.store.seen_delivery(delivery.delivery_id):
         return answer(200, status="duplicate", delivery=delivery.delivery_id)
     # 5. Publish every event together; only confirmed publishes count. Message ids are stable,
     #    so a retried delivery that was half-published makes the same runs downstream, not new ones.
-    rt.publisher.publish_all([
-        (event, f"{delivery.delivery_id}#{index}", encoded)
-        for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True))
-    ])
+    rt.publisher.publish_all(
+        [
+            (event, f"{delivery.delivery_id}#{index}", encoded)
+            for index, (event, encoded) in enumerate(zip(delivery.events, delivery.bodies, strict=True))
+        ]
+    )
     # 6. Remember it only now: a crash before this line makes the host's retry publish again
     #    (same message ids), never lose the delivery.
     rt.store.remember_delivery(delivery.delivery_id)
-    return answer(202, status="accepted", delivery=delivery.delivery_id, events=len(delivery.events),
-                  keys=sorted({event.routing_key for event in delivery.events}))
+    return answer(
+        202,
+        status="accepted",
+        delivery=delivery.delivery_id,
+        events=len(delivery.events),
+        keys=sorted({event.routing_key for event in delivery.events}),
+    )
 
 
 def read_body(request, limit: int) -> bytes | None:

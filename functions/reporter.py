@@ -15,10 +15,10 @@ import logging
 
 import functions_framework
 
-from shared import push, statuses
-from shared.answers import answer, translated
-from shared.messages import MODELS
-from shared.runtime import runtime
+from tasuki.shared import push, statuses
+from tasuki.shared.answers import answer, translated
+from tasuki.shared.messages import MODELS
+from tasuki.shared.runtime import runtime
 
 log = logging.getLogger("tasuki.reporter")
 ACCEPTS = {t: MODELS[t] for t in ("run.updated", "job.updated")}

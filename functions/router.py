@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared import push, recipes
-from shared.answers import answer, translated
-from shared.messages import Event, RunRequested
-from shared.runtime import runtime
+from tasuki.shared import push, recipes
+from tasuki.shared.answers import answer, translated
+from tasuki.shared.messages import Event, RunRequested
+from tasuki.shared.runtime import runtime
 
 
 @functions_framework.http
@@ -33,8 +33,13 @@ def router(request):
         run_id = recipes.run_id(event, rule)
         rt.broker.publish(
             RunRequested(
-                run_id=run_id, rule_id=rule.id, event=event, flow_file=rule.flow_file, jobs=rule.jobs,
-                cancel_previous=rule.cancel_previous, concurrency=rule.concurrency,
+                run_id=run_id,
+                rule_id=rule.id,
+                event=event,
+                flow_file=rule.flow_file,
+                jobs=rule.jobs,
+                cancel_previous=rule.cancel_previous,
+                concurrency=rule.concurrency,
             ),
             message_id=f"{run_id}:requested",
         )

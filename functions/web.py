@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared.runtime import runtime
-from shared.web import site
+from tasuki.shared.runtime import runtime
+from tasuki.shared.web import site
 
 
 @functions_framework.http

@@ -18,7 +18,7 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-from shared.errors import AuthError, BrokerError, ConfigError, DecodeError, StoreError, WebhookError
+from tasuki.shared.errors import AuthError, BrokerError, ConfigError, DecodeError, StoreError, WebhookError
 
 log = logging.getLogger("tasuki")
 

@@ -22,15 +22,22 @@ from typing import Any
 import pika
 import pika.exceptions as pe
 
-from shared import codec, topics
-from shared.errors import BrokerUnavailable, PublishRefused
-from shared.messages import Message
+from tasuki.shared import codec, topics
+from tasuki.shared.errors import BrokerUnavailable, PublishRefused
+from tasuki.shared.messages import Message
 
 ORDERING_HEADER = "x-ordering-key"
 PUBLISHED_HEADER = "x-published-ms"
 
-_CONNECTION_ERRORS = (pe.AMQPConnectionError, pe.ConnectionClosed, pe.ChannelClosed, pe.StreamLostError,
-                      pe.ChannelWrongStateError, ConnectionError, OSError)
+_CONNECTION_ERRORS = (
+    pe.AMQPConnectionError,
+    pe.ConnectionClosed,
+    pe.ChannelClosed,
+    pe.StreamLostError,
+    pe.ChannelWrongStateError,
+    ConnectionError,
+    OSError,
+)
 
 
 def connection_parameters(url: str) -> pika.URLParameters:

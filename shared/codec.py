@@ -11,7 +11,7 @@ from typing import TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import DecodeError, first_problem
+from tasuki.shared.errors import DecodeError, first_problem
 
 CONTENT_TYPE = "application/msgpack"
 M = TypeVar("M", bound=BaseModel)

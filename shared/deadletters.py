@@ -24,15 +24,24 @@ from typing import Any
 
 import pika.exceptions as pe
 
-from shared import topics
-from shared.broker import ORDERING_HEADER, Broker, attributes_of
-from shared.errors import BrokerUnavailable, TasukiError
+from tasuki.shared import topics
+from tasuki.shared.broker import ORDERING_HEADER, Broker, attributes_of
+from tasuki.shared.errors import BrokerUnavailable, TasukiError
 
 PUBSUB_PREFIX = "CloudPubSubDeadLetter"
 BOOKKEEPING = (
-    "x-deadletter-id", "x-source-queue", "x-last-error", "x-dead-lettered-ms", "x-delivery-count",
-    "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange",
-    "x-delivery-attempt", "x-not-before-ms", "x-park-id",
+    "x-deadletter-id",
+    "x-source-queue",
+    "x-last-error",
+    "x-dead-lettered-ms",
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-first-death-exchange",
+    "x-delivery-attempt",
+    "x-not-before-ms",
+    "x-park-id",
 )
 
 
@@ -130,8 +139,11 @@ def replay(url: str, letter_id: str | None = None) -> list[str]:
     replayed = []
     try:
         with _taken(url) as (ch, taken):
-            chosen = [(tag, letter) for tag, letter in taken
-                      if letter_id is None or letter_id in (letter.id, letter.message_id)]
+            chosen = [
+                (tag, letter)
+                for tag, letter in taken
+                if letter_id is None or letter_id in (letter.id, letter.message_id)
+            ]
             if letter_id is not None and not chosen:
                 raise NoSuchLetter(
                     f"no dead letter with id {letter_id} in {topics.DEADLETTER_QUEUE} "
@@ -141,8 +153,13 @@ def replay(url: str, letter_id: str | None = None) -> list[str]:
                 if not letter.source_queue:
                     raise NoSuchLetter(f"dead letter {letter.id} does not say which queue it came from; not replayed")
                 publisher.publish_raw(
-                    "", letter.source_queue, letter.body, message_id=letter.message_id,
-                    message_type=letter.type, headers=letter.replay_headers(), timestamp=letter.timestamp,
+                    "",
+                    letter.source_queue,
+                    letter.body,
+                    message_id=letter.message_id,
+                    message_type=letter.type,
+                    headers=letter.replay_headers(),
+                    timestamp=letter.timestamp,
                 )
                 ch.basic_ack(tag)  # only once the replay was confirmed
                 replayed.append(letter.id)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from shared.errors import FilterError
+from tasuki.shared.errors import FilterError
 
 MAX_BYTES = 256
 KEYWORDS = ("AND", "OR", "NOT")
@@ -36,8 +36,20 @@ _TOKEN = re.compile(
       | (?P<string>["'])""",
     re.VERBOSE,
 )
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v",
-            "\\": "\\", '"': '"', "'": "'", "`": "`", "?": "?"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "`": "`",
+    "?": "?",
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,8 @@ def _tokens(text: str) -> list[Token]:
 
 def _string(text: str, start: int) -> tuple[str, int]:
     """Decode the string literal opening at `start`; its value and the position after it."""
-    quote, pos, chars = text[start], start + 1, []
+    quote, pos = text[start], start + 1
+    chars: list[str] = []
     while pos < len(text):
         c = text[pos]
         if c == quote:
@@ -153,8 +166,12 @@ class _Parser:
         operator = None
         while self.tok.kind == "word" and self.tok.text in ("AND", "OR"):
             if operator is not None and self.tok.text != operator:
-                raise _error(self.text, self.tok.pos, f"{operator} and {self.tok.text} cannot be mixed "
-                             "without parentheses; group them, e.g. (a AND b) OR c")
+                raise _error(
+                    self.text,
+                    self.tok.pos,
+                    f"{operator} and {self.tok.text} cannot be mixed "
+                    "without parentheses; group them, e.g. (a AND b) OR c",
+                )
             operator = self.tok.text
             self.i += 1
             terms.append(self.unary())

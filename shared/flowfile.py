@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.errors import FlowFileError
+from tasuki.shared.errors import FlowFileError
 
 FLOW_FILE = ".tasuki.yml"
 
@@ -66,9 +66,7 @@ def check_executable(path: str) -> str:
             "executable file in the repository (like ci/test) and name that file in run"
         )
     if path.startswith("/"):
-        raise ValueError(
-            f"expected a path relative to the repository root, found the absolute path {path!r}"
-        )
+        raise ValueError(f"expected a path relative to the repository root, found the absolute path {path!r}")
     first, _, rest = path.strip().partition(" ")
     if rest and _EXECUTABLE.match(first) and not _SHELL.search(path):
         raise ValueError(
@@ -106,20 +104,19 @@ class When(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    def matches(
-        self, *, event: str, branch: str = "", tag: str = "", changed: Iterable[str] | None = None
-    ) -> bool:
+    def matches(self, *, event: str, branch: str = "", tag: str = "", changed: Iterable[str] | None = None) -> bool:
         if self.event and event not in self.event:
             return False
         if self.branch and not (branch and any(fnmatch.fnmatchcase(branch, g) for g in self.branch)):
             return False
         if self.tag and not (tag and any(fnmatch.fnmatchcase(tag, g) for g in self.tag)):
             return False
-        if self.paths and changed is not None:
-            # Unknown changed paths (None: a new branch, a truncated push) run the job.
-            if not any(fnmatch.fnmatchcase(p, g) for p in changed for g in self.paths):
-                return False
-        return True
+        # Unknown changed paths (None: a new branch, a truncated push) run the job.
+        return not (
+            self.paths
+            and changed is not None
+            and not any(fnmatch.fnmatchcase(p, g) for p in changed for g in self.paths)
+        )
 
 
 class Job(BaseModel):
@@ -212,7 +209,8 @@ class Flow(BaseModel):
             for name, job in data["jobs"].items():
                 if not isinstance(name, str) or not _NAME.match(name):
                     raise PydanticCustomError(
-                        "located", "job names are letters, digits, '-', '_' and '.', found {name}",
+                        "located",
+                        "job names are letters, digits, '-', '_' and '.', found {name}",
                         {"name": repr(name), "at": ("jobs", str(name))},
                     )
                 jobs[name] = {**job, "name": name} if isinstance(job, dict) else job
@@ -274,7 +272,7 @@ def find_cycle(needs: dict[str, list[str]]) -> list[str]:
         visiting.append(name)
         for need in needs.get(name, []):
             if need in visiting:
-                return visiting[visiting.index(need) :] + [need]
+                return [*visiting[visiting.index(need) :], need]
             if need in needs and need not in done:
                 cycle = visit(need)
                 if cycle:
@@ -366,22 +364,22 @@ def _refuse_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple[Any, ..
         seen: set[str] = set()
         for key, value in node.value:
             if key.value in seen:
-                where = loc + (key.value,)
+                where = (*loc, key.value)
                 job = f" job {where[1]!r}:" if len(where) >= 2 and where[0] == "jobs" else ""
                 what = "this job is defined twice" if len(where) == 2 and job else f"{key.value!r} appears twice"
                 raise FlowFileError(f"{path}:{key.start_mark.line + 1}:{job} {what}")
             seen.add(key.value)
-            _refuse_duplicate_keys(value, path, loc + (key.value,))
+            _refuse_duplicate_keys(value, path, (*loc, key.value))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, path, loc + (index,))
+            _refuse_duplicate_keys(item, path, (*loc, index))
 
 
 def _job_near(text: str | bytes, line: int) -> str:
     """The job whose entry holds `line` (1-based), reading the text (YAML that did not parse)."""
     lines = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).splitlines()
     job, indent, in_jobs = "", None, False
-    for number, content in enumerate(lines[:line], start=1):
+    for _number, content in enumerate(lines[:line], start=1):
         stripped = content.strip()
         if not stripped or stripped.startswith("#"):
             continue

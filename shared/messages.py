@@ -13,13 +13,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.flowfile import Job
-from shared.topics import EVENTS, JOBS, RUNS
+from tasuki.shared.flowfile import Job
+from tasuki.shared.topics import EVENTS, JOBS, RUNS
 
 RunStatus = Literal["queued", "running", "success", "failure", "cancelled", "error"]
-JobStatus = Literal[
-    "pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"
-]
+JobStatus = Literal["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 # A job is over once it reaches one of these; only "success" lets its dependants start.
 JOB_FINAL = frozenset({"success", "failure", "error", "timeout", "cancelled", "skipped"})
 RUN_FINAL = frozenset({"success", "failure", "cancelled", "error"})

@@ -38,10 +38,10 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from shared import codec
-from shared.broker import PUBLISHED_HEADER, connection_parameters, headers_of, redact
-from shared.errors import BrokerError, BrokerUnavailable, PublishRefused
-from shared.messages import Message
+from tasuki.shared import codec
+from tasuki.shared.broker import PUBLISHED_HEADER, connection_parameters, headers_of, redact
+from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
+from tasuki.shared.messages import Message
 
 
 @dataclass(eq=False)
@@ -84,8 +84,12 @@ class Publisher:
         self._send_and_wait([self._pending(m, message_id, None, None, body) for m, message_id, body in messages])
 
     def _pending(
-        self, message: Message, message_id: str | None, attributes: Mapping[str, str] | None,
-        mandatory: bool | None, body: bytes | None,
+        self,
+        message: Message,
+        message_id: str | None,
+        attributes: Mapping[str, str] | None,
+        mandatory: bool | None,
+        body: bytes | None,
     ) -> _Pending:
         now = time.time()
         headers = {**headers_of(message, attributes), PUBLISHED_HEADER: int(now * 1000)}
@@ -212,10 +216,12 @@ class _Link:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: self._opened.set())
 
     def _on_open_error(self, _connection: Any, error: Exception) -> None:
-        self._fail(BrokerUnavailable(
-            f"cannot reach RabbitMQ at {redact(self.url)} ({type(error).__name__}: {error or 'no answer'}); "
-            f"is it running? (`rabbitmqctl status`)"
-        ))
+        self._fail(
+            BrokerUnavailable(
+                f"cannot reach RabbitMQ at {redact(self.url)} ({type(error).__name__}: {error or 'no answer'}); "
+                f"is it running? (`rabbitmqctl status`)"
+            )
+        )
         self._connection.ioloop.stop()
 
     def _on_connection_closed(self, _connection: Any, reason: Exception) -> None:
@@ -246,8 +252,12 @@ class _Link:
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         # RabbitMQ returns an unroutable mandatory message before it confirms it.
         for pending in self._in_flight.values():
-            if (not pending.returned and pending.properties.message_id == properties.message_id
-                    and pending.routing_key == method.routing_key and pending.exchange == method.exchange):
+            if (
+                not pending.returned
+                and pending.properties.message_id == properties.message_id
+                and pending.routing_key == method.routing_key
+                and pending.exchange == method.exchange
+            ):
                 pending.returned = (
                     f"no queue is bound to {method.exchange} for routing key {method.routing_key!r}: the message "
                     f"would be lost; declare the topology (`tasuki topology declare`)"
@@ -263,8 +273,9 @@ class _Link:
             if pending is None:
                 continue
             if nack:
-                pending.future.set_exception(PublishRefused(
-                    f"RabbitMQ refused the message for {pending.exchange} {pending.routing_key!r}"))
+                pending.future.set_exception(
+                    PublishRefused(f"RabbitMQ refused the message for {pending.exchange} {pending.routing_key!r}")
+                )
             elif pending.returned:
                 pending.future.set_exception(PublishRefused(pending.returned))
             else:

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared import codec, tokens
-from shared.errors import DecodeError
+from tasuki.shared import codec, tokens
+from tasuki.shared.errors import DecodeError
 
 M = TypeVar("M", bound=BaseModel)
 

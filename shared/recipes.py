@@ -28,8 +28,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import ConfigError, first_problem
-from shared.messages import Event
+from tasuki.shared.errors import ConfigError, first_problem
+from tasuki.shared.messages import Event
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
 # A pull request in one of these states triggers nothing.
@@ -69,8 +69,16 @@ class Rule(BaseModel):
     def _stable_id(self) -> Rule:
         if not self.id:
             key = "|".join(
-                [self.host, self.event, self.repository, self.branch, self.tag, self.target, self.flow_file,
-                 ",".join(self.jobs)]
+                [
+                    self.host,
+                    self.event,
+                    self.repository,
+                    self.branch,
+                    self.tag,
+                    self.target,
+                    self.flow_file,
+                    ",".join(self.jobs),
+                ]
             )
             object.__setattr__(self, "id", hashlib.sha256(key.encode()).hexdigest()[:12])
         return self
@@ -100,13 +108,16 @@ class Rule(BaseModel):
             cond = f" matching {self.tag}"
         elif self.event == "pull_request":
             cond = (f" from {self.branch}" if self.branch != "*" else "") + (
-                f" into {self.target}" if self.target != "*" else "")
+                f" into {self.target}" if self.target != "*" else ""
+            )
         jobs = f" (jobs {', '.join(self.jobs)})" if self.jobs else ""
         options = ""
         if self.cancel_previous:
             options += ", cancelling older runs of the " + ("branch" if self.event == "push" else "pull request")
         if self.concurrency:
-            options += f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
+            options += (
+                f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
+            )
         off = " (disabled)" if not self.enabled else ""
         return f"if {host}{what} {self.repository}{cond} then run {self.flow_file}{jobs}{options}{off}"
 
@@ -152,6 +163,8 @@ def load_rules(path: Path) -> list[Rule]:
             where, problem = first_problem(exc)
             raise ConfigError(f"{path}: rules[{index}]: {where + ': ' if where else ''}{problem}") from None
         if rule.id in rules:
-            raise ConfigError(f"{path}: rules[{index}] is the same rule as rules[{rules[rule.id][0]}]: {rule.sentence()}")
+            raise ConfigError(
+                f"{path}: rules[{index}] is the same rule as rules[{rules[rule.id][0]}]: {rule.sentence()}"
+            )
         rules[rule.id] = (index, rule)
     return [rule for _, rule in rules.values()]

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError, first_problem
+from tasuki.shared.errors import ConfigError, first_problem
 
 
 class RepositoryConfig(BaseModel):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from functools import cache, cached_property
 
-from shared.broker import Broker
-from shared.registry import Repositories, load_registry
-from shared.settings import Settings
-from shared.store import Store, open_store
-from shared.publisher import Publisher
+from tasuki.shared.broker import Broker
+from tasuki.shared.publisher import Publisher
+from tasuki.shared.registry import Repositories, load_registry
+from tasuki.shared.settings import Settings
+from tasuki.shared.store import Store, open_store
 
 
 class Runtime:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.messages import (
+from tasuki.shared.messages import (
     JOB_FINAL,
     RUN_FINAL,
     JobFinished,
@@ -30,7 +30,7 @@ from shared.messages import (
     RunUpdated,
     RunWake,
 )
-from shared.store import JobRecord, RunRecord
+from tasuki.shared.store import JobRecord, RunRecord
 
 FAILED = frozenset({"failure", "timeout"})
 
@@ -138,8 +138,14 @@ def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunReq
         # Seen before (a redelivery): redo what may have been lost if it is not planned yet.
         return Decision(supersede=True, admit=True) if _unplanned(run, jobs) else Decision()
     run = RunRecord(
-        id=msg.run_id, rule_id=msg.rule_id, event=msg.event, flow_file=msg.flow_file, created_at=now,
-        requested_jobs=list(msg.jobs), cancel_previous=msg.cancel_previous, concurrency=msg.concurrency,
+        id=msg.run_id,
+        rule_id=msg.rule_id,
+        event=msg.event,
+        flow_file=msg.flow_file,
+        created_at=now,
+        requested_jobs=list(msg.jobs),
+        cancel_previous=msg.cancel_previous,
+        concurrency=msg.concurrency,
     )
     return Decision(run=run, publish=[_run_updated(run)], supersede=True, admit=True)
 
@@ -199,12 +205,14 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
         run = run.model_copy(update={"status": "error", "message": msg.error, "finished_at": now})
         return Decision(run=run, publish=[_run_updated(run)], release=True)
     planned = {
-        name: JobRecord(run_id=run.id, name=name, spec=job, needs=list(job.needs))
-        for name, job in msg.jobs.items()
+        name: JobRecord(run_id=run.id, name=name, spec=job, needs=list(job.needs)) for name, job in msg.jobs.items()
     }
     for name in msg.skipped:
         planned[name] = JobRecord(
-            run_id=run.id, name=name, status="skipped", message="skipped: its 'when' does not match this event",
+            run_id=run.id,
+            name=name,
+            status="skipped",
+            message="skipped: its 'when' does not match this event",
         )
     return _advance(run, planned, now, changed=list(planned.values()))
 
@@ -290,7 +298,8 @@ def _summary(jobs: Mapping[str, JobRecord]) -> str:
         text = f"{passed} job{'s' if passed != 1 else ''} passed"
         return text + (f"; skipped: {', '.join(skipped)}" if skipped else "")
     text = "; ".join(
-        f"{j.name}: {j.status}" + (f" (exit code {j.exit_code})" if j.exit_code not in (None, 0) else "")
+        f"{j.name}: {j.status}"
+        + (f" (exit code {j.exit_code})" if j.exit_code not in (None, 0) else "")
         + (f": {j.message}" if j.message else "")
         for j in sorted(bad, key=lambda j: j.name)
     )
@@ -303,6 +312,11 @@ def _run_updated(run: RunRecord) -> RunUpdated:
 
 def _job_updated(run: RunRecord, job: JobRecord) -> JobUpdated:
     return JobUpdated(
-        run_id=run.id, job=job.name, status=job.status, event=run.event, exit_code=job.exit_code,
-        message=job.message, rule_id=run.rule_id,
+        run_id=run.id,
+        job=job.name,
+        status=job.status,
+        event=run.event,
+        exit_code=job.exit_code,
+        message=job.message,
+        rule_id=run.rule_id,
     )

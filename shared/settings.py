@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError, first_problem
+from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
 

@@ -31,9 +31,9 @@ from urllib.parse import quote
 
 import requests
 
-from shared.errors import TasukiError
-from shared.messages import JobUpdated, RunUpdated
-from shared.registry import RepositoryConfig
+from tasuki.shared.errors import TasukiError
+from tasuki.shared.messages import JobUpdated, RunUpdated
+from tasuki.shared.registry import RepositoryConfig
 
 TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
 CONTEXT = "tasuki"
@@ -65,28 +65,49 @@ class CommitStatus:
 
 
 BITBUCKET_STATES = {
-    "pending": "INPROGRESS", "queued": "INPROGRESS", "running": "INPROGRESS",
-    "success": "SUCCESSFUL", "skipped": "SUCCESSFUL",
-    "failure": "FAILED", "error": "FAILED", "timeout": "FAILED",
+    "pending": "INPROGRESS",
+    "queued": "INPROGRESS",
+    "running": "INPROGRESS",
+    "success": "SUCCESSFUL",
+    "skipped": "SUCCESSFUL",
+    "failure": "FAILED",
+    "error": "FAILED",
+    "timeout": "FAILED",
     "cancelled": "STOPPED",
 }
 GITHUB_STATES = {
-    "pending": "pending", "queued": "pending", "running": "pending",
-    "success": "success", "skipped": "success",
-    "failure": "failure", "timeout": "failure",
-    "error": "error", "cancelled": "error",
+    "pending": "pending",
+    "queued": "pending",
+    "running": "pending",
+    "success": "success",
+    "skipped": "success",
+    "failure": "failure",
+    "timeout": "failure",
+    "error": "error",
+    "cancelled": "error",
 }
 GITLAB_STATES = {
-    "pending": "pending", "queued": "pending", "running": "running",
-    "success": "success", "skipped": "skipped",
-    "failure": "failed", "error": "failed", "timeout": "failed",
+    "pending": "pending",
+    "queued": "pending",
+    "running": "running",
+    "success": "success",
+    "skipped": "skipped",
+    "failure": "failed",
+    "error": "failed",
+    "timeout": "failed",
     "cancelled": "canceled",
 }
 STATES = {"bitbucket": BITBUCKET_STATES, "github": GITHUB_STATES, "gitlab": GITLAB_STATES}
 
 DESCRIPTIONS = {
-    "pending": "waiting", "queued": "queued", "running": "running", "success": "passed",
-    "skipped": "skipped", "failure": "failed", "error": "could not run", "timeout": "timed out",
+    "pending": "waiting",
+    "queued": "queued",
+    "running": "running",
+    "success": "passed",
+    "skipped": "skipped",
+    "failure": "failed",
+    "error": "could not run",
+    "timeout": "timed out",
     "cancelled": "cancelled",
 }
 
@@ -149,8 +170,13 @@ def request_for(status: CommitStatus, api_url: str, credentials: RepositoryConfi
     state = STATES[status.host][status.state]
     if status.host == "bitbucket":
         url = f"{api}/repositories/{status.repository}/commit/{status.commit}/statuses/build"
-        body = {"key": status.key, "state": state, "name": status.name, "url": status.url,
-                "description": status.description}
+        body = {
+            "key": status.key,
+            "state": state,
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+        }
         if status.refname:
             body["refname"] = status.refname
     elif status.host == "github":
@@ -184,8 +210,9 @@ def send(request: Request, session: requests.Session | None = None) -> int:
     http = session or requests
     where = request.url.split("?")[0]
     try:
-        response = http.request(request.method, request.url, headers=request.headers, json=request.json,
-                                timeout=TIMEOUT)
+        response = http.request(
+            request.method, request.url, headers=request.headers, json=request.json, timeout=TIMEOUT
+        )
     except requests.Timeout:
         raise HostUnavailable(f"{where} did not answer within {TIMEOUT}s") from None
     except requests.RequestException as exc:
@@ -194,9 +221,7 @@ def send(request: Request, session: requests.Session | None = None) -> int:
         return response.status_code
     said = _host_message(response)
     if response.status_code == 429 or response.status_code >= 500 or _rate_limited(response):
-        raise HostUnavailable(
-            f"{where} answered {response.status_code}: {said}", retry_after=_retry_after(response)
-        )
+        raise HostUnavailable(f"{where} answered {response.status_code}: {said}", retry_after=_retry_after(response))
     if response.status_code == 400 and "cannot transition status" in said.lower():
         return response.status_code  # GitLab: the commit already has this state; nothing to do
     raise HostRefused(f"{where} refused the status ({response.status_code}): {said}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import jwt
 
-from shared.errors import AuthError
+from tasuki.shared.errors import AuthError
 
 ISSUER = "tasuki-bridge"
 ALGORITHM = "HS256"

@@ -42,8 +42,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared import filters
-from shared.errors import FilterError
+from tasuki.shared import filters
+from tasuki.shared.errors import FilterError
 
 EVENTS = "tasuki.events"
 RUNS = "tasuki.runs"
@@ -205,8 +205,15 @@ def definitions(vhost: str = "/", pools: tuple[str, ...] = ("default",)) -> dict
     return {
         "vhosts": [{"name": vhost}],
         "exchanges": [
-            {"name": name, "vhost": vhost, "type": "topic", "durable": True, "auto_delete": False,
-             "internal": False, "arguments": {}}
+            {
+                "name": name,
+                "vhost": vhost,
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
             for name in topo.exchanges
         ],
         "queues": [
@@ -214,8 +221,14 @@ def definitions(vhost: str = "/", pools: tuple[str, ...] = ("default",)) -> dict
             for q in topo.queues
         ],
         "bindings": [
-            {"source": b.exchange, "vhost": vhost, "destination": b.queue, "destination_type": "queue",
-             "routing_key": b.key, "arguments": {}}
+            {
+                "source": b.exchange,
+                "vhost": vhost,
+                "destination": b.queue,
+                "destination_type": "queue",
+                "routing_key": b.key,
+                "arguments": {},
+            }
             for b in topo.bindings
         ],
     }

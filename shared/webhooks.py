@@ -23,11 +23,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from shared import codec, hosts
-from shared.errors import WebhookError
-from shared.hosts import Unpublished
-from shared.messages import Event
-from shared.registry import RepositoryConfig
+from tasuki.shared import codec, hosts
+from tasuki.shared.errors import WebhookError
+from tasuki.shared.hosts import Unpublished
+from tasuki.shared.messages import Event
+from tasuki.shared.registry import RepositoryConfig
 
 # Webhook payloads nest a handful of levels; anything deeper is refused before it can reach
 # a message (msgpack and pydantic stop at a few hundred levels, and events nest in other messages).
@@ -80,8 +80,9 @@ def read(
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise WebhookError(
-            415, f"expected Content-Type application/json, found {content_type or 'none'}: set the "
-            f"webhook's content type to application/json"
+            415,
+            f"expected Content-Type application/json, found {content_type or 'none'}: set the "
+            f"webhook's content type to application/json",
         )
     found = hosts.detect(headers)
     if found is None:
@@ -96,16 +97,18 @@ def read(
         known = registered(registry, name)
         if known is None and unknown_repositories == "reject":
             raise WebhookError(
-                404, f"repository {name} is not registered with this Tasuki: add it to the repository "
-                f"registry (TASUKI_REPOSITORIES_FILE)"
+                404,
+                f"repository {name} is not registered with this Tasuki: add it to the repository "
+                f"registry (TASUKI_REPOSITORIES_FILE)",
             )
         if known is not None and known.secret:
             adapter.verify(headers, body, known.secret)
     delivery_id = adapter.delivery_id(headers, body)
     if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
         raise WebhookError(
-            400, f"the {host} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
-            f"characters, found {len(delivery_id)} characters"
+            400,
+            f"the {host} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
+            f"characters, found {len(delivery_id)} characters",
         )
 
     try:

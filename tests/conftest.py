@@ -18,13 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from tasuki import functions as tasuki_functions
+from tasuki.shared.settings import Settings
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 WEBHOOKS = FIXTURES / "webhooks"
 TEST_IMAGE = "tasuki/busybox:latest"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Each test carries the marker of its tier, the folder it lives in (`-m unit`, ...)."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(HERE).parts[0]
+        if tier in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def unavailable(reason: str) -> None:
@@ -118,6 +127,17 @@ def docker_client():
     return client
 
 
+@pytest.fixture
+def executor_id(docker_client) -> Iterator[str]:
+    """A unique executor id whose containers are removed after the test (other test runs share
+    the Docker engine)."""
+    from tests.harness import remove_containers
+
+    ident = f"test-{uuid.uuid4().hex[:10]}"
+    yield ident
+    remove_containers(ident)
+
+
 # --- settings and git -------------------------------------------------------------------------
 
 
@@ -144,8 +164,13 @@ def write_files(root: Path, files: dict[str, str | tuple[str, bool]]) -> Path:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
@@ -169,14 +194,21 @@ def make_repo(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
     return make
 
 
-def commit_to(bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: str = "master",
-              message: str = "change") -> str:
+def commit_to(
+    bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: str = "master", message: str = "change"
+) -> str:
     """Push one more commit with these files to `branch` (made from HEAD if new) of a bare
     repository made by `make_repo`; returns its hash."""
     work = bare.with_name(f"{bare.stem}-{uuid.uuid4().hex[:8]}")
     git(bare.parent, "clone", "-q", str(bare), str(work))
-    git(work, "checkout", "-q", "-B", branch, f"origin/{branch}" if git(
-        work, "ls-remote", "--heads", "origin", branch).strip() else "HEAD")
+    git(
+        work,
+        "checkout",
+        "-q",
+        "-B",
+        branch,
+        f"origin/{branch}" if git(work, "ls-remote", "--heads", "origin", branch).strip() else "HEAD",
+    )
     write_files(work, files)
     git(work, "add", "-A")
     git(work, "commit", "-q", "--allow-empty", "-m", message)
@@ -184,8 +216,9 @@ def commit_to(bare: Path, files: dict[str, str | tuple[str, bool]], *, branch: s
     return git(work, "rev-parse", "HEAD").strip()
 
 
-def bitbucket_push(repository: str, branch: str, commit: str, *, before: str = "",
-                   message: str = "change") -> tuple[bytes, dict[str, str]]:
+def bitbucket_push(
+    repository: str, branch: str, commit: str, *, before: str = "", message: str = "change"
+) -> tuple[bytes, dict[str, str]]:
     """A Bitbucket repo:push delivery (the captured one, re-aimed) and its headers; each call is
     a new delivery."""
     payload = webhook("bitbucket", "first-push.json")
@@ -193,10 +226,16 @@ def bitbucket_push(repository: str, branch: str, commit: str, *, before: str = "
     change = payload["push"]["changes"][0]
     change["new"]["name"] = branch
     change["new"]["target"].update(hash=commit, message=message)
-    change["commits"] = [{"type": "commit", "hash": commit, "message": message, "author": {"raw": "Test <t@example.com>"}}]
+    change["commits"] = [
+        {"type": "commit", "hash": commit, "message": message, "author": {"raw": "Test <t@example.com>"}}
+    ]
     change["old"] = {"type": "branch", "name": branch, "target": {"type": "commit", "hash": before}} if before else None
-    headers = {"Content-Type": "application/json", "X-Event-Key": "repo:push",
-               "X-Request-UUID": str(uuid.uuid4()), "User-Agent": "Bitbucket-Webhooks/2.0"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Key": "repo:push",
+        "X-Request-UUID": str(uuid.uuid4()),
+        "User-Agent": "Bitbucket-Webhooks/2.0",
+    }
     return json.dumps(payload).encode(), headers
 
 
@@ -230,9 +269,9 @@ def listen_to_runs(broker, queue: str = "test.runs") -> str:
 
 def take(broker, queue: str) -> list:
     """Every message waiting in `queue`, decoded, removing them; each carries its ordering key."""
-    from shared import codec
-    from shared.broker import ORDERING_HEADER
-    from shared.messages import MODELS
+    from tasuki.shared import codec
+    from tasuki.shared.broker import ORDERING_HEADER
+    from tasuki.shared.messages import MODELS
 
     taken = []
     with broker.channel() as ch:
@@ -257,15 +296,19 @@ class Functions:
     def push(self, function: str, message, attempt: int = 1) -> dict:
         from functions_framework import create_app
 
-        from shared import codec, push, tokens
+        from tasuki.shared import codec, push, tokens
 
         if function not in self.clients:
-            source = HERE.parent / "functions" / f"{function}.py"
+            source = tasuki_functions.source(function)
             self.clients[function] = create_app(target=function, source=str(source)).test_client()
         body = push.envelope(
-            codec.encode(message), attributes={**message.attributes(), "type": message.TYPE},
-            message_id=uuid.uuid4().hex, publish_ms=0, subscription=f"projects/tasuki/subscriptions/{function}",
-            delivery_attempt=attempt, ordering_key=message.ordering_key(),
+            codec.encode(message),
+            attributes={**message.attributes(), "type": message.TYPE},
+            message_id=uuid.uuid4().hex,
+            publish_ms=0,
+            subscription=f"projects/tasuki/subscriptions/{function}",
+            delivery_attempt=attempt,
+            ordering_key=message.ordering_key(),
         )
         token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
         answer = self.clients[function].post("/", json=body, headers={"Authorization": f"Bearer {token}"})
@@ -278,7 +321,7 @@ class Functions:
 
 @pytest.fixture
 def functions(vhost, tmp_path, monkeypatch) -> Iterator[Functions]:
-    from shared.runtime import runtime
+    from tasuki.shared.runtime import runtime
 
     for key in [k for k in os.environ if k.startswith("TASUKI_")]:
         monkeypatch.delenv(key)

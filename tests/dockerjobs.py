@@ -1,26 +1,14 @@
-"""Helpers for tests that run job containers: a unique executor id whose containers are removed
-after the test (other test runs share the Docker engine), and workspaces made of files."""
+"""Helpers for tests that run job containers: the test image, leftover containers, workspaces made
+of files (the `executor_id` fixture is in conftest)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from local import convert
+from tasuki.local.executor import convert
 from tests.conftest import TEST_IMAGE, write_files
-from tests.harness import remove_containers
 
 IMAGE = TEST_IMAGE
-
-
-@pytest.fixture
-def executor_id(docker_client) -> Iterator[str]:
-    ident = f"test-{uuid.uuid4().hex[:10]}"
-    yield ident
-    remove_containers(ident)
 
 
 def leftovers(docker_client, ident: str) -> list:

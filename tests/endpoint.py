@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shared import tokens
-from shared.errors import AuthError
+from tasuki.shared import tokens
+from tasuki.shared.errors import AuthError
 
 
 @dataclass
@@ -59,7 +59,7 @@ Answer = Callable[[Push], "int | tuple[int, float]"]
 
 @dataclass
 class Endpoint:
-    answer: Answer = lambda push: 204  # noqa: E731
+    answer: Answer = lambda push: 204
     key: str = "test-push-key-of-at-least-32-bytes"
     pushes: list[Push] = field(default_factory=list)
 
@@ -70,7 +70,7 @@ class Endpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 endpoint._handle(self, raw)

@@ -185,7 +185,9 @@ class FakeHosts:
     # GitHub: errors are {"message": ..., "documentation_url": ...}
     def _github(self, repo: str, sha: str, headers: dict, raw: bytes) -> tuple[int, dict]:
         def error(status: int, message: str) -> tuple[int, dict]:
-            return self._refuse("github", status, {"message": message, "documentation_url": "https://docs.github.com/rest"})
+            return self._refuse(
+                "github", status, {"message": message, "documentation_url": "https://docs.github.com/rest"}
+            )
 
         if headers.get("authorization") not in (f"Bearer {self.tokens['github']}", f"token {self.tokens['github']}"):
             return error(401, "Bad credentials")
@@ -210,7 +212,10 @@ class FakeHosts:
         def error(status: int, message: str) -> tuple[int, dict]:
             return self._refuse("gitlab", status, {"message": message})
 
-        if headers.get("private-token") != self.tokens["gitlab"] and headers.get("authorization") != f"Bearer {self.tokens['gitlab']}":
+        if (
+            headers.get("private-token") != self.tokens["gitlab"]
+            and headers.get("authorization") != f"Bearer {self.tokens['gitlab']}"
+        ):
             return error(401, "401 Unauthorized")
         body = self._json(headers, raw)
         if body is None:

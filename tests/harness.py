@@ -1,8 +1,8 @@
 """The end-to-end harness: `tasuki local` as a real process tree, on free ports, in a fresh vhost.
 
-    with LocalTasuki(settings_env) as tasuki:
-        tasuki.post_webhook(body, headers)
-        run = tasuki.wait_for_run(lambda r: r.status in RUN_FINAL)
+with LocalTasuki(settings_env) as tasuki:
+    tasuki.post_webhook(body, headers)
+    run = tasuki.wait_for_run(lambda r: r.status in RUN_FINAL)
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import requests
 
-from shared.messages import RUN_FINAL
-from shared.settings import Settings
-from shared.store import RunRecord
-from shared.store.sqlite import SQLiteStore
+from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.settings import Settings
+from tasuki.shared.store import RunRecord
+from tasuki.shared.store.sqlite import SQLiteStore
 from tests.conftest import free_port
 
 TASUKI = Path(sys.executable).parent / "tasuki"
@@ -48,8 +48,12 @@ class LocalTasuki:
 
     def __enter__(self) -> LocalTasuki:
         self.proc = subprocess.Popen(
-            [str(TASUKI), "local"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            [str(TASUKI), "local"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
         if not self.ready.wait(self.ready_timeout):
@@ -84,8 +88,11 @@ class LocalTasuki:
         return requests.post(self.ingress_url, data=body, headers=headers, timeout=15)
 
     def wait_for_run(
-        self, predicate: Callable[[RunRecord], bool] = lambda r: r.status in RUN_FINAL,
-        *, repository: str | None = None, timeout: float = 90,
+        self,
+        predicate: Callable[[RunRecord], bool] = lambda r: r.status in RUN_FINAL,
+        *,
+        repository: str | None = None,
+        timeout: float = 90,
     ) -> RunRecord:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,14 +16,36 @@ json_values = st.recursive(
 paths = st.lists(st.integers(min_value=0, max_value=60), max_size=6)
 
 header_names = st.sampled_from(
-    ["Content-Type", "X-Event-Key", "X-GitHub-Event", "X-Gitlab-Event", "X-Hub-Signature", "X-Hub-Signature-256",
-     "X-Gitlab-Token", "X-Request-UUID", "X-Hook-UUID", "X-GitHub-Delivery", "Idempotency-Key",
-     "X-Gitlab-Event-UUID", "X-Other"]
+    [
+        "Content-Type",
+        "X-Event-Key",
+        "X-GitHub-Event",
+        "X-Gitlab-Event",
+        "X-Hub-Signature",
+        "X-Hub-Signature-256",
+        "X-Gitlab-Token",
+        "X-Request-UUID",
+        "X-Hook-UUID",
+        "X-GitHub-Delivery",
+        "Idempotency-Key",
+        "X-Gitlab-Event-UUID",
+        "X-Other",
+    ]
 )
 
 event_names = st.sampled_from(
-    ["repo:push", "pullrequest:created", "pullrequest:fulfilled", "push", "pull_request", "ping",
-     "Push Hook", "Tag Push Hook", "Merge Request Hook", "System Hook"]
+    [
+        "repo:push",
+        "pullrequest:created",
+        "pullrequest:fulfilled",
+        "push",
+        "pull_request",
+        "ping",
+        "Push Hook",
+        "Tag Push Hook",
+        "Merge Request Hook",
+        "System Hook",
+    ]
 ) | st.text(max_size=20)
 
 

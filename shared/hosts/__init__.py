@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import ModuleType
 
-from shared.hosts import bitbucket, github, gitlab
-from shared.hosts.common import Unpublished
+from tasuki.shared.hosts import bitbucket, github, gitlab
+from tasuki.shared.hosts.common import Unpublished
 
 ADAPTERS: dict[str, ModuleType] = {"bitbucket": bitbucket, "github": github, "gitlab": gitlab}
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import WebhookError
-from shared.hosts.common import Unpublished, digest, get, items, number, person, text, verify_hmac
-from shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.errors import WebhookError
+from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, text, verify_hmac
+from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
 
 HOST = "bitbucket"
 EVENT_HEADER = "X-Event-Key"
@@ -65,8 +65,10 @@ def _repository(payload: Mapping[str, Any], what: str) -> Repository:
 
 
 def _actor(payload: Mapping[str, Any]) -> str:
-    return text(payload, "actor", "nickname") or text(payload, "actor", "username") or text(
-        payload, "actor", "display_name"
+    return (
+        text(payload, "actor", "nickname")
+        or text(payload, "actor", "username")
+        or text(payload, "actor", "display_name")
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import WebhookError
+from tasuki.shared.errors import WebhookError
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ def verify_hmac(headers: Mapping[str, str], header: str, body: bytes, secret: st
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected.encode()):
         raise WebhookError(
-            401, f"{header} does not match the body signed with this repository's secret: check the "
-            f"webhook's secret on the host and in the repository registry"
+            401,
+            f"{header} does not match the body signed with this repository's secret: check the "
+            f"webhook's secret on the host and in the repository registry",
         )
 
 
@@ -102,6 +103,7 @@ def verify_token(headers: Mapping[str, str], header: str, secret: str) -> None:
         raise WebhookError(401, f"this repository has a webhook secret, but the delivery has no {header}")
     if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode()):
         raise WebhookError(
-            401, f"{header} is not this repository's secret: check the webhook's secret token on the "
-            f"host and in the repository registry"
+            401,
+            f"{header} is not this repository's secret: check the webhook's secret token on the "
+            f"host and in the repository registry",
         )

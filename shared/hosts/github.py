@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import WebhookError
-from shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_hmac
-from shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.errors import WebhookError
+from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_hmac
+from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
 
 HOST = "github"
 EVENT_HEADER = "X-GitHub-Event"

@@ -23,16 +23,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import WebhookError
-from shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_token
-from shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.errors import WebhookError
+from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_token
+from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
 
 HOST = "gitlab"
 EVENT_HEADER = "X-Gitlab-Event"
 TOKEN_HEADER = "X-Gitlab-Token"
 HOOKS = {"Push Hook": "push", "Tag Push Hook": "tag_push", "Merge Request Hook": "merge_request"}
 MERGE_REQUEST_ACTIONS = {
-    "open": "opened", "reopen": "reopened", "update": "updated", "close": "closed", "merge": "merged",
+    "open": "opened",
+    "reopen": "reopened",
+    "update": "updated",
+    "close": "closed",
+    "merge": "merged",
 }
 MERGE_REQUEST_STATES = {"opened": "open", "merged": "merged", "closed": "closed", "locked": "closed"}
 

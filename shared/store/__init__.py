@@ -13,11 +13,11 @@ from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel, Field
 
-from shared.flowfile import Job
-from shared.messages import Event, JobStatus, RunStatus, utcnow
-from shared.registry import RepositoryConfig
-from shared.recipes import Rule
-from shared.settings import Settings
+from tasuki.shared.flowfile import Job
+from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
+from tasuki.shared.recipes import Rule
+from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.settings import Settings
 
 
 class RunRecord(BaseModel):
@@ -169,6 +169,6 @@ class Store(Protocol):
 
 @cache
 def open_store(settings: Settings) -> Store:
-    from shared.store.sqlite import SQLiteStore
+    from tasuki.shared.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.store_path)

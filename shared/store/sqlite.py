@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.errors import StoreError
-from shared.messages import RUN_FINAL
-from shared.recipes import Rule
-from shared.registry import RepositoryConfig
-from shared.store import JobRecord, RulesSync, RunRecord
+from tasuki.shared.errors import StoreError
+from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.recipes import Rule
+from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.store import JobRecord, RulesSync, RunRecord
 
 MIGRATIONS: list[str] = [
     # 1: runs, jobs, logs, delivery keys, executor results
@@ -190,7 +190,8 @@ class SQLiteStore:
     def list_runs(
         self, *, repository: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
-        sql, params = "SELECT record FROM runs WHERE 1=1", []
+        sql = "SELECT record FROM runs WHERE 1=1"
+        params: list[str | int] = []
         if repository:
             sql += " AND repository = ?"
             params.append(repository)
@@ -217,7 +218,9 @@ class SQLiteStore:
 
     def admit_run(self, run_id: str, limit: int | None) -> bool:
         with self._tx() as conn:
-            row = conn.execute("SELECT repository, status, admitted, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT repository, status, admitted, created_at FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             if row is None or row[1] in RUN_FINAL:
                 return False
             repository, _, admitted, created_at = row
@@ -364,9 +367,7 @@ class SQLiteStore:
 
     def put_result(self, run_id: str, job: str, result: bytes) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO results (run_id, job, result) VALUES (?, ?, ?)", (run_id, job, result)
-            )
+            conn.execute("INSERT OR REPLACE INTO results (run_id, job, result) VALUES (?, ?, ?)", (run_id, job, result))
 
     def get_result(self, run_id: str, job: str) -> bytes | None:
         rows = self._query("SELECT result FROM results WHERE run_id = ? AND job = ?", (run_id, job))

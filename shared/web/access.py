@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
-from shared.errors import ConfigError
-from shared.settings import Settings
+from tasuki.shared.errors import ConfigError
+from tasuki.shared.settings import Settings
 
 COOKIE = "tasuki_session"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -39,7 +40,7 @@ def token_matches(settings: Settings, given: str) -> bool:
     return bool(settings.web_token) and hmac.compare_digest(given.encode(), settings.web_token.encode())
 
 
-def allowed(settings: Settings, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
+def allowed(settings: Settings, headers: Any, cookies: Mapping[str, str]) -> bool:
     if not settings.web_token:
         return True
     scheme, _, token = (headers.get("Authorization") or "").partition(" ")

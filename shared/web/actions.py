@@ -14,14 +14,13 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from shared import deadletters
-
-from shared.messages import RUN_FINAL, RunCancel, RunRequested
-from shared.errors import ConfigError, first_problem
-from shared.recipes import Rule, load_rules
-from shared.registry import RepositoryConfig
-from shared.runtime import Runtime
-from shared.store import RunRecord
+from tasuki.shared import deadletters
+from tasuki.shared.errors import ConfigError, first_problem
+from tasuki.shared.messages import RUN_FINAL, RunCancel, RunRequested
+from tasuki.shared.recipes import Rule, load_rules
+from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.runtime import Runtime
+from tasuki.shared.store import RunRecord
 
 FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 
@@ -52,8 +51,15 @@ def rerun(rt: Runtime, run_id: str) -> str:
     run = get_run(rt, run_id)
     new_id = hashlib.sha256(f"{run.id}|rerun|{time.time_ns()}".encode()).hexdigest()[:16]
     rt.broker.publish(
-        RunRequested(run_id=new_id, rule_id=run.rule_id, event=run.event, flow_file=run.flow_file,
-                     jobs=run.requested_jobs, cancel_previous=run.cancel_previous, concurrency=run.concurrency),
+        RunRequested(
+            run_id=new_id,
+            rule_id=run.rule_id,
+            event=run.event,
+            flow_file=run.flow_file,
+            jobs=run.requested_jobs,
+            cancel_previous=run.cancel_previous,
+            concurrency=run.concurrency,
+        ),
         message_id=f"{new_id}:requested",
     )
     return new_id
@@ -65,9 +71,7 @@ def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret
         raise ActionError(400, f"a repository is named like workspace/repository, found {full_name!r}")
     if clone_url and clone_url.strip().startswith("-"):
         raise ActionError(400, "a clone URL cannot start with '-'")
-    rt.store.put_repository(
-        full_name, RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token)
-    )
+    rt.store.put_repository(full_name, RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token))
     return full_name
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from shared.messages import RUN_FINAL
-from shared.runtime import Runtime
-from shared.store import JobRecord, RunRecord
-from shared.web import actions, openapi
+from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.runtime import Runtime
+from tasuki.shared.store import JobRecord, RunRecord
+from tasuki.shared.web import actions, openapi
 
 
 def reply(data: Any, status: int = 200) -> Response:
@@ -41,9 +41,16 @@ def run_json(run: RunRecord) -> dict[str, Any]:
 
 def job_json(job: JobRecord) -> dict[str, Any]:
     return {
-        "name": job.name, "status": job.status, "exit_code": job.exit_code, "needs": job.needs,
-        "reason": job.reason, "message": job.message, "started_at": job.started_at, "finished_at": job.finished_at,
-        "image": job.spec.container_image if job.spec else None, "run": job.spec.run if job.spec else None,
+        "name": job.name,
+        "status": job.status,
+        "exit_code": job.exit_code,
+        "needs": job.needs,
+        "reason": job.reason,
+        "message": job.message,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "image": job.spec.container_image if job.spec else None,
+        "run": job.spec.run if job.spec else None,
     }
 
 
@@ -62,18 +69,21 @@ def runs(rt: Runtime, request: Request) -> Response:
         limit = min(max(int(request.args.get("limit", 50)), 1), 500)
     except ValueError:
         raise actions.ActionError(400, "limit must be a number from 1 to 500") from None
-    records = rt.store.list_runs(repository=request.args.get("repo") or None,
-                                 status=request.args.get("status") or None, limit=limit)
+    records = rt.store.list_runs(
+        repository=request.args.get("repo") or None, status=request.args.get("status") or None, limit=limit
+    )
     return reply({"runs": [run_json(r) for r in records]})
 
 
 def run(rt: Runtime, request: Request, run_id: str) -> Response:
     record = actions.get_run(rt, run_id)
-    return reply({
-        "run": run_json(record),
-        "jobs": [job_json(j) for j in rt.store.get_jobs(run_id)],
-        "notes": [{"source": s, "message": m} for s, m in rt.store.get_notes(run_id)],
-    })
+    return reply(
+        {
+            "run": run_json(record),
+            "jobs": [job_json(j) for j in rt.store.get_jobs(run_id)],
+            "notes": [{"source": s, "message": m} for s, m in rt.store.get_notes(run_id)],
+        }
+    )
 
 
 def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
@@ -86,11 +96,20 @@ def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise actions.ActionError(404, f"run {run_id} has no job {job!r}")
-    done = record.status in RUN_FINAL or jobs[job].status in ("success", "failure", "error", "timeout", "cancelled", "skipped")
-    return reply({
-        "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
-        "done": done,
-    })
+    done = record.status in RUN_FINAL or jobs[job].status in (
+        "success",
+        "failure",
+        "error",
+        "timeout",
+        "cancelled",
+        "skipped",
+    )
+    return reply(
+        {
+            "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
+            "done": done,
+        }
+    )
 
 
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
@@ -103,17 +122,32 @@ def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
 
 
 def repositories(rt: Runtime, request: Request) -> Response:
-    return reply({"webhook_url": rt.settings.public_webhook_url, "repositories": [
-        {"full_name": name, "clone_url": config.clone_url, "secret": bool(config.secret),
-         "token": bool(config.token or config.app_password), "from": origin}
-        for name, (config, origin) in rt.registry.all().items()
-    ]})
+    return reply(
+        {
+            "webhook_url": rt.settings.public_webhook_url,
+            "repositories": [
+                {
+                    "full_name": name,
+                    "clone_url": config.clone_url,
+                    "secret": bool(config.secret),
+                    "token": bool(config.token or config.app_password),
+                    "from": origin,
+                }
+                for name, (config, origin) in rt.registry.all().items()
+            ],
+        }
+    )
 
 
 def register_repository(rt: Runtime, request: Request) -> Response:
     body = _json_body(request)
-    name = actions.register_repository(rt, str(body.get("full_name", "")), str(body.get("clone_url", "")),
-                                       str(body.get("secret", "")), str(body.get("token", "")))
+    name = actions.register_repository(
+        rt,
+        str(body.get("full_name", "")),
+        str(body.get("clone_url", "")),
+        str(body.get("secret", "")),
+        str(body.get("token", "")),
+    )
     return reply({"full_name": name, "webhook_url": rt.settings.public_webhook_url}, 201)
 
 
@@ -149,10 +183,18 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
 
 
 def letter_json(letter: Any, with_body: bool = False) -> dict[str, Any]:
-    data = {"id": letter.id, "message_id": letter.message_id, "type": letter.type,
-            "subscription": letter.subscription, "attempts": letter.attempts, "last_error": letter.last_error,
-            "dead_lettered_at": letter.dead_lettered_at, "exchange": letter.exchange,
-            "routing_key": letter.routing_key, "attributes": letter.attributes}
+    data = {
+        "id": letter.id,
+        "message_id": letter.message_id,
+        "type": letter.type,
+        "subscription": letter.subscription,
+        "attempts": letter.attempts,
+        "last_error": letter.last_error,
+        "dead_lettered_at": letter.dead_lettered_at,
+        "exchange": letter.exchange,
+        "routing_key": letter.routing_key,
+        "attributes": letter.attributes,
+    }
     if with_body:
         data["body"] = actions.letter_body(letter)
     return data

@@ -34,10 +34,13 @@ RULE_FIELDS = {
     "host": {"type": "string", "description": "bitbucket, github, gitlab or * (any)"},
     "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
     "repository": {"type": "string", "description": "full name or glob, e.g. acme/*"},
-    "branch": {"type": "string"}, "tag": {"type": "string"}, "target": {"type": "string"},
+    "branch": {"type": "string"},
+    "tag": {"type": "string"},
+    "target": {"type": "string"},
     "flow_file": {"type": "string", "default": ".tasuki.yml"},
     "jobs": {"type": "array", "items": {"type": "string"}, "description": "empty: every job"},
-    "enabled": {"type": "boolean"}, "cancel_previous": {"type": "boolean"},
+    "enabled": {"type": "boolean"},
+    "cancel_previous": {"type": "boolean"},
     "concurrency": {"type": ["integer", "null"], "minimum": 1},
 }
 
@@ -45,98 +48,235 @@ RULE_FIELDS = {
 def document(server: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Tasuki API", "version": "1",
-                 "description": "Runs, jobs, logs, trigger rules, repositories and dead letters: all the web page does."},
+        "info": {
+            "title": "Tasuki API",
+            "version": "1",
+            "description": "Runs, jobs, logs, trigger rules, repositories and dead letters: all the web page does.",
+        },
         "servers": [{"url": server}],
         "security": [{"token": []}],
         "paths": {
-            "/api/runs": {"get": _op("Recent runs, newest first", {"200": _json(
-                {"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
-                parameters=[
-                    {"name": "repo", "in": "query", "schema": {"type": "string"}},
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": RUN_STATUS}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                ])},
-            "/api/runs/{run_id}": {"get": _op("One run with its jobs and notes", {"200": _json(
-                {"type": "object", "properties": {"run": _ref("Run"), "jobs": {"type": "array", "items": _ref("Job")},
-                                                  "notes": {"type": "array", "items": _ref("Note")}}})},
-                parameters=[RUN_ID])},
-            "/api/runs/{run_id}/jobs/{job}/log": {"get": _op("A job's log after a chunk number", {"200": _json(
-                {"type": "object", "properties": {
-                    "chunks": {"type": "array", "items": {"type": "object", "properties": {
-                        "seq": {"type": "integer"}, "text": {"type": "string"}}}},
-                    "done": {"type": "boolean"}}})},
-                parameters=[RUN_ID, {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
-                            {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}}])},
-            "/api/runs/{run_id}/cancel": {"post": _op("Cancel a run: running jobs are stopped", {
-                "202": _json({"type": "object"}, "Cancelling"), "409": _json(_ref("Error"), "Already finished")},
-                parameters=[RUN_ID])},
-            "/api/runs/{run_id}/rerun": {"post": _op("Run the same event and rule again", {
-                "202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested")},
-                parameters=[RUN_ID])},
-            "/api/rules": {
-                "get": _op("Trigger rules, each with its sentence", {"200": _json(
-                    {"type": "object", "properties": {"rules": {"type": "array", "items": _ref("Rule")}}})}),
-                "post": _op("Create a rule", {"201": _json(_ref("Rule"), "Created"),
-                                              "400": _json(_ref("Error"), "Invalid (names the field)"),
-                                              "409": _json(_ref("Error"), "The same rule exists")},
-                            requestBody={"required": True, "content": {"application/json": {"schema": _ref("RuleIn")}}}),
+            "/api/runs": {
+                "get": _op(
+                    "Recent runs, newest first",
+                    {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
+                    parameters=[
+                        {"name": "repo", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": RUN_STATUS}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    ],
+                )
             },
-            "/api/rules/{rule_id}/enable": {"post": _op("Enable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
-            "/api/rules/{rule_id}/disable": {"post": _op("Disable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])},
-            "/api/rules/{rule_id}": {"delete": _op("Delete a rule", {"204": {"description": "Deleted"}}, parameters=[RULE_ID])},
-            "/api/deadletters": {"get": _op("Dead letters, oldest first (nothing is removed)", {"200": _json(
-                {"type": "object", "properties": {"deadletters": {"type": "array", "items": _ref("DeadLetter")}}})})},
-            "/api/deadletters/{letter_id}": {"get": _op("One dead letter with its decoded body", {
-                "200": _json(_ref("DeadLetter"))}, parameters=[LETTER_ID])},
-            "/api/deadletters/{letter_id}/replay": {"post": _op("Replay one dead letter to its subscription", {
-                "200": _json(_ref("Replayed"))}, parameters=[LETTER_ID])},
+            "/api/runs/{run_id}": {
+                "get": _op(
+                    "One run with its jobs and notes",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "run": _ref("Run"),
+                                    "jobs": {"type": "array", "items": _ref("Job")},
+                                    "notes": {"type": "array", "items": _ref("Note")},
+                                },
+                            }
+                        )
+                    },
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/runs/{run_id}/jobs/{job}/log": {
+                "get": _op(
+                    "A job's log after a chunk number",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "chunks": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {"seq": {"type": "integer"}, "text": {"type": "string"}},
+                                        },
+                                    },
+                                    "done": {"type": "boolean"},
+                                },
+                            }
+                        )
+                    },
+                    parameters=[
+                        RUN_ID,
+                        {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}},
+                    ],
+                )
+            },
+            "/api/runs/{run_id}/cancel": {
+                "post": _op(
+                    "Cancel a run: running jobs are stopped",
+                    {"202": _json({"type": "object"}, "Cancelling"), "409": _json(_ref("Error"), "Already finished")},
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/runs/{run_id}/rerun": {
+                "post": _op(
+                    "Run the same event and rule again",
+                    {"202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested")},
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/rules": {
+                "get": _op(
+                    "Trigger rules, each with its sentence",
+                    {
+                        "200": _json(
+                            {"type": "object", "properties": {"rules": {"type": "array", "items": _ref("Rule")}}}
+                        )
+                    },
+                ),
+                "post": _op(
+                    "Create a rule",
+                    {
+                        "201": _json(_ref("Rule"), "Created"),
+                        "400": _json(_ref("Error"), "Invalid (names the field)"),
+                        "409": _json(_ref("Error"), "The same rule exists"),
+                    },
+                    requestBody={"required": True, "content": {"application/json": {"schema": _ref("RuleIn")}}},
+                ),
+            },
+            "/api/rules/{rule_id}/enable": {
+                "post": _op("Enable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])
+            },
+            "/api/rules/{rule_id}/disable": {
+                "post": _op("Disable a rule", {"200": _json(_ref("Rule"))}, parameters=[RULE_ID])
+            },
+            "/api/rules/{rule_id}": {
+                "delete": _op("Delete a rule", {"204": {"description": "Deleted"}}, parameters=[RULE_ID])
+            },
+            "/api/deadletters": {
+                "get": _op(
+                    "Dead letters, oldest first (nothing is removed)",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"deadletters": {"type": "array", "items": _ref("DeadLetter")}},
+                            }
+                        )
+                    },
+                )
+            },
+            "/api/deadletters/{letter_id}": {
+                "get": _op(
+                    "One dead letter with its decoded body", {"200": _json(_ref("DeadLetter"))}, parameters=[LETTER_ID]
+                )
+            },
+            "/api/deadletters/{letter_id}/replay": {
+                "post": _op(
+                    "Replay one dead letter to its subscription",
+                    {"200": _json(_ref("Replayed"))},
+                    parameters=[LETTER_ID],
+                )
+            },
             "/api/deadletters/replay": {"post": _op("Replay every dead letter", {"200": _json(_ref("Replayed"))})},
             "/api/repositories": {
                 "get": _op("Registered repositories and the webhook URL", {"200": _json({"type": "object"})}),
-                "post": _op("Register a repository", {"201": _json({"type": "object"}, "Registered"),
-                                                      "400": _json(_ref("Error"), "Invalid")},
-                            requestBody={"required": True, "content": {"application/json": {"schema": _ref("RepositoryIn")}}}),
+                "post": _op(
+                    "Register a repository",
+                    {"201": _json({"type": "object"}, "Registered"), "400": _json(_ref("Error"), "Invalid")},
+                    requestBody={"required": True, "content": {"application/json": {"schema": _ref("RepositoryIn")}}},
+                ),
             },
-            "/api/repositories/{full_name}": {"delete": _op("Remove a repository registered through the API or page", {
-                "204": {"description": "Removed"}},
-                parameters=[{"name": "full_name", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/api/repositories/{full_name}": {
+                "delete": _op(
+                    "Remove a repository registered through the API or page",
+                    {"204": {"description": "Removed"}},
+                    parameters=[{"name": "full_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                )
+            },
         },
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
                 "Note": {"type": "object", "properties": {"source": {"type": "string"}, "message": {"type": "string"}}},
-                "Run": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "status": {"type": "string", "enum": RUN_STATUS},
-                    "summary": {"type": "string"}, "repository": {"type": "string"}, "host": {"type": "string"},
-                    "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
-                    "ref": {"type": ["object", "null"]}, "pull_request": {"type": ["object", "null"]},
-                    "commit": {"type": "string"}, "message": {"type": "string"}, "actor": {"type": "string"},
-                    "rule_id": {"type": "string"}, "created_at": {"type": "string"},
-                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]},
-                    "duration": {"type": ["number", "null"]}}},
-                "Job": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "status": {"type": "string", "enum": JOB_STATUS},
-                    "exit_code": {"type": ["integer", "null"]}, "needs": {"type": "array", "items": {"type": "string"}},
-                    "reason": {"type": "string"}, "message": {"type": "string"},
-                    "image": {"type": ["string", "null"]}, "run": {"type": ["string", "null"]},
-                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}},
-                "DeadLetter": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "message_id": {"type": "string"}, "type": {"type": "string"},
-                    "subscription": {"type": "string"}, "attempts": {"type": "integer"},
-                    "last_error": {"type": "string"}, "dead_lettered_at": {"type": ["string", "null"]},
-                    "exchange": {"type": "string"}, "routing_key": {"type": "string"},
-                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "body": {"description": "the message body, decoded from msgpack"}}},
-                "Replayed": {"type": "object", "properties": {"replayed": {"type": "array", "items": {"type": "string"}}}},
+                "Run": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"type": "string", "enum": RUN_STATUS},
+                        "summary": {"type": "string"},
+                        "repository": {"type": "string"},
+                        "host": {"type": "string"},
+                        "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
+                        "ref": {"type": ["object", "null"]},
+                        "pull_request": {"type": ["object", "null"]},
+                        "commit": {"type": "string"},
+                        "message": {"type": "string"},
+                        "actor": {"type": "string"},
+                        "rule_id": {"type": "string"},
+                        "created_at": {"type": "string"},
+                        "started_at": {"type": ["string", "null"]},
+                        "finished_at": {"type": ["string", "null"]},
+                        "duration": {"type": ["number", "null"]},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "status": {"type": "string", "enum": JOB_STATUS},
+                        "exit_code": {"type": ["integer", "null"]},
+                        "needs": {"type": "array", "items": {"type": "string"}},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                        "image": {"type": ["string", "null"]},
+                        "run": {"type": ["string", "null"]},
+                        "started_at": {"type": ["string", "null"]},
+                        "finished_at": {"type": ["string", "null"]},
+                    },
+                },
+                "DeadLetter": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "message_id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "subscription": {"type": "string"},
+                        "attempts": {"type": "integer"},
+                        "last_error": {"type": "string"},
+                        "dead_lettered_at": {"type": ["string", "null"]},
+                        "exchange": {"type": "string"},
+                        "routing_key": {"type": "string"},
+                        "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "body": {"description": "the message body, decoded from msgpack"},
+                    },
+                },
+                "Replayed": {
+                    "type": "object",
+                    "properties": {"replayed": {"type": "array", "items": {"type": "string"}}},
+                },
                 "RuleIn": {"type": "object", "required": ["repository"], "properties": RULE_FIELDS},
-                "Rule": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "sentence": {"type": "string"}, "from_file": {"type": "boolean"},
-                    **RULE_FIELDS}},
-                "RepositoryIn": {"type": "object", "required": ["full_name"], "properties": {
-                    "full_name": {"type": "string"}, "clone_url": {"type": "string"},
-                    "secret": {"type": "string"}, "token": {"type": "string"}}},
+                "Rule": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "sentence": {"type": "string"},
+                        "from_file": {"type": "boolean"},
+                        **RULE_FIELDS,
+                    },
+                },
+                "RepositoryIn": {
+                    "type": "object",
+                    "required": ["full_name"],
+                    "properties": {
+                        "full_name": {"type": "string"},
+                        "clone_url": {"type": "string"},
+                        "secret": {"type": "string"},
+                        "token": {"type": "string"},
+                    },
+                },
             },
         },
     }

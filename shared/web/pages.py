@@ -11,12 +11,16 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from shared.messages import RUN_FINAL
-from shared.runtime import Runtime
-from shared.web import access, actions, graph, present
+from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.runtime import Runtime
+from tasuki.shared.web import access, actions, graph, present
 
-env = Environment(loader=PackageLoader("shared.web", "templates"), autoescape=select_autoescape(), trim_blocks=True,
-                  lstrip_blocks=True)
+env = Environment(
+    loader=PackageLoader("tasuki.shared.web", "templates"),
+    autoescape=select_autoescape(),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
 
@@ -43,10 +47,11 @@ def runs(rt: Runtime, request: Request) -> Response:
     repo = request.args.get("repo") or None
     status = request.args.get("status") or None
     records = rt.store.list_runs(repository=repo, status=status, limit=100)
-    context = {
+    context: dict[str, Any] = {
         "runs": [present.run_view(r) for r in records],
         "live": any(r.status not in RUN_FINAL for r in records),
-        "repo": repo, "status": status,
+        "repo": repo,
+        "status": status,
     }
     if request.args.get("fragment"):
         return render(rt, request, "runs_table.html", **context)
@@ -57,7 +62,7 @@ def runs(rt: Runtime, request: Request) -> Response:
 def run(rt: Runtime, request: Request, run_id: str) -> Response:
     record = actions.get_run(rt, run_id)
     jobs = rt.store.get_jobs(run_id)
-    context = {
+    context: dict[str, Any] = {
         "run": present.run_view(record),
         "jobs": [present.job_view(j) for j in jobs],
         "graph": graph.layout({j.name: (j.status, j.needs) for j in jobs}),
@@ -80,14 +85,21 @@ def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
 
 
 def repositories(rt: Runtime, request: Request) -> Response:
-    return render(rt, request, "repositories.html", section="Repositories", repositories=rt.registry.all(),
-                  webhook_url=rt.settings.public_webhook_url)
+    return render(
+        rt,
+        request,
+        "repositories.html",
+        section="Repositories",
+        repositories=rt.registry.all(),
+        webhook_url=rt.settings.public_webhook_url,
+    )
 
 
 def register_repository(rt: Runtime, request: Request) -> Response:
     form = request.form
-    name = actions.register_repository(rt, form.get("full_name", ""), form.get("clone_url", ""),
-                                       form.get("secret", ""), form.get("token", ""))
+    name = actions.register_repository(
+        rt, form.get("full_name", ""), form.get("clone_url", ""), form.get("secret", ""), form.get("token", "")
+    )
     return back("/repositories", f"Registered {name}. Point its webhook at {rt.settings.public_webhook_url}")
 
 
@@ -103,11 +115,17 @@ def login(rt: Runtime, request: Request) -> Response:
     if request.method == "POST":
         if access.token_matches(rt.settings, request.form.get("token", "")):
             response = redirect(target, code=303)
-            response.set_cookie(access.COOKIE, access.session_cookie(rt.settings), httponly=True,
-                                samesite="Strict", max_age=14 * 24 * 3600)
+            response.set_cookie(
+                access.COOKIE,
+                access.session_cookie(rt.settings),
+                httponly=True,
+                samesite="Strict",
+                max_age=14 * 24 * 3600,
+            )
             return response
-        return render(rt, request, "login.html", status=401, next=target, flash="That token is not right.",
-                      flash_kind="error")
+        return render(
+            rt, request, "login.html", status=401, next=target, flash="That token is not right.", flash_kind="error"
+        )
     return render(rt, request, "login.html", next=target)
 
 
@@ -121,19 +139,28 @@ def error(rt: Runtime, request: Request, code: int, title: str, message: str) ->
 
 def _rule_view(rt: Runtime, rule: Any, file_ids: set[str]) -> dict[str, Any]:
     sentence = rule.sentence()
-    return {"id": rule.id, "sentence": sentence[:1].upper() + sentence[1:], "enabled": rule.enabled,
-            "from_file": rule.id in file_ids}
+    return {
+        "id": rule.id,
+        "sentence": sentence[:1].upper() + sentence[1:],
+        "enabled": rule.enabled,
+        "from_file": rule.id in file_ids,
+    }
 
 
 def rules(rt: Runtime, request: Request) -> Response:
     file_ids = actions.file_rule_ids(rt)
-    return render(rt, request, "rules.html", section="Rules",
-                  rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
-                  repositories=sorted(rt.registry.all()))
+    return render(
+        rt,
+        request,
+        "rules.html",
+        section="Rules",
+        rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
+        repositories=sorted(rt.registry.all()),
+    )
 
 
 def create_rule(rt: Runtime, request: Request) -> Response:
-    form = request.form.to_dict()
+    form: dict[str, Any] = request.form.to_dict()
     form["cancel_previous"] = form.get("cancel_previous") == "true"
     form.pop("csrf", None)
     rule = actions.create_rule(rt, form)
@@ -143,22 +170,33 @@ def create_rule(rt: Runtime, request: Request) -> Response:
 def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Response:
     if change == "delete":
         rule = actions.delete_rule(rt, rule_id)
-        note = " It is in the rules file and comes back at the next start." if rule.id in actions.file_rule_ids(rt) else ""
+        note = (
+            " It is in the rules file and comes back at the next start." if rule.id in actions.file_rule_ids(rt) else ""
+        )
         return back("/rules", f"Deleted: {rule.sentence()}.{note}")
     rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
     return back("/rules", f"{change.capitalize()}d: {rule.sentence()}")
 
 
 def _letter_view(letter: Any) -> dict[str, Any]:
-    return {"id": letter.id, "message_id": letter.message_id, "type": letter.type, "subscription": letter.subscription,
-            "attempts": letter.attempts, "last_error": letter.last_error, "exchange": letter.exchange,
-            "routing_key": letter.routing_key, "attributes": letter.attributes,
-            "when": present.when(letter.dead_lettered_at)}
+    return {
+        "id": letter.id,
+        "message_id": letter.message_id,
+        "type": letter.type,
+        "subscription": letter.subscription,
+        "attempts": letter.attempts,
+        "last_error": letter.last_error,
+        "exchange": letter.exchange,
+        "routing_key": letter.routing_key,
+        "attributes": letter.attributes,
+        "when": present.when(letter.dead_lettered_at),
+    }
 
 
 def deadletters(rt: Runtime, request: Request) -> Response:
-    return render(rt, request, "deadletters.html", section="Dead letters",
-                  letters=[_letter_view(x) for x in actions.letters(rt)])
+    return render(
+        rt, request, "deadletters.html", section="Dead letters", letters=[_letter_view(x) for x in actions.letters(rt)]
+    )
 
 
 def deadletter(rt: Runtime, request: Request, letter_id: str) -> Response:

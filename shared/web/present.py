@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.messages import RUN_FINAL
-from shared.store import JobRecord, RunRecord
+from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.store import JobRecord, RunRecord
 
 
 def duration(seconds: float | None) -> str:

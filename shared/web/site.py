@@ -1,7 +1,7 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
-    pages  /runs, /runs/<id>, /rules, /repositories, /deadletters, /login
-    API    /api/... (JSON), /api/openapi.json
+pages  /runs, /runs/<id>, /rules, /repositories, /deadletters, /login
+API    /api/... (JSON), /api/openapi.json
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from shared.errors import BrokerError, ConfigError, StoreError, TasukiError
-from shared.runtime import Runtime
-from shared.web import access, actions, api, pages
+from tasuki.shared.errors import BrokerError, ConfigError, StoreError, TasukiError
+from tasuki.shared.runtime import Runtime
+from tasuki.shared.web import access, actions, api, pages
 
 log = logging.getLogger("tasuki.web")
 
@@ -47,7 +47,12 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("api.rules", "/api/rules", api.rules, ("GET",)),
     ("api.rule.create", "/api/rules", api.create_rule, ("POST",)),
     ("api.rule.change", "/api/rules/<rule_id>/<any(enable, disable):change>", api.change_rule, ("POST",)),
-    ("api.rule.delete", "/api/rules/<rule_id>", lambda rt, request, rule_id: api.change_rule(rt, request, rule_id, "delete"), ("DELETE",)),
+    (
+        "api.rule.delete",
+        "/api/rules/<rule_id>",
+        lambda rt, request, rule_id: api.change_rule(rt, request, rule_id, "delete"),
+        ("DELETE",),
+    ),
     ("api.deadletters", "/api/deadletters", api.deadletters, ("GET",)),
     ("api.deadletter", "/api/deadletters/<letter_id>", api.deadletter, ("GET",)),
     ("api.replay.all", "/api/deadletters/replay", api.replay, ("POST",)),
@@ -70,9 +75,16 @@ def handle(request: Request, rt: Runtime) -> Response:
             if is_api:
                 return api.reply({"error": "sign in: send Authorization: Bearer <TASUKI_WEB_TOKEN>"}, 401)
             return pages.login_redirect(request)
-        if request.method == "POST" and not is_api and endpoint != "login":
-            if not access.csrf_ok(rt.signing_key, request.form.get("csrf", "")):
-                return _error(rt, request, is_api, 403, "Forbidden", "the form is stale or from another site; reload the page and try again")
+        stale = request.method == "POST" and not is_api and endpoint != "login"
+        if stale and not access.csrf_ok(rt.signing_key, request.form.get("csrf", "")):
+            return _error(
+                rt,
+                request,
+                is_api,
+                403,
+                "Forbidden",
+                "the form is stale or from another site; reload the page and try again",
+            )
         return VIEWS[endpoint](rt, request, **args)
     except actions.ActionError as exc:
         if is_api or request.method == "GET":
@@ -81,7 +93,9 @@ def handle(request: Request, rt: Runtime) -> Response:
     except NotFound:
         return _error(rt, request, is_api, 404, "Not found", f"nothing at {request.path}")
     except MethodNotAllowed:
-        return _error(rt, request, is_api, 405, "Method not allowed", f"{request.method} is not allowed on {request.path}")
+        return _error(
+            rt, request, is_api, 405, "Method not allowed", f"{request.method} is not allowed on {request.path}"
+        )
     except HTTPException as exc:
         return _error(rt, request, is_api, exc.code or 400, exc.name, exc.description or "")
     except (BrokerError, StoreError) as exc:

@@ -12,8 +12,9 @@ import tests.bench as package
 
 
 def main(names: list[str]) -> int:
-    available = sorted(m.name.removeprefix("bench_") for m in pkgutil.iter_modules(package.__path__)
-                       if m.name.startswith("bench_"))
+    available = sorted(
+        m.name.removeprefix("bench_") for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_")
+    )
     chosen = names or available
     unknown = [n for n in chosen if n not in available]
     if unknown:

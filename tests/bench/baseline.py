@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functions_framework
 
-from shared.answers import answer
+from tasuki.shared.answers import answer
 
 
 @functions_framework.http

@@ -34,19 +34,19 @@ from pathlib import Path
 import pika
 import urllib3
 
-from local.bridge import Bridge
-from local.pusher import Pusher
-from shared import push, topics
-from shared.broker import Broker
-from shared.settings import Settings
-from shared.topics import Subscription
+from tasuki.local.bridge.pusher import Pusher
+from tasuki.local.bridge.server import Bridge
+from tasuki.shared import push, topics
+from tasuki.shared.broker import Broker
+from tasuki.shared.settings import Settings
+from tasuki.shared.topics import Subscription
 
 MESSAGES = int(os.environ.get("BENCH_BRIDGE_MESSAGES", "3000"))
 ROUNDS = int(os.environ.get("BENCH_BRIDGE_ROUNDS", "3"))
 KEY = "bench-push-key-of-at-least-32-bytes-long"
 BODY = b"\x85" + b"x" * 200  # a small msgpack-sized body
 
-ENDPOINT = '''
+ENDPOINT = """
 import threading
 import functions_framework
 count = 0
@@ -61,7 +61,7 @@ def trivial(request):
     with lock:
         count += 1
     return "", 204
-'''
+"""
 
 
 def _free_port() -> int:
@@ -81,9 +81,20 @@ class TrivialEndpoint:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "functions-framework"), "--target", "trivial", "--source",
-             str(source), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "functions-framework"),
+                "--target",
+                "trivial",
+                "--source",
+                str(source),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.http = urllib3.PoolManager()
         for _ in range(200):
@@ -115,8 +126,14 @@ def _rate(endpoint: TrivialEndpoint, start: int, total: int) -> float:
 
 def direct(endpoint: TrivialEndpoint, concurrency: int, total: int) -> float:
     pusher = Pusher(endpoint.url, KEY, connections=concurrency)
-    request = push.envelope(BODY, attributes={"type": "bench"}, message_id="m", publish_ms=int(time.time() * 1000),
-                            subscription="projects/tasuki/subscriptions/bench", delivery_attempt=1)
+    request = push.envelope(
+        BODY,
+        attributes={"type": "bench"},
+        message_id="m",
+        publish_ms=int(time.time() * 1000),
+        subscription="projects/tasuki/subscriptions/bench",
+        delivery_attempt=1,
+    )
     left = iter(range(total))
     lock = threading.Lock()
 
@@ -144,8 +161,14 @@ def fill(url: str, queue: str, total: int) -> None:
     channel = connection.channel()
     props = pika.BasicProperties(delivery_mode=2, message_id="m", type="bench", headers={"type": "bench"})
     for n in range(total):
-        channel.basic_publish("", queue, BODY, pika.BasicProperties(
-            delivery_mode=2, message_id=f"m-{n}", type="bench", headers=props.headers, timestamp=int(time.time())))
+        channel.basic_publish(
+            "",
+            queue,
+            BODY,
+            pika.BasicProperties(
+                delivery_mode=2, message_id=f"m-{n}", type="bench", headers=props.headers, timestamp=int(time.time())
+            ),
+        )
     while channel.queue_declare(queue, passive=True).method.message_count < total:
         time.sleep(0.05)
     connection.close()

@@ -19,23 +19,28 @@ import time
 import uuid
 from pathlib import Path
 
-from local.executor import Executor
-from shared.broker import Broker
-from shared.flowfile import Job
-from shared.messages import Event, JobOrder, Ref, Repository
-from shared.registry import Registry, RepositoryConfig
-from shared.settings import Settings
-from shared.store.sqlite import SQLiteStore
+from tasuki.local.executor.service import Executor
+from tasuki.shared.broker import Broker
+from tasuki.shared.flowfile import Job
+from tasuki.shared.messages import Event, JobOrder, Ref, Repository
+from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.settings import Settings
+from tasuki.shared.store.sqlite import SQLiteStore
 
 IMAGE = "tasuki/busybox:latest"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
 WARMUP = 3
-HELLO = "#!/bin/sh\necho \"hello from $TASUKI_JOB\"\n"
+HELLO = '#!/bin/sh\necho "hello from $TASUKI_JOB"\n'
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
@@ -58,9 +63,23 @@ def _rabbitmqctl(*args: str) -> None:
 def _docker_run(workspace: Path) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{workspace}:/workspace", "-w", "/workspace",
-         "-e", "TASUKI_JOB=build", "--entrypoint", "/workspace/ci/hello", IMAGE],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            f"{workspace}:/workspace",
+            "-w",
+            "/workspace",
+            "-e",
+            "TASUKI_JOB=build",
+            "--entrypoint",
+            "/workspace/ci/hello",
+            IMAGE,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     took = time.perf_counter() - started
     assert done.stdout == "hello from build\n", done.stdout
@@ -83,11 +102,18 @@ def _measure(tmp: Path, url: str) -> dict:
     settings = Settings(amqp_url=url, data_dir=tmp / "data", executor_id=f"bench-{uuid.uuid4().hex[:8]}")
     Broker(url).declare()
     store = SQLiteStore(settings.store_path)
-    executor = Executor(settings, store=store, registry=Registry(
-        repositories={"bench/hello": RepositoryConfig(clone_url=str(repo))}))
-    event = Event(host="bench", event="repo.push", kind="push", delivery_id="bench",
-                  repository=Repository(full_name="bench/hello"), ref=Ref(kind="branch", name="main"),
-                  after=commit)
+    executor = Executor(
+        settings, store=store, registry=Registry(repositories={"bench/hello": RepositoryConfig(clone_url=str(repo))})
+    )
+    event = Event(
+        host="bench",
+        event="repo.push",
+        kind="push",
+        delivery_id="bench",
+        repository=Repository(full_name="bench/hello"),
+        ref=Ref(kind="branch", name="main"),
+        after=commit,
+    )
     job = Job(name="build", image=IMAGE, run="ci/hello")
 
     tasuki, checkout, container, bare = [], [], [], []

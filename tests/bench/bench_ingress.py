@@ -36,8 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import topics
-from shared.broker import Broker
+from tasuki.shared import topics
+from tasuki.shared.broker import Broker
 from tests.conftest import WEBHOOKS, free_port, rabbitmqctl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,9 @@ end
 def main() -> dict:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise SystemExit("bench ingress: wrk is not installed; `local/setup.sh system` installs it (apt-get install wrk)")
+        raise SystemExit(
+            "bench ingress: wrk is not installed; `local/setup.sh system` installs it (apt-get install wrk)"
+        )
     body = (WEBHOOKS / "bitbucket" / "first-push.json").read_bytes()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp, vhost() as url:
@@ -97,9 +99,15 @@ def main() -> dict:
         (work / "repos.yml").write_text(json.dumps({"repositories": {REPOSITORY: {"secret": SECRET}}}))
         broker = Broker(url)
         broker.declare()
-        env = {"TASUKI_AMQP_URL": url, "TASUKI_DATA_DIR": str(work / "data"),
-               "TASUKI_REPOSITORIES_FILE": str(work / "repos.yml")}
-        with serve("ingress", env) as ingress_server, serve("baseline", env, ROOT / "tests/bench/baseline.py") as baseline_server:
+        env = {
+            "TASUKI_AMQP_URL": url,
+            "TASUKI_DATA_DIR": str(work / "data"),
+            "TASUKI_REPOSITORIES_FILE": str(work / "repos.yml"),
+        }
+        with (
+            serve("ingress", env) as ingress_server,
+            serve("baseline", env, ROOT / "tests/bench/baseline.py") as baseline_server,
+        ):
 
             def load(server: Server, seconds: int) -> dict:
                 return drive(wrk, server, seconds, work, signature, uuid.uuid4().hex[:12])
@@ -119,9 +127,23 @@ def main() -> dict:
 def drive(wrk: str, server: Server, seconds: int, work: Path, signature: str, run: str) -> dict:
     cpu = server.cpu_seconds()
     done = subprocess.run(
-        [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(work / "load.lua"),
-         f"http://127.0.0.1:{server.port}/", "--", str(work / "body.json"), signature, run],
-        capture_output=True, text=True, timeout=seconds + 60,
+        [
+            wrk,
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(work / "load.lua"),
+            f"http://127.0.0.1:{server.port}/",
+            "--",
+            str(work / "body.json"),
+            signature,
+            run,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
     )
     line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
@@ -167,16 +189,24 @@ def report(ingress: list[dict], baseline: list[dict]) -> dict:
         "published_matches_accepted": all(0 <= r["published"] - r["accepted"] <= CONNECTIONS for r in ingress),
     }
     figures["ratio"] = round(figures["ingress_per_second"] / figures["baseline_per_second"], 3)
-    for name, what in (("ingress", "signed pushes, deduplicated, confirmed by RabbitMQ"),
-                       ("baseline", "reads the body, answers 202")):
-        print(f"{name:9s} {figures[name + '_per_second']:8.1f}/s  p50 {figures[name + '_p50_ms']:6.2f} ms  "
-              f"p99 {figures[name + '_p99_ms']:6.2f} ms  cpu {figures[name + '_cpu_ms_per_request']:.3f} ms/request"
-              f"  ({what})")
-    print(f"ratio     {figures['ratio']:.3f}  ({len(ingress)} rounds of {SECONDS}s, {CONNECTIONS} connections; "
-          f"aim: at least 0.7)")
+    for name, what in (
+        ("ingress", "signed pushes, deduplicated, confirmed by RabbitMQ"),
+        ("baseline", "reads the body, answers 202"),
+    ):
+        print(
+            f"{name:9s} {figures[name + '_per_second']:8.1f}/s  p50 {figures[name + '_p50_ms']:6.2f} ms  "
+            f"p99 {figures[name + '_p99_ms']:6.2f} ms  cpu {figures[name + '_cpu_ms_per_request']:.3f} ms/request"
+            f"  ({what})"
+        )
+    print(
+        f"ratio     {figures['ratio']:.3f}  ({len(ingress)} rounds of {SECONDS}s, {CONNECTIONS} connections; "
+        f"aim: at least 0.7)"
+    )
     if figures["not_accepted"] or not figures["published_matches_accepted"]:
-        print(f"WARNING: {figures['not_accepted']} requests were not accepted, or the published count differs: "
-              f"{[(r['accepted'], r['published']) for r in ingress]}")
+        print(
+            f"WARNING: {figures['not_accepted']} requests were not accepted, or the published count differs: "
+            f"{[(r['accepted'], r['published']) for r in ingress]}"
+        )
     return figures
 
 
@@ -211,16 +241,26 @@ class Server:
 def serve(name: str, env: dict[str, str], source: Path | None = None) -> Iterator[Server]:
     """One function served as `tasuki local` serves it, until the block ends."""
     port = free_port()
-    code = ("import sys; from local.supervisor import serve_function; "
-            "serve_function(sys.argv[1], '127.0.0.1', int(sys.argv[2]), sys.argv[3] or None)")
+    code = (
+        "import sys; from local.supervisor import serve_function; "
+        "serve_function(sys.argv[1], '127.0.0.1', int(sys.argv[2]), sys.argv[3] or None)"
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")} | env
-    proc = subprocess.Popen([sys.executable, "-c", code, name, str(port), str(source or "")], cwd=ROOT,
-                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, name, str(port), str(source or "")],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not answers(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench ingress: {name} did not start:\n{proc.stderr.read().decode() if proc.stderr else ''}")
+                raise SystemExit(
+                    f"bench ingress: {name} did not start:\n{proc.stderr.read().decode() if proc.stderr else ''}"
+                )
             time.sleep(0.1)
         yield Server(port=port, master=proc.pid)
     finally:

@@ -1,0 +1,12 @@
+"""The push bridge (`tasuki bridge`): serves every push subscription of `tasuki.shared.topics`.
+
+It consumes each subscription's RabbitMQ queue and POSTs every message to its function's URL as a
+Google Cloud Pub/Sub push subscription would (`server`), with retries, backoff, ordering keys,
+flow control and dead letters. It talks to RabbitMQ and to the functions' URLs, nothing else.
+
+    server       one consumer per subscription, and the process's main()
+    delivery     one message the bridge holds, and the headers that carry its state
+    pusher       one HTTP push and its answer
+    acks         acknowledgements handed to the consumer's thread
+    flowcontrol  slowing a subscription down while its endpoint keeps failing
+"""

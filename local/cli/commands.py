@@ -1,0 +1,385 @@
+"""The `tasuki` command line.
+
+    tasuki local                    every process on this machine (what `make local` runs)
+    tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
+    tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
+    tasuki bridge | executor        one long-running process
+    tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
+    tasuki topology declare         declare exchanges and queues in RabbitMQ
+    tasuki topology export          write infra/rabbitmq/definitions.json from shared/topics.py
+    tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
+    tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
+    tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki rules                    trigger rules, one sentence each
+    tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
+    tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
+    tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
+
+Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
+exit code 2; nothing prints a traceback for a mistake a person can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tasuki.shared import recipes
+from tasuki.shared.errors import ConfigError, TasukiError, first_problem
+from tasuki.shared.messages import RUN_FINAL, RunCancel
+from tasuki.shared.runtime import Runtime
+from tasuki.shared.settings import Settings
+
+DEFINITIONS = "infra/rabbitmq/definitions.json"
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pika logs every failed connection attempt with a traceback; Tasuki reports the same
+    # failures itself, in one line that says what to do (shared.broker, local/bridge.py).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.cli import supervisor
+
+    if rt.settings.rules_file:
+        load_rules_file(rt, rt.settings.rules_file)
+    return supervisor.run(rt.settings, os.environ)
+
+
+def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.cli import supervisor
+
+    port = args.port or getattr(rt.settings, f"{args.function}_port")
+    if args.function == "web":
+        from tasuki.shared.web import access
+
+        access.check_configuration(rt.settings)
+    supervisor.serve_function(args.function, rt.settings.host, port)
+    return 0
+
+
+def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.cli import demo
+
+    demo.run(rt)
+    return 0
+
+
+def cmd_bridge(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.bridge import server as bridge
+
+    bridge.main(rt.settings)
+    return 0
+
+
+def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.executor import service as executor
+
+    executor.main(rt.settings, rt.store, rt.registry)
+    return 0
+
+
+def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tasuki.local.cli import runner
+
+    options = runner.Options(
+        directory=Path(args.directory),
+        jobs=args.jobs,
+        event=args.event or "",
+        branch=args.branch,
+        tag=args.tag,
+        flow_file=args.file,
+        parallel=args.parallel,
+    )
+    return runner.run(rt.settings, options)
+
+
+def cmd_topology(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from tasuki.shared import topics
+
+        text = json.dumps(topics.definitions(vhost=args.vhost), indent=2) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+            return 0
+        path = Path(args.output or DEFINITIONS)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path} (vhost {args.vhost}); import it with `rabbitmqctl import_definitions {path}`")
+        return 0
+    rt.broker.declare(pools=(rt.settings.executor_pool,))
+    print("declared exchanges and queues in RabbitMQ")
+    return 0
+
+
+def cmd_deadletters(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.shared import deadletters
+
+    url = rt.settings.amqp_url
+    if args.action == "replay":
+        if bool(args.letter_id) == args.all:
+            print("tasuki deadletters replay: give one ID, or --all", file=sys.stderr)
+            return 2
+        replayed = deadletters.replay(url, None if args.all else args.letter_id)
+        for letter_id in replayed:
+            print(f"replayed {letter_id}")
+        if not replayed:
+            print("no dead letters to replay")
+        return 0
+    letters = deadletters.list_letters(url)
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        when = f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}" if letter.dead_lettered_at else "?"
+        print(
+            f"{letter.id}  {when}  {letter.subscription}  {letter.attempts} attempts  "
+            f"{letter.type or '-'}  {letter.message_id}  {letter.last_error[:120]}"
+        )
+    return 0
+
+
+def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show_run(rt, args.run_id, args.log)
+    if args.action == "cancel":
+        return _cancel_run(rt, args.run_id)
+    runs = rt.store.list_runs(repository=args.repo, status=args.status, limit=args.limit)
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        ref = run.event.ref.name if run.event.ref else ""
+        print(
+            f"{run.id}  {run.status:<9}  {run.repository}  {ref}  {run.commit[:12]}  {run.created_at:%Y-%m-%d %H:%M:%S}"
+        )
+    return 0
+
+
+def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    print(f"run {run.id}: {run.status}  {run.repository} {run.commit[:12]}  {run.message}")
+    for job in rt.store.get_jobs(run.id):
+        code = f" exit {job.exit_code}" if job.exit_code is not None else ""
+        print(f"  {job.name:<16} {job.status}{code}  {job.message}")
+        if with_log:
+            for _, data in rt.store.read_log(run.id, job.name):
+                sys.stdout.write(data.decode("utf-8", "replace"))
+    return 0
+
+
+def _cancel_run(rt: Runtime, run_id: str | None) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    if run.status in RUN_FINAL:
+        print(f"run {run.id} is already over ({run.status}); nothing to cancel", file=sys.stderr)
+        return 1
+    # The dispatcher cancels it in the run's order; executors stop its containers.
+    rt.broker.publish(RunCancel(run_id=run.id, reason="cancelled from the command line"), message_id=f"{run.id}:cancel")
+    print(f"cancelling run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
+    return 0
+
+
+# --- trigger rules --------------------------------------------------------------------------------
+
+
+def cmd_rules(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        return _create_rule(rt, args)
+    if args.action == "load":
+        path = args.rule or rt.settings.rules_file
+        if not path:
+            raise ConfigError("no rules file: name one (tasuki rules load FILE) or set TASUKI_RULES_FILE")
+        load_rules_file(rt, Path(path))
+        return 0
+    if args.action in ("disable", "enable", "delete"):
+        rule = _find_rule(rt, args.rule)
+        if args.action == "delete":
+            rt.store.delete_rule(rule.id)
+            print(f"deleted {rule.id}  {rule.sentence()}")
+            if _in_rules_file(rt, rule):
+                print(f"it is in {rt.settings.rules_file} and comes back at the next start; remove it there too")
+            return 0
+        rule = rule.model_copy(update={"enabled": args.action == "enable"})
+        rt.store.update_rule(rule)
+        print(f"{args.action}d {rule.id}  {rule.sentence()}")
+        return 0
+    rules = rt.store.list_rules()
+    if not rules:
+        print("no rules yet: every push is accepted but starts no run; add one with `tasuki rules create`")
+    for rule in rules:
+        print(f"{rule.id}  {rule.sentence()}")
+    return 0
+
+
+def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
+    fields = {
+        "host": args.host,
+        "event": args.event,
+        "repository": args.repo,
+        "branch": args.branch,
+        "tag": args.tag,
+        "target": args.target,
+        "flow_file": args.flow_file,
+        "jobs": args.jobs,
+        "enabled": not args.disabled,
+        "cancel_previous": args.cancel_previous,
+        "concurrency": args.concurrency,
+    }
+    try:
+        rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        where, problem = first_problem(exc)
+        field = where.split(".")[0]
+        option = {"repository": "repo"}.get(field, field).replace("_", "-")
+        raise ConfigError(f"{'--' + option + ': ' if option else ''}{problem}") from None
+    if not rt.store.add_rule(rule):
+        print(f"this rule exists already: {rule.id}  {rt.store.get_rule(rule.id).sentence()}", file=sys.stderr)
+        return 1
+    print(f"created {rule.id}  {rule.sentence()}")
+    return 0
+
+
+def _find_rule(rt: Runtime, prefix: str | None) -> recipes.Rule:
+    if not prefix:
+        raise ConfigError("name the rule by its id (or the start of it); `tasuki rules` lists them")
+    found = [r for r in rt.store.list_rules() if r.id.startswith(prefix)]
+    if len(found) != 1:
+        what = "no rule" if not found else f"{len(found)} rules ({', '.join(r.id for r in found)})"
+        raise ConfigError(f"{what} with an id starting {prefix!r}; `tasuki rules` lists them")
+    return found[0]
+
+
+def _in_rules_file(rt: Runtime, rule: recipes.Rule) -> bool:
+    try:
+        return rt.settings.rules_file is not None and rule.id in {
+            r.id for r in recipes.load_rules(rt.settings.rules_file)
+        }
+    except ConfigError:
+        return False
+
+
+def load_rules_file(rt: Runtime, path: Path) -> None:
+    """Load the rules file into the store; loading the same file again changes nothing."""
+    rules = recipes.load_rules(path)
+    done = rt.store.sync_rules(rules)
+    print(
+        f"rules from {path}: {len(rules)} in the file; {len(done.added)} added, {len(done.updated)} changed, "
+        f"{len(done.removed)} removed",
+        flush=True,
+    )
+
+
+def supervisor_functions() -> list[str]:
+    from tasuki.local.cli import supervisor
+
+    return list(supervisor.FUNCTIONS)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("local", help="run every process on this machine").set_defaults(fn=cmd_local)
+    sub.add_parser(
+        "demo", help="with `tasuki local` running: a sample repository, a rule and a signed push"
+    ).set_defaults(fn=cmd_demo)
+    serve = sub.add_parser("serve", help="serve one function with functions-framework (gunicorn)")
+    serve.add_argument("function", choices=supervisor_functions())
+    serve.add_argument("--port", type=int, help="default: its TASUKI_<FUNCTION>_PORT")
+    serve.set_defaults(fn=cmd_serve)
+    sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
+    sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
+    run = sub.add_parser(
+        "run",
+        help="run this checkout's flow in containers, with no broker, store or service",
+        description="Run the jobs of .tasuki.yml (the named ones and what they need) in the same "
+        "containers as the executor, on this machine. Exit code 0 only if every job passed.",
+    )
+    run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
+    run.add_argument(
+        "--event",
+        choices=["push", "tag", "pull_request"],
+        help="the event `when` sees (default: push, or tag with --tag)",
+    )
+    run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")
+    run.add_argument("--tag", default="", help="the tag `when` sees")
+    run.add_argument("-C", "--directory", default=".", help="the checkout (default: here)")
+    run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
+    run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
+    run.set_defaults(fn=cmd_run)
+    topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
+    topo.add_argument("action", choices=["declare", "export"])
+    topo.add_argument("--vhost", default="/", help="export: the vhost named in the definitions")
+    topo.add_argument("-o", "--output", help=f"export: file to write ('-' for stdout); default {DEFINITIONS}")
+    topo.set_defaults(fn=cmd_topology)
+    dead = sub.add_parser("deadletters", help="messages that failed too often: list, or replay them")
+    dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
+    dead.add_argument("--all", action="store_true", help="replay: every dead letter")
+    dead.set_defaults(fn=cmd_deadletters)
+    runs = sub.add_parser("runs", help="list runs, show or cancel one")
+    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
+    runs.add_argument("run_id", nargs="?")
+    runs.add_argument("--repo")
+    runs.add_argument("--status")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--log", action="store_true", help="with show: print each job's log")
+    runs.set_defaults(fn=cmd_runs)
+    rules = sub.add_parser("rules", help="trigger rules: list, create, disable, enable, delete, load")
+    rules.add_argument(
+        "action", nargs="?", choices=["list", "create", "disable", "enable", "delete", "load"], default="list"
+    )
+    rules.add_argument("rule", nargs="?", help="a rule id (or its start); with load: the rules file")
+    rules.add_argument("--repo", help="repository (a glob): acme/api, acme/*")
+    rules.add_argument("--event", choices=["push", "tag", "pull_request"])
+    rules.add_argument("--host", help="bitbucket, github, gitlab (default: any)")
+    rules.add_argument("--branch", help="push: the branch; pull_request: the source branch (a glob)")
+    rules.add_argument("--tag", help="tag: the tag (a glob)")
+    rules.add_argument("--target", help="pull_request: the target branch (a glob)")
+    rules.add_argument("--flow-file", help="default: .tasuki.yml")
+    rules.add_argument("--jobs", type=lambda v: [j for j in v.split(",") if j], help="only these jobs: a,b")
+    rules.add_argument(
+        "--cancel-previous",
+        action="store_true",
+        default=None,
+        help="a newer push cancels the older unfinished run of the branch",
+    )
+    rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
+    rules.add_argument("--disabled", action="store_true", help="create it disabled")
+    rules.set_defaults(fn=cmd_rules)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _logging()
+    try:
+        rt = Runtime(Settings.from_env(os.environ))
+        return args.fn(rt, args)
+    except TasukiError as exc:
+        print(f"tasuki: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

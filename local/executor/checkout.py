@@ -1,0 +1,262 @@
+"""Checkouts: a repository at an exact commit, through a per-repository mirror cache.
+
+The first job of a repository clones a bare mirror under `<data_dir>/cache`; later jobs only
+fetch into it, and only when it lacks the commit. A workspace is a local clone of the mirror
+(hard-linked objects: fast, no network) checked out at the commit, and is removed after the job.
+`working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
+they are now, committed or not.
+
+Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
+repository's API credentials in the registry and reach git through its environment only
+(`auth_env`); no message shows them. Failures raise `CheckoutFailed` with git's words.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.registry import RepositoryConfig
+
+GIT_TIMEOUT = 600
+_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def auth_env(config: RepositoryConfig | None, clone_url: str = "") -> dict[str, str]:
+    """Environment that lets git authenticate over HTTPS with a registered repository's API
+    credentials (its username and app password, or its token): an Authorization header passed
+    as git configuration through the environment, so it is in no argv and no config file.
+    SSH URLs use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
+    if config is None:
+        return {}
+    if config.username and config.app_password:
+        user, password = config.username, config.app_password
+    elif config.token:
+        user, password = config.username or token_user(clone_url), config.token
+    else:
+        return {}
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def token_user(clone_url: str) -> str:
+    """The user name each host expects beside an access token when cloning over HTTPS."""
+    host = urlsplit(clone_url).hostname or ""
+    if "github" in host:
+        return "x-access-token"
+    if "gitlab" in host:
+        return "oauth2"
+    return "x-token-auth"  # Bitbucket's
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without user:password@ in URLs and without any of `secrets`."""
+    text = _USERINFO.sub("***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def git(
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = GIT_TIMEOUT,
+    env: dict[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env={**_ENV, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CheckoutFailed(f"git {args[0]} took longer than {timeout:g}s") from None
+    except OSError as exc:
+        raise CheckoutFailed(f"cannot run git: {exc}; install git on this host") from None
+    if done.returncode != 0:
+        words = redact(done.stderr.strip() or done.stdout.strip(), secrets)
+        raise CheckoutFailed(f"git {args[0]} failed: {words}")
+    return done.stdout
+
+
+class Checkouts:
+    def __init__(
+        self,
+        cache_dir: Path,
+        workspace_dir: Path,
+        credentials: Callable[[str], RepositoryConfig | None] = lambda url: None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.workspace_dir = Path(workspace_dir)
+        self.credentials = credentials
+
+    def mirror_path(self, clone_url: str) -> Path:
+        return self.cache_dir / (hashlib.sha256(clone_url.encode()).hexdigest()[:20] + ".git")
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """One writer per mirror across every executor process on this host."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def mirror(self, clone_url: str, commit: str = "") -> Path:
+        """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given)."""
+        if not clone_url:
+            raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
+        config = self.credentials(clone_url)
+        env = auth_env(config, clone_url)
+        secrets = (config.token, config.app_password) if config else ()
+        where = redact(clone_url)
+        path = self.mirror_path(clone_url)
+        try:
+            with self._locked(path):
+                if not (path / "HEAD").exists():
+                    tmp = path.with_suffix(".tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    git("clone", "--mirror", "--quiet", "--", clone_url, str(tmp), env=env, secrets=secrets)
+                    tmp.rename(path)
+                elif not commit or not self.has_commit(path, commit):
+                    git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, secrets=secrets)
+        except CheckoutFailed as exc:
+            raise CheckoutFailed(f"cannot fetch {where}: {exc}") from None
+        if commit and not self.has_commit(path, commit):
+            raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
+        return path
+
+    @staticmethod
+    def has_commit(mirror: Path, commit: str) -> bool:
+        try:
+            git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror)
+            return True
+        except CheckoutFailed:
+            return False
+
+    def read_file(self, clone_url: str, commit: str, path: str) -> bytes | None:
+        """A file's content at a commit, straight from the mirror; None if it does not exist."""
+        mirror = self.mirror(clone_url, commit)
+        try:
+            done = subprocess.run(
+                ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CheckoutFailed(f"cannot read {path} at {commit}: {exc}") from None
+        return done.stdout if done.returncode == 0 else None
+
+    def changed_paths(self, clone_url: str, before: str, after: str) -> list[str] | None:
+        """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
+        if not before or not after or set(before) == {"0"}:
+            return None
+        mirror = self.mirror(clone_url, after)
+        if not self.has_commit(mirror, before):
+            return None
+        return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
+
+    @contextmanager
+    def workspace(self, clone_url: str, commit: str, name: str) -> Iterator[Path]:
+        """A working tree at `commit`, removed when the block ends."""
+        if not commit:
+            raise CheckoutFailed("no commit to check out (the event names none)")
+        mirror = self.mirror(clone_url, commit)
+        self.workspace_dir.mkdir(parents=True, exist_ok=True)
+        path = self.workspace_dir / _UNSAFE.sub("_", name)
+        remove_tree(path)
+        try:
+            git("clone", "--no-checkout", "--quiet", "--", str(mirror), str(path))
+            git("checkout", "--quiet", "--detach", commit, cwd=path)
+            yield path
+        finally:
+            remove_tree(path)
+
+    def clear_workspaces(self) -> int:
+        """Remove workspaces left by a process that died (call before taking work)."""
+        if not self.workspace_dir.is_dir():
+            return 0
+        left = list(self.workspace_dir.iterdir())
+        for path in left:
+            remove_tree(path)
+        return len(left)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a workspace, also when a job made parts of it read-only."""
+
+    def writable_then_retry(fn: Callable, failed: str, _exc: object) -> None:
+        try:
+            os.chmod(os.path.dirname(failed), 0o700)
+            fn(failed)
+        except OSError:
+            pass
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=writable_then_retry)
+        else:
+            shutil.rmtree(path, onerror=writable_then_retry)
+
+
+# --- `tasuki run`: the developer's checkout as it is now ----------------------------------------
+
+
+def toplevel(directory: Path) -> Path | None:
+    """The root of the git checkout that holds `directory`, or None when it is not in one."""
+    try:
+        return Path(git("rev-parse", "--show-toplevel", cwd=directory, timeout=30).strip())
+    except CheckoutFailed:
+        return None
+
+
+def working_copy(root: Path, dest: Path) -> None:
+    """Copy the checkout at `root` into `dest` as it is now: its committed, changed and new files
+    (not the ignored ones), with a `.git` at HEAD, so `git status` in a job shows the same
+    changes as in the checkout. A folder that is not a git checkout is copied whole."""
+    root, dest = Path(root), Path(dest)
+    if toplevel(root) is None:
+        shutil.copytree(root, dest, symlinks=True)
+        return
+    git("clone", "--no-checkout", "--quiet", "--", str(root), str(dest), timeout=GIT_TIMEOUT)
+    try:
+        git("reset", "--quiet", cwd=dest, timeout=GIT_TIMEOUT)  # the index at HEAD, no files
+    except CheckoutFailed:
+        pass  # a repository without a commit yet: nothing to reset
+    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=root)
+    for name in sorted(set(filter(None, listed.split("\0")))):
+        source, target = root / name, dest / name
+        if not source.is_symlink() and not source.exists():
+            continue  # deleted in the checkout, not yet committed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)
+        elif source.is_file():
+            shutil.copy2(source, target)
+        elif source.is_dir():  # a submodule's folder
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)

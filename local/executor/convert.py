@@ -1,0 +1,168 @@
+"""Pure conversion: a job and its context -> the Docker Engine API request that creates its container.
+
+No daemon is needed: `container_config()` returns the exact body of `POST /containers/create`,
+so a test can read every decision. The checkout is mounted at /workspace, which is also the
+working directory. A `run` job's entrypoint is its executable with `args` as argv; a plugin job
+runs its image's own entrypoint with its settings as `PLUGIN_*` variables. Event data (branch
+names, commit messages) reaches the container only as environment variables and argv, never
+through a shell. Containers are never privileged, get no Docker socket (the workspace is the
+only mount), cannot gain privileges, and run with memory, CPU and process-count limits.
+Output is read by attaching to the container, so the engine keeps no log file of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasuki.shared.errors import ConfigError
+from tasuki.shared.flowfile import Job
+
+WORKSPACE = "/workspace"
+LABEL_RUN = "tasuki.run"
+LABEL_JOB = "tasuki.job"
+LABEL_EXECUTOR = "tasuki.executor"
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the job is running for; every field becomes a TASUKI_* variable."""
+
+    repository: str = ""
+    ref: str = ""
+    branch: str = ""
+    tag: str = ""
+    commit: str = ""
+    run_id: str = ""
+    job: str = ""
+    event: str = ""
+    host: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: str = "1g"
+    cpus: float = 1.0
+    pids: int = 512
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory)
+
+
+def memory_bytes(text: str) -> int:
+    """Bytes from `512m`, `1g`, `1.5G`, `2GiB`, `1048576`; ConfigError naming the setting otherwise."""
+    match = _MEMORY.match(str(text))
+    if not match:
+        raise ConfigError(f"TASUKI_JOB_MEMORY: expected a size like 512m or 2g, found {text!r}")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size < 6 * 1024**2:
+        raise ConfigError(f"TASUKI_JOB_MEMORY: Docker needs at least 6m, found {text!r}")
+    return size
+
+
+def plugin_variable(name: str) -> str:
+    return "PLUGIN_" + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").upper()
+
+
+def plugin_value(value: Any) -> str:
+    """Drone's convention: lists comma-joined, maps and nested values as JSON, booleans lower-case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def environment(job: Job, ctx: Context) -> dict[str, str]:
+    """The job's own `env` first, then Tasuki's variables, which a job cannot override: they are
+    facts about the run (a job that sets TASUKI_COMMIT would lie to its own scripts)."""
+    env = dict(job.env)
+    if job.plugin:
+        env.update({plugin_variable(k): plugin_value(v) for k, v in job.settings.items()})
+        # The names Drone and Woodpecker plugins read, so that existing plugin images work.
+        env.update(
+            {
+                "DRONE": "true",
+                "DRONE_REPO": ctx.repository,
+                "DRONE_BRANCH": ctx.branch,
+                "DRONE_TAG": ctx.tag,
+                "DRONE_COMMIT": ctx.commit,
+                "DRONE_COMMIT_SHA": ctx.commit,
+                "DRONE_COMMIT_REF": ctx.ref,
+                "DRONE_BUILD_EVENT": ctx.event,
+                "DRONE_WORKSPACE": WORKSPACE,
+                "CI_REPO": ctx.repository,
+                "CI_COMMIT_SHA": ctx.commit,
+                "CI_COMMIT_BRANCH": ctx.branch,
+                "CI_COMMIT_TAG": ctx.tag,
+                "CI_COMMIT_REF": ctx.ref,
+                "CI_PIPELINE_EVENT": ctx.event,
+                "CI_WORKSPACE": WORKSPACE,
+            }
+        )
+    env.update(
+        {
+            "CI": "true",
+            "TASUKI": "true",
+            "TASUKI_REPO": ctx.repository,
+            "TASUKI_REF": ctx.ref,
+            "TASUKI_BRANCH": ctx.branch,
+            "TASUKI_TAG": ctx.tag,
+            "TASUKI_COMMIT": ctx.commit,
+            "TASUKI_RUN_ID": ctx.run_id,
+            "TASUKI_JOB": ctx.job or job.name,
+            "TASUKI_EVENT": ctx.event,
+            "TASUKI_HOST": ctx.host,
+            "TASUKI_ACTOR": ctx.actor,
+            "TASUKI_WORKSPACE": WORKSPACE,
+        }
+    )
+    return env
+
+
+def labels(ctx: Context, job: Job, executor_id: str) -> dict[str, str]:
+    return {LABEL_RUN: ctx.run_id, LABEL_JOB: ctx.job or job.name, LABEL_EXECUTOR: executor_id}
+
+
+def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "") -> dict[str, Any]:
+    """The body of Docker's `POST /containers/create` for this job."""
+    memory = limits.memory_bytes
+    config: dict[str, Any] = {
+        "Image": job.container_image,
+        "WorkingDir": WORKSPACE,
+        "Env": [f"{k}={v}" for k, v in environment(job, ctx).items()],
+        "Labels": labels(ctx, job, executor_id),
+        "AttachStdin": False,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": False,
+        "OpenStdin": False,
+        "HostConfig": {
+            # The checkout is the only mount: no Docker socket, nothing else of the host.
+            "Binds": [f"{Path(workspace).resolve()}:{WORKSPACE}:rw"],
+            "NetworkMode": job.network,
+            "Memory": memory,
+            "MemorySwap": memory,  # no swap: the memory limit is the limit
+            "NanoCpus": int(limits.cpus * 1e9),
+            "PidsLimit": limits.pids,
+            "Privileged": False,
+            "SecurityOpt": ["no-new-privileges"],
+            "LogConfig": {"Type": "none", "Config": {}},  # output is streamed by attaching
+        },
+    }
+    if job.run:
+        config["Entrypoint"] = [f"{WORKSPACE}/{job.run}"]
+        config["Cmd"] = list(job.args)
+    elif job.args:
+        config["Cmd"] = list(job.args)
+    return config

@@ -1,0 +1,107 @@
+"""Running one job in a container: the same code for the executor service and `tasuki run`.
+
+check the executable is a file in the checkout -> convert the job to a container request (pure,
+`local.convert`) -> run it, streaming output (`local.containers`) -> an `Outcome` a person can
+read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+reason and the words that say what to do; it is also written into the job's log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasuki.local.executor import convert
+from tasuki.local.executor.containers import Docker
+from tasuki.shared.errors import ExecutableMissing, JobError
+from tasuki.shared.flowfile import Job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # success, failure, error, timeout, cancelled
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    seconds: float = 0.0  # from the check of the executable to the container's removal
+    checkout_seconds: float = 0.0  # making the workspace (set by the executor)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+def check_executable(workspace: Path, run: str) -> Path:
+    """The executable must be a file inside the checkout (symlinks followed), executable."""
+    root = Path(workspace).resolve()
+    if ".." in Path(run).parts or Path(run).is_absolute():
+        raise ExecutableMissing(f"{run} is not a path inside the repository; run: must name a file in it")
+    path = (root / run).resolve()
+    if not path.is_relative_to(root):
+        raise ExecutableMissing(
+            f"{run} points outside the repository (to {path}); run: must name a file in the repository"
+        )
+    if not path.exists():
+        raise ExecutableMissing(f"{run} is not in the repository at this commit; add it, or fix run: in .tasuki.yml")
+    if not path.is_file():
+        raise ExecutableMissing(f"{run} is not a file; run: must name an executable file")
+    if not os.access(path, os.X_OK):
+        raise ExecutableMissing(
+            f"{run} is not executable; make it so and commit that: git update-index --chmod=+x {run}"
+        )
+    return path
+
+
+def run_job(
+    docker: Docker,
+    job: Job,
+    ctx: convert.Context,
+    workspace: Path,
+    *,
+    limits: convert.Limits,
+    timeout: float,
+    on_output: Callable[[bytes], None],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_tick: Callable[[], None] = lambda: None,
+    executor_id: str = "",
+) -> Outcome:
+    started = time.monotonic()
+
+    def outcome(status: str, code: int | None = None, reason: str = "", message: str = "") -> Outcome:
+        return Outcome(status, code, reason, message, time.monotonic() - started)
+
+    try:
+        if job.run:
+            check_executable(workspace, job.run)
+        config = convert.container_config(job, ctx, workspace, limits, executor_id)
+        if cancelled():
+            return outcome("cancelled", None, "cancelled", "cancelled before it started")
+        exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
+    except JobError as exc:
+        on_output(f"[tasuki] {exc}\n".encode())
+        return outcome("error", None, exc.reason, str(exc))
+    if exit.cancelled:
+        return outcome("cancelled", exit.exit_code, "cancelled", "cancelled while running")
+    if exit.timed_out:
+        message = f"killed after the {duration(timeout)} timeout"
+        on_output(f"\n[tasuki] {message}\n".encode())
+        return outcome("timeout", exit.exit_code, "timeout", message)
+    if exit.oom_killed:
+        message = f"killed: out of memory (the limit is {limits.memory})"
+        on_output(f"\n[tasuki] {message}\n".encode())
+        return outcome("failure", exit.exit_code, "out-of-memory", message)
+    if exit.exit_code == 0:
+        return outcome("success", 0)
+    return outcome("failure", exit.exit_code, "exit-code", f"exited with code {exit.exit_code}")
+
+
+def duration(seconds: float) -> str:
+    """`90` -> `1m30s`, `3600` -> `1h`, `0.4` -> `0.4s`."""
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
+    seconds = int(seconds)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"

@@ -1,0 +1,216 @@
+"""Job output, in chunks, with secrets masked and bounded memory however much a job prints.
+
+`LogSink.feed()` takes whatever the container wrote; `write(seq, data)` receives masked chunks
+(the store, `job.log` events, the terminal). A chunk goes out once about `chunk` bytes are
+waiting, or on `tick()` once `interval` seconds passed, so a quiet job's lines still show up
+while it runs. Memory is bounded: what waits is at most a chunk, one read and a secret's length.
+
+Masking: every byte of every occurrence of a secret, overlapping ones included, becomes part of
+one `********`. Between chunks only a tail that could still become a secret is held back (the
+longest suffix that is a proper prefix of a secret), so a secret split across two reads is still
+masked, and streamed output equals the output of masking everything at once. Chunks also end on
+a UTF-8 character boundary, so each one decodes on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tasuki.shared.errors import TasukiError
+
+log = logging.getLogger("tasuki.logs")
+
+MASK = b"********"
+CHUNK = 64 * 1024
+INTERVAL = 1.0
+
+
+def spans(data: bytes, secrets: Iterable[bytes]) -> list[tuple[int, int]]:
+    """Where secrets occur in `data`, as sorted (start, end) runs; overlapping occurrences merge."""
+    found = []
+    for secret in secrets:
+        start = data.find(secret)
+        while start >= 0:
+            found.append((start, start + len(secret)))
+            start = data.find(secret, start + 1)
+    found.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in found:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def mask(data: bytes, secrets: Iterable[bytes]) -> bytes:
+    """`data` with every run of secret bytes replaced by one MASK."""
+    return _masked(data, spans(data, secrets))
+
+
+def _masked(data: bytes, runs: list[tuple[int, int]]) -> bytes:
+    if not runs:
+        return data
+    out, at = bytearray(), 0
+    for start, end in runs:
+        out += data[at:start]
+        out += MASK
+        at = end
+    out += data[at:]
+    return bytes(out)
+
+
+def pending(data: bytes, secrets: Iterable[bytes]) -> int:
+    """Where the longest suffix of `data` that is a proper prefix of some secret starts
+    (len(data) when there is none): output from there on could still become a secret."""
+    cut = len(data)
+    for secret in secrets:
+        for length in range(min(len(secret) - 1, len(data)), 0, -1):
+            if len(data) - length >= cut:
+                break
+            if data.endswith(secret[:length]):
+                cut = len(data) - length
+                break
+    return cut
+
+
+def char_boundary(data: bytes, cut: int) -> int:
+    """`cut` moved back so that it does not split a UTF-8 character (at most 3 bytes back)."""
+    for back in range(min(3, cut)):
+        byte = data[cut - 1 - back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead byte
+            continue
+        if byte >= 0xC0:  # a lead byte: is its character complete before the cut?
+            size = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return cut if back + 1 >= size else cut - 1 - back
+        return cut
+    return cut
+
+
+class LogSink:
+    """Thread-safe: the container's output feeds it from one thread, `tick()` comes from another."""
+
+    def __init__(
+        self,
+        write: Callable[[int, bytes], None],
+        secrets: Iterable[str] = (),
+        *,
+        chunk: int = CHUNK,
+        interval: float = INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+        self._chunk = chunk
+        self._interval = interval
+        self._clock = clock
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._last = clock()
+        self.seq = 0
+        self.bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            self._buffer += data
+            if len(self._buffer) >= self._chunk:
+                self._flush(final=False)
+
+    def tick(self) -> None:
+        """Send what waits if it has waited `interval` seconds (called while the job runs)."""
+        with self._lock:
+            if self._buffer and self._clock() - self._last >= self._interval:
+                self._flush(final=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush(final=True)
+
+    def __enter__(self) -> LogSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _flush(self, *, final: bool) -> None:
+        data = bytes(self._buffer)
+        runs = spans(data, self._secrets)
+        cut = len(data)
+        if not final:
+            cut = char_boundary(data, pending(data, self._secrets))
+            for start, end in runs:  # never cut through a secret: it would show on both sides
+                if start < cut < end:
+                    cut = start
+            if cut == 0 and len(data) > 4 * self._chunk:
+                # Only a pathological stream (one endless run of overlapping secrets) gets here:
+                # send what is known to be secret, masked, rather than hold it without bound.
+                cut = runs[0][1] if runs else len(data)
+        out = _masked(data[:cut], [(s, e) for s, e in runs if e <= cut])
+        del self._buffer[:cut]
+        if out:
+            self._write(self.seq, out)
+            self.seq += 1
+            self.bytes += len(out)
+            self._last = self._clock()
+
+
+class LogEvents:
+    """Log chunks as `job.log` events: best effort, one publishing thread, a bounded queue.
+
+    The store holds every chunk; events are for whoever watches a job live. When the broker is
+    slow or away, events are dropped (and counted) rather than slowing the job or filling memory.
+    """
+
+    def __init__(self, broker: Any, *, capacity: int = 64, retry_after: float = 5.0) -> None:
+        self._broker = broker
+        self._queue: queue.Queue = queue.Queue(capacity)
+        self._retry_after = retry_after
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def offer(self, message: Any) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="job-log-events")
+                self._thread.start()
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            self.dropped += 1
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait (a bounded time) until what was offered is published or dropped, so that a job's
+        last log events go out before its `job.finished`."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and (left := deadline - time.monotonic()) > 0:
+                self._queue.all_tasks_done.wait(left)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        quiet_until = 0.0
+        while (message := self._queue.get()) is not None:
+            try:
+                if time.monotonic() < quiet_until:
+                    self.dropped += 1
+                    continue
+                self._broker.publish(message)
+            except TasukiError as exc:
+                self.dropped += 1
+                quiet_until = time.monotonic() + self._retry_after
+                log.warning("job.log events paused for %.0fs: %s", self._retry_after, exc)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+        self._broker.close()  # this thread's connection

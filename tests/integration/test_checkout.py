@@ -1,0 +1,220 @@
+"""Checkouts: the mirror cache, workspaces, clone credentials (over a real git HTTP server that
+demands them), and the working copy `tasuki run` makes of a developer's checkout."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tasuki.local.executor.checkout import Checkouts, auth_env, redact, working_copy
+from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.registry import Registry, RepositoryConfig
+from tests.conftest import git
+
+
+def checkouts(tmp_path: Path, **kw) -> Checkouts:
+    return Checkouts(tmp_path / "cache", tmp_path / "workspaces", **kw)
+
+
+def test_a_workspace_is_the_commit_and_is_removed_after(tmp_path, make_repo):
+    repo, commit = make_repo({"README": "hello\n", "ci/test": ("#!/bin/sh\n", True)})
+    with checkouts(tmp_path).workspace(str(repo), commit, "run-1-test") as ws:
+        assert (ws / "README").read_text() == "hello\n"
+        assert os.access(ws / "ci/test", os.X_OK)
+        assert git(ws, "rev-parse", "HEAD").strip() == commit
+    assert not ws.exists()
+
+
+def test_a_second_job_uses_the_mirror_and_fetches_only_new_commits(tmp_path, make_repo):
+    repo, first = make_repo({"README": "one\n"})
+    co = checkouts(tmp_path)
+    with co.workspace(str(repo), first, "a"):
+        pass
+    # Given the source is gone, the same commit still checks out from the mirror
+    hidden = repo.with_name("hidden.git")
+    repo.rename(hidden)
+    with co.workspace(str(repo), first, "b") as ws:
+        assert (ws / "README").read_text() == "one\n"
+    # And a new commit in the source is fetched into the mirror
+    hidden.rename(repo)
+    work = tmp_path / "more"
+    git(tmp_path, "clone", "-q", str(repo), str(work))
+    (work / "README").write_text("two\n")
+    git(work, "commit", "-qam", "two")
+    git(work, "push", "-q", "origin", "HEAD")
+    second = git(work, "rev-parse", "HEAD").strip()
+    with co.workspace(str(repo), second, "c") as ws:
+        assert (ws / "README").read_text() == "two\n"
+
+
+def test_checkout_failures_say_what_failed(tmp_path, make_repo):
+    repo, _ = make_repo({"README": "x\n"})
+    with pytest.raises(CheckoutFailed, match="is not in .* force-pushed"):
+        with checkouts(tmp_path).workspace(str(repo), "0123456789abcdef0123456789abcdef01234567", "x"):
+            pass
+    with pytest.raises(CheckoutFailed, match="cannot fetch .*nowhere"):
+        with checkouts(tmp_path).workspace(str(tmp_path / "nowhere.git"), "abc", "y"):
+            pass
+    with pytest.raises(CheckoutFailed, match="no clone URL"):
+        checkouts(tmp_path).mirror("")
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+class GitServer:
+    """A git smart-HTTP server (git http-backend) that demands Basic credentials, as a git host does."""
+
+    def __init__(self, root: Path, user: str, password: str) -> None:
+        self.root = root
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.refused = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.serve()
+
+            def do_POST(self) -> None:
+                self.serve()
+
+            def serve(self) -> None:
+                if self.headers.get("Authorization") != server.expected:
+                    server.refused += 1
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {
+                    "GIT_PROJECT_ROOT": str(server.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "REMOTE_USER": "ci",
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                    "PATH": os.environ["PATH"],
+                }
+                done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=True)
+                head, _, payload = done.stdout.partition(b"\r\n\r\n")
+                headers = [line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line]
+                status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() != "status":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_port}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def private_repo(tmp_path, make_repo):
+    repo, commit = make_repo({"README": "private\n"})
+    server = GitServer(repo.parent, "x-token-auth", "tok-3f9a-secret")
+    yield server, server.url(repo.name), commit
+    server.close()
+
+
+def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secret(tmp_path, private_repo):
+    _server, url, commit = private_repo
+    registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
+    co = checkouts(tmp_path, credentials=registry.credentials_for)
+    with co.workspace(url, commit, "run-1-build") as ws:
+        assert (ws / "README").read_text() == "private\n"
+    # The password is in no file of the mirror (its config names the URL only) and no repr
+    mirror = co.mirror_path(url)
+    assert all(b"tok-3f9a-secret" not in p.read_bytes() for p in mirror.rglob("*") if p.is_file())
+    assert "tok-3f9a-secret" not in repr(registry)
+
+
+def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(tmp_path, private_repo):
+    server, url, commit = private_repo
+    wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
+    with pytest.raises(CheckoutFailed) as failed:
+        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w"):
+            pass
+    assert "cannot fetch" in str(failed.value) and "not-the-token-77" not in str(failed.value)
+    with pytest.raises(CheckoutFailed, match="cannot fetch"):
+        with checkouts(tmp_path / "other").workspace(url, commit, "w"):
+            pass
+    assert server.refused >= 2
+
+
+def test_credentials_reach_git_only_through_its_environment():
+    def basic(env: dict[str, str]) -> str:
+        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+        return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
+
+    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"))) == "bob:p@ss"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://bitbucket.org/a/b.git")) == "x-token-auth:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://github.com/a/b.git")) == "x-access-token:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), "https://gitlab.com/a/b.git")) == "oauth2:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), "https://gitlab.com/a/b.git")) == "ci:t1"
+    assert auth_env(None) == {} and auth_env(RepositoryConfig(clone_url="x")) == {}
+    assert (
+        redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
+    )
+
+
+# --- tasuki run's working copy ----------------------------------------------------------------------
+
+
+def test_the_working_copy_has_the_checkout_as_it_is_now(tmp_path):
+    root = tmp_path / "checkout"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text("build/\n")
+    (root / "kept").write_text("committed\n")
+    (root / "gone").write_text("committed, then deleted\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "one")
+    (root / "kept").write_text("changed, not committed\n")
+    (root / "gone").unlink()
+    (root / "new").write_text("not yet added\n")
+    (root / "build").mkdir()
+    (root / "build" / "out").write_text("ignored\n")
+    os.symlink("kept", root / "link")
+
+    dest = tmp_path / "copy"
+    working_copy(root, dest)
+    assert (dest / "kept").read_text() == "changed, not committed\n"
+    assert (dest / "new").read_text() == "not yet added\n"
+    assert os.readlink(dest / "link") == "kept"
+    assert not (dest / "gone").exists() and not (dest / "build").exists()
+    status = git(dest, "status", "--porcelain")
+    assert " M kept" in status and " D gone" in status and "?? new" in status
+
+
+def test_a_folder_that_is_not_a_checkout_is_copied_whole(tmp_path):
+    root = tmp_path / "plain"
+    (root / "ci").mkdir(parents=True)
+    (root / "ci" / "test").write_text("#!/bin/sh\n")
+    working_copy(root, tmp_path / "copy")
+    assert (tmp_path / "copy" / "ci" / "test").exists()
+    shutil.rmtree(tmp_path / "copy")

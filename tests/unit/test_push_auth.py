@@ -1,0 +1,112 @@
+"""Every pushed-to handler refuses a push without a valid bearer token (401), through
+functions-framework's own test client; and the push envelope reads back what the bridge wrote."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import functions_framework
+import pytest
+
+from tasuki import functions as tasuki_functions
+from tasuki.shared import push, tokens, topics
+from tasuki.shared.errors import AuthError
+from tasuki.shared.runtime import runtime
+from tasuki.shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "handler-test-key-of-at-least-32-bytes"
+PUSHED = sorted({sub.endpoint for sub in topics.SUBSCRIPTIONS})  # every function the bridge pushes to
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TASUKI_PUSH_KEY", KEY)
+    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # nothing may get that far
+    runtime.cache_clear()
+    yield Settings(push_key=KEY, data_dir=tmp_path)
+    runtime.cache_clear()
+
+
+def client(function: str):
+    return functions_framework.create_app(function, str(tasuki_functions.source(function))).test_client()
+
+
+def body() -> dict:
+    return push.envelope(
+        b"\xc1 not msgpack",
+        attributes={"type": "run.requested"},
+        message_id="m",
+        publish_ms=0,
+        subscription="projects/tasuki/subscriptions/x",
+        delivery_attempt=1,
+    )
+
+
+@pytest.mark.parametrize("function", PUSHED)
+@pytest.mark.parametrize(
+    ("authorization", "says"),
+    [
+        (None, "missing Authorization header"),
+        ("Basic dXNlcjpwYXNz", "must be 'Bearer <token>'"),
+        ("Bearer ", "must be 'Bearer <token>'"),
+        ("Bearer not-a-jwt", "invalid push token"),
+        ("other-key", "invalid push token: Signature verification failed"),
+        ("other-audience", "not for this endpoint"),
+        ("expired", "expired"),
+    ],
+)
+def test_a_push_without_a_valid_token_is_refused_with_401(env, function, authorization, says):
+    url = env.endpoint(function)
+    authorization = {
+        "other-key": f"Bearer {tokens.sign('another-key-of-at-least-32-bytes-long', url)}",
+        "other-audience": f"Bearer {tokens.sign(KEY, 'http://127.0.0.1:1/elsewhere')}",
+        "expired": f"Bearer {tokens.sign(KEY, url, lifetime=-60)}",
+    }.get(authorization, authorization)
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    answer = client(function).post("/", json=body(), headers=headers)
+    assert answer.status_code == 401, answer.get_data(as_text=True)
+    assert says in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("function", PUSHED)
+def test_a_valid_token_gets_past_authentication(env, function):
+    token = tokens.sign(KEY, env.endpoint(function))
+    answer = client(function).post("/", json=body(), headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 400, answer.get_data(as_text=True)  # the body is refused, not the caller
+
+
+def test_tokens_are_short_lived_and_bound_to_one_audience():
+    token = tokens.sign(KEY, "http://a/")
+    claims = tokens.verify(KEY, f"Bearer {token}", "http://a/")
+    assert claims["aud"] == "http://a/" and claims["exp"] - claims["iat"] == tokens.LIFETIME <= 600
+    with pytest.raises(AuthError):
+        tokens.verify(KEY, f"Bearer {token}", "http://b/")
+
+
+def test_the_envelope_reads_back_what_the_bridge_wrote():
+    request = push.envelope(
+        b"\x00\xffbytes",
+        attributes={"host": "github"},
+        message_id="id-1",
+        publish_ms=1767225600123,
+        subscription="projects/p/subscriptions/s",
+        delivery_attempt=3,
+        ordering_key="run-9",
+    )
+    assert request["message"]["publishTime"] == "2026-01-01T00:00:00.123Z"
+    assert base64.b64decode(request["message"]["data"]) == b"\x00\xffbytes"
+    pushed = push.parse(request)
+    assert (pushed.data, pushed.attributes, pushed.message_id, pushed.ordering_key) == (
+        b"\x00\xffbytes",
+        {"host": "github"},
+        "id-1",
+        "run-9",
+    )
+    assert (pushed.subscription, pushed.delivery_attempt, pushed.publish_time) == (
+        "projects/p/subscriptions/s",
+        3,
+        "2026-01-01T00:00:00.123Z",
+    )

@@ -1,0 +1,121 @@
+"""The web function without a browser: layout, access, forms and API through the test client."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from functions_framework import create_app
+
+from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared.runtime import runtime
+from tasuki.shared.settings import Settings
+from tasuki.shared.store import JobRecord, RunRecord
+from tasuki.shared.web import access, graph
+
+TOKEN = "correct horse battery staple"
+
+
+def test_the_graph_puts_each_job_after_its_deepest_need():
+    layout = graph.layout(
+        {
+            "build": ("success", []),
+            "test": ("running", ["build"]),
+            "lint": ("success", ["build"]),
+            "deploy": ("pending", ["test", "lint"]),
+            "docs": ("success", []),
+        }
+    )
+    x = {n.name: n.x for n in layout.nodes}
+    assert x["build"] == x["docs"] < x["lint"] == x["test"] < x["deploy"]
+    assert len(layout.edges) == 4
+    assert layout.width > x["deploy"] and layout.height > max(n.y for n in layout.nodes)
+
+
+def test_a_token_is_required_beyond_localhost():
+    with pytest.raises(Exception, match="TASUKI_WEB_TOKEN"):
+        access.check_configuration(Settings(host="0.0.0.0"))
+    access.check_configuration(Settings(host="0.0.0.0", web_token=TOKEN))
+    access.check_configuration(Settings(host="127.0.0.1"))
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TASUKI_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TASUKI_WEB_TOKEN", TOKEN)
+    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # no broker: reads only
+    runtime.cache_clear()
+    event = Event(
+        host="bitbucket",
+        event="repo.push",
+        kind="push",
+        delivery_id="d",
+        actor="emma",
+        repository=Repository(full_name="acme/api"),
+        ref=Ref(kind="branch", name="main"),
+        after="a" * 40,
+    )
+    store = runtime().store
+    store.create_run(RunRecord(id="r1", event=event, status="failure", message="build: failure (exit code 3)"))
+    store.put_job(JobRecord(run_id="r1", name="build", status="failure", exit_code=3, message="exited with code 3"))
+    store.append_log("r1", "build", 0, b"<script>alert(1)</script> it broke\n")
+    yield create_app("web", "functions/web.py").test_client()
+    runtime.cache_clear()
+
+
+def test_the_api_wants_the_token(client):
+    assert client.get("/api/runs").status_code == 401
+    answer = client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200 and answer.get_json()["runs"][0]["status"] == "failure"
+    assert client.get("/api/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/api/openapi.json").status_code == 200  # the description is public
+
+
+def test_the_page_asks_to_sign_in_once(client):
+    answer = client.get("/runs/r1")
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/login?next=/runs/r1")
+    assert client.post("/login", data={"token": "wrong", "next": "/runs/r1"}).status_code == 401
+    answer = client.post("/login", data={"token": TOKEN, "next": "/runs/r1"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/runs/r1"
+    page = client.get("/runs/r1").get_data(as_text=True)
+    assert "acme/api" in page and "exit code 3" in page and "emma" in page
+
+
+def test_logs_are_text_never_markup(client):
+    client.post("/login", data={"token": TOKEN})
+    log = client.get("/api/runs/r1/jobs/build/log").get_json()
+    assert log["chunks"][0]["text"].startswith("<script>")  # JSON data; the page inserts it as text
+    page = client.get("/runs/r1").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+
+
+def test_forms_need_the_csrf_token(client):
+    client.post("/login", data={"token": TOKEN})
+    refused = client.post("/repositories", data={"full_name": "acme/web"})
+    assert refused.status_code == 403
+    page = client.get("/repositories").get_data(as_text=True)
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    done = client.post("/repositories", data={"full_name": "acme/web", "clone_url": "/srv/web.git", "csrf": csrf})
+    assert done.status_code == 303
+    listed = client.get("/api/repositories").get_json()
+    assert [r["full_name"] for r in listed["repositories"]] == ["acme/web"]
+
+
+def test_clear_errors(client):
+    client.post("/login", data={"token": TOKEN})
+    assert client.get("/api/runs/nope").get_json() == {"error": "there is no run nope"}
+    assert client.get("/nowhere").status_code == 404
+    bad = client.post("/api/rules", data="not json")
+    assert bad.status_code == 400 and "expected a JSON object" in bad.get_json()["error"]
+    made = client.post("/api/rules", json={"repository": "acme/api", "event": "tag", "tag": "v*"})
+    assert (
+        made.status_code == 201 and made.get_json()["sentence"] == "if tag on acme/api matching v* then run .tasuki.yml"
+    )
+    assert client.post("/api/rules", json={"repository": "acme/api", "event": "tag", "tag": "v*"}).status_code == 409
+    # cancelling needs RabbitMQ, which is away here: a clear 503, not a crash
+    runtime().store.create_run(RunRecord(id="r2", event=runtime().store.get_run("r1").event, status="running"))
+    away = client.post("/api/runs/r2/cancel")
+    assert away.status_code == 503 and "RabbitMQ" in away.get_json()["error"]
