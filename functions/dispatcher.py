@@ -1,25 +1,42 @@
 """Dispatcher: advances each run's DAG, one message at a time per run (ordered by run id).
 
 Receives (subscription "dispatcher"): run.requested (router), run.wake (itself), run.planned,
-job.started, job.finished (executor), run.cancel (command line, web page, itself).
-Publishes: plan.order and job.order on tasuki.jobs (executors pull them); run.updated /
-job.updated on tasuki.runs for every status change; run.cancel for runs a newer push
-supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
+job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
+tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
+Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
+URL from the registry and the clone credentials sealed); lease answers on tasuki.executors;
+run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
+push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import functions_framework
 
-from tasuki.shared import push, scheduler
+from tasuki.shared import outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.messages import MODELS, RunMessage, utcnow
+from tasuki.shared.messages import MODELS, JobExpired, Tick, WorkOrder, utcnow
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
 ACCEPTS = {
-    t: MODELS[t] for t in ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")
+    t: MODELS[t]
+    for t in (
+        "run.requested",
+        "run.wake",
+        "run.planned",
+        "run.cancel",
+        "job.started",
+        "job.heartbeat",
+        "job.expired",
+        "job.finished",
+        "tick",
+    )
 }
+# What the outbox still holds this long after it was recorded is published by the tick.
+OUTBOX_GRACE = timedelta(seconds=10)
 
 
 @functions_framework.http
@@ -27,32 +44,59 @@ ACCEPTS = {
 def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
-    message: RunMessage = push.receive_message(
+    message = push.receive_message(
         request, key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"), accepts=ACCEPTS
     )
+    if isinstance(message, Tick):
+        return answer(200, **tick(rt, utcnow()))
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
-    decision = scheduler.decide(run, jobs, message, utcnow())
-    # 4. Publish first, then record: a crash in between redelivers the message and re-decides.
-    for outgoing in decision.publish:
-        rt.broker.publish(outgoing)
-    if decision.run is not None:
-        if run is None:
-            rt.store.create_run(decision.run)
-        else:
-            rt.store.update_run(decision.run)
-        run = decision.run
-    for job in decision.jobs:
-        rt.store.put_job(job)
+    decision = scheduler.decide(run, jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
+    # 4. Record the new state with what it publishes (the outbox) in one transaction; then
+    #    publish what the run's outbox holds (also what a crash left there) and clear it.
+    entries = [outbox.entry(message.run_id, addressed(rt, m)) for m in decision.publish]
+    if decision.run is not None or decision.jobs or entries:
+        rt.store.record(decision.run, decision.jobs, entries, create=run is None)
+    run = decision.run or run
+    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
     # 5. The steps that need the other runs of the repository (all idempotent, after recording).
-    cancelled = supersede(rt, run) if decision.supersede else []
-    started = admit(rt, run) if decision.admit and run.id not in cancelled else False
-    if decision.release or started:
+    cancelled = supersede(rt, run) if decision.supersede and run else []
+    started = admit(rt, run) if decision.admit and run and run.id not in cancelled else False
+    if run is not None and (decision.release or started):
         wake(rt, run)
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )
+
+
+def addressed(rt: Runtime, message):
+    """A work order completed with where to clone from (the registry's URL, else the one the
+    event named) and the registry's clone credentials, sealed for the executor alone."""
+    if not isinstance(message, WorkOrder):
+        return message
+    repository = message.event.repository
+    config = rt.registry.get(repository.full_name)
+    credentials = config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
+    return message.model_copy(
+        update={
+            "clone_url": (config.clone_url if config else "") or repository.clone_url,
+            "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
+        }
+    )
+
+
+def tick(rt: Runtime, now: datetime) -> dict:
+    """The clock: each run-out lease becomes a job.expired in its run's order (the dispatcher
+    decides there, as for any message of the run), and what the outbox still holds goes out."""
+    expired = [
+        (JobExpired(run_id=run_id, job=job, attempt=attempt), f"{run_id}:{job}:{attempt}:expired", None)
+        for run_id, job, attempt in rt.store.expired_leases(now)
+    ]
+    if expired:
+        rt.publisher.publish_all(expired)
+    left = outbox.publish(rt.store, rt.publisher, rt.store.outbox(before=now - OUTBOX_GRACE))
+    return {"expired": len(expired), "republished": left}
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:
@@ -69,7 +113,7 @@ def admit(rt: Runtime, run: RunRecord) -> bool:
         if run.message != scheduler.waiting_message(run):
             rt.store.update_run(run.model_copy(update={"message": scheduler.waiting_message(run)}))
         return False
-    rt.broker.publish(scheduler.plan_order(run), message_id=f"{run.id}:plan")
+    rt.publisher.publish(addressed(rt, scheduler.plan_order(run)), message_id=f"{run.id}:plan")
     if run.message:
         rt.store.update_run(run.model_copy(update={"message": "", "admitted": True}))
     return True

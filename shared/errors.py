@@ -4,7 +4,8 @@ Domain code never sees a pika, docker, sqlite3, yaml or msgpack exception. The t
 
     TasukiError
     ├── ConfigError              a setting or a configuration file is invalid
-    │   └── FilterError          a subscription filter does not parse; carries the position
+    │   ├── FilterError          a subscription filter does not parse; carries the position
+    │   └── SealError            a sealed value cannot be opened (another TASUKI_ORDER_KEY?)
     ├── DecodeError              a message body is not what its model expects
     ├── BrokerError
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
@@ -41,6 +42,10 @@ class FilterError(ConfigError):
     def __init__(self, message: str, position: int) -> None:
         super().__init__(message)
         self.position = position
+
+
+class SealError(ConfigError):
+    """A sealed value cannot be opened with this key, or the key itself is unusable."""
 
 
 class DecodeError(TasukiError):

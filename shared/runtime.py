@@ -38,6 +38,11 @@ class Runtime:
         return self.settings.signing_key()
 
     @cached_property
+    def order_key(self) -> str:
+        """The key that seals what orders carry for executors alone (`TASUKI_ORDER_KEY`)."""
+        return self.settings.order_key_value()
+
+    @cached_property
     def publisher(self) -> Publisher:
         """One connection shared by every thread, confirms pipelined (for busy handlers)."""
         return Publisher(self.settings.amqp_url)

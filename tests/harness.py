@@ -31,7 +31,7 @@ TASUKI = Path(sys.executable).parent / "tasuki"
 class LocalTasuki:
     def __init__(self, env: dict[str, str], ready_timeout: float = 60) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        for name in ("ingress", "router", "dispatcher", "reporter", "web"):
+        for name in ("ingress", "router", "dispatcher", "reporter", "logs", "web"):
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
         self.env.setdefault("TASUKI_EXECUTOR_ID", f"test-{uuid.uuid4().hex[:8]}")
         self.env.update(env)
@@ -117,8 +117,21 @@ class LocalTasuki:
         """`tasuki ARGS` with this Tasuki's settings."""
         return subprocess.run([str(TASUKI), *args], env=self.env, capture_output=True, text=True, timeout=60)
 
-    def log_of(self, run_id: str, job: str) -> str:
-        return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
+    def log_of(self, run_id: str, job: str, timeout: float = 30) -> str:
+        """The job's log, once every chunk its executor announced is stored (functions/logs may
+        store the last ones a moment after the run ended)."""
+        return log_of(self.store, run_id, job, timeout)
+
+
+def log_of(store, run_id: str, job: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        chunks = store.read_log(run_id, job)
+        record = next((j for j in store.get_jobs(run_id) if j.name == job), None)
+        complete = record is None or record.log_chunks is None or len(chunks) >= record.log_chunks
+        if complete or time.monotonic() > deadline:
+            return b"".join(d for _, d in chunks).decode("utf-8", "replace")
+        time.sleep(0.1)
 
 
 def remove_containers(executor_id: str) -> None:

@@ -57,6 +57,7 @@ from typing import Any
 
 import pika.exceptions as pe
 
+from tasuki.local.bridge import ticker
 from tasuki.local.bridge.acks import Acks
 from tasuki.local.bridge.delivery import PARK_HEADER, Delivery, text
 from tasuki.local.bridge.flowcontrol import FlowControl
@@ -586,6 +587,7 @@ def main(settings: Settings) -> None:
             bridge.stop.wait(delay)
             delay = min(delay * 2, 10)
     bridge.start()
+    ticker.start(settings, bridge.stop)
     try:
         while not bridge.stop.wait(0.5):
             pass

@@ -88,7 +88,7 @@ def cmd_bridge(rt: Runtime, args: argparse.Namespace) -> int:
 def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
     from tasuki.local.executor import service as executor
 
-    executor.main(rt.settings, rt.store, rt.registry)
+    executor.main(rt.settings)
     return 0
 
 

@@ -27,7 +27,7 @@ from tasuki.shared.web import access
 
 # The Procfile ships inside the package (package data): `pip install .` gives a working `tasuki local`.
 PROCFILE = resources.files("tasuki.local.cli").joinpath("Procfile")
-FUNCTIONS = ("ingress", "router", "dispatcher", "reporter", "web")
+FUNCTIONS = ("ingress", "router", "dispatcher", "reporter", "logs", "web")
 
 
 def process_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

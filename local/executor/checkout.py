@@ -3,12 +3,15 @@
 The first job of a repository clones a bare mirror under `<data_dir>/cache`; later jobs only
 fetch into it, and only when it lacks the commit. A workspace is a local clone of the mirror
 (hard-linked objects: fast, no network) checked out at the commit, and is removed after the job.
+The cache is kept within `max_bytes`: after a clone or fetch, the least recently used mirrors
+(not one in use) are removed until the rest fit.
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
 they are now, committed or not.
 
 Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
-repository's API credentials in the registry and reach git through its environment only
-(`auth_env`); no message shows them. Failures raise `CheckoutFailed` with git's words.
+repository's API credentials in the registry (opened from the order's sealed copy) and reach git
+through its environment only (`auth_env`); no message shows them. Failures raise
+`CheckoutFailed` with git's words.
 """
 
 from __future__ import annotations
@@ -103,53 +106,84 @@ def git(
 
 
 class Checkouts:
-    def __init__(
-        self,
-        cache_dir: Path,
-        workspace_dir: Path,
-        credentials: Callable[[str], RepositoryConfig | None] = lambda url: None,
-    ) -> None:
+    def __init__(self, cache_dir: Path, workspace_dir: Path, *, max_bytes: int = 0) -> None:
+        """`max_bytes`: the size the mirror cache is kept within (0: no limit)."""
         self.cache_dir = Path(cache_dir)
         self.workspace_dir = Path(workspace_dir)
-        self.credentials = credentials
+        self.max_bytes = max_bytes
 
     def mirror_path(self, clone_url: str) -> Path:
         return self.cache_dir / (hashlib.sha256(clone_url.encode()).hexdigest()[:20] + ".git")
 
     @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        """One writer per mirror across every executor process on this host."""
+    def _locked(self, path: Path, *, wait: bool = True) -> Iterator[bool]:
+        """One writer per mirror across every executor process on this host. Without `wait`,
+        yields False at once when another holds the lock."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def mirror(self, clone_url: str, commit: str = "") -> Path:
+    def mirror(self, clone_url: str, commit: str = "", auth: RepositoryConfig | None = None) -> Path:
         """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given)."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
-        config = self.credentials(clone_url)
-        env = auth_env(config, clone_url)
-        secrets = (config.token, config.app_password) if config else ()
+        env = auth_env(auth, clone_url)
+        secrets = (auth.token, auth.app_password) if auth else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
+        grown = False
         try:
             with self._locked(path):
+                path.with_suffix(".used").touch()
                 if not (path / "HEAD").exists():
                     tmp = path.with_suffix(".tmp")
                     shutil.rmtree(tmp, ignore_errors=True)
                     git("clone", "--mirror", "--quiet", "--", clone_url, str(tmp), env=env, secrets=secrets)
                     tmp.rename(path)
+                    grown = True
                 elif not commit or not self.has_commit(path, commit):
                     git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, secrets=secrets)
+                    grown = True
         except CheckoutFailed as exc:
             raise CheckoutFailed(f"cannot fetch {where}: {exc}") from None
+        if grown:
+            self.trim(keep=path)
         if commit and not self.has_commit(path, commit):
             raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
         return path
+
+    def trim(self, keep: Path | None = None) -> list[Path]:
+        """Remove the least recently used mirrors until the cache fits in `max_bytes` (a mirror
+        in use by a clone or fetch, and `keep`, stay); the mirrors removed."""
+        if not self.max_bytes or not self.cache_dir.is_dir():
+            return []
+        mirrors = []
+        for path in self.cache_dir.glob("*.git"):
+            used = path.with_suffix(".used")
+            mirrors.append((used.stat().st_mtime if used.exists() else 0.0, path, tree_bytes(path)))
+        total = sum(size for _, _, size in mirrors)
+        removed = []
+        for _, path, size in sorted(mirrors):
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            with self._locked(path, wait=False) as mine:
+                if not mine:
+                    continue  # in use: it stays this time
+                remove_tree(path)
+                path.with_suffix(".used").unlink(missing_ok=True)
+            total -= size
+            removed.append(path)
+        return removed
 
     @staticmethod
     def has_commit(mirror: Path, commit: str) -> bool:
@@ -159,9 +193,9 @@ class Checkouts:
         except CheckoutFailed:
             return False
 
-    def read_file(self, clone_url: str, commit: str, path: str) -> bytes | None:
+    def read_file(self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None = None) -> bytes | None:
         """A file's content at a commit, straight from the mirror; None if it does not exist."""
-        mirror = self.mirror(clone_url, commit)
+        mirror = self.mirror(clone_url, commit, auth)
         try:
             done = subprocess.run(
                 ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
@@ -170,27 +204,40 @@ class Checkouts:
             raise CheckoutFailed(f"cannot read {path} at {commit}: {exc}") from None
         return done.stdout if done.returncode == 0 else None
 
-    def changed_paths(self, clone_url: str, before: str, after: str) -> list[str] | None:
+    def changed_paths(
+        self, clone_url: str, before: str, after: str, auth: RepositoryConfig | None = None
+    ) -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
         if not before or not after or set(before) == {"0"}:
             return None
-        mirror = self.mirror(clone_url, after)
+        mirror = self.mirror(clone_url, after, auth)
         if not self.has_commit(mirror, before):
             return None
         return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
 
-    @contextmanager
-    def workspace(self, clone_url: str, commit: str, name: str) -> Iterator[Path]:
-        """A working tree at `commit`, removed when the block ends."""
+    def prepare(self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None) -> Path:
+        """A working tree at `commit` under the workspace folder; the caller removes it."""
         if not commit:
             raise CheckoutFailed("no commit to check out (the event names none)")
-        mirror = self.mirror(clone_url, commit)
+        mirror = self.mirror(clone_url, commit, auth)
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
         try:
             git("clone", "--no-checkout", "--quiet", "--", str(mirror), str(path))
             git("checkout", "--quiet", "--detach", commit, cwd=path)
+        except BaseException:
+            remove_tree(path)
+            raise
+        return path
+
+    @contextmanager
+    def workspace(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None
+    ) -> Iterator[Path]:
+        """A working tree at `commit`, removed when the block ends."""
+        path = self.prepare(clone_url, commit, name, auth)
+        try:
             yield path
         finally:
             remove_tree(path)
@@ -203,6 +250,21 @@ class Checkouts:
         for path in left:
             remove_tree(path)
         return len(left)
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes the files under `path` take (hard links counted once per tree)."""
+    seen, total = set(), 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
 
 
 def remove_tree(path: Path) -> None:

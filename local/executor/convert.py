@@ -25,6 +25,7 @@ WORKSPACE = "/workspace"
 LABEL_RUN = "tasuki.run"
 LABEL_JOB = "tasuki.job"
 LABEL_EXECUTOR = "tasuki.executor"
+LABEL_ATTEMPT = "tasuki.attempt"
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -44,6 +45,7 @@ class Context:
     event: str = ""
     host: str = ""
     actor: str = ""
+    attempt: int = 0  # the order's attempt (a label, not a variable: a rerun must not change a job)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,12 @@ def environment(job: Job, ctx: Context) -> dict[str, str]:
 
 
 def labels(ctx: Context, job: Job, executor_id: str) -> dict[str, str]:
-    return {LABEL_RUN: ctx.run_id, LABEL_JOB: ctx.job or job.name, LABEL_EXECUTOR: executor_id}
+    return {
+        LABEL_RUN: ctx.run_id,
+        LABEL_JOB: ctx.job or job.name,
+        LABEL_EXECUTOR: executor_id,
+        LABEL_ATTEMPT: str(ctx.attempt),
+    }
 
 
 def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "") -> dict[str, Any]:

@@ -7,6 +7,7 @@ durable and shared by every process on the machine. Records are plain pydantic m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import NamedTuple, Protocol
@@ -63,6 +64,24 @@ class JobRecord(BaseModel):
     message: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Leases: the job's current attempt (0 until it is first ordered), the executor whose claim
+    # was granted and until when its lease holds unless renewed by a heartbeat.
+    attempt: int = 0
+    executor: str = ""
+    lease_expires: datetime | None = None
+    # How many log chunks the attempt that finished the job wrote (from its job.finished).
+    log_chunks: int | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message in the dispatcher's outbox: recorded with the state change that made it,
+    published after the commit, removed once RabbitMQ confirmed it."""
+
+    message_id: str
+    run_id: str
+    type: str
+    body: bytes
 
 
 class RulesSync(NamedTuple):
@@ -102,6 +121,24 @@ class Store(Protocol):
         """Insert or replace one job of a run."""
         ...
 
+    def record(
+        self, run: RunRecord | None, jobs: list[JobRecord], outbox: list[Outgoing], *, create: bool = False
+    ) -> None:
+        """In one transaction: insert (`create`) or update the run, insert or replace the jobs,
+        and add the messages to the outbox."""
+        ...
+
+    # the outbox (the dispatcher publishes it after each commit; the tick what is left)
+    def outbox(self, *, run_id: str | None = None, before: datetime | None = None, limit: int = 500) -> list[Outgoing]:
+        """Messages not yet confirmed, oldest first: of one run, or recorded before `before`."""
+        ...
+
+    def clear_outbox(self, message_ids: list[str]) -> None: ...
+
+    def expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, int]]:
+        """(run id, job, attempt) of the running jobs whose lease ran out before `now`."""
+        ...
+
     def get_jobs(self, run_id: str) -> list[JobRecord]: ...
 
     # runs waiting for a place (the dispatcher, for a rule's concurrency and cancel_previous)
@@ -138,12 +175,18 @@ class Store(Protocol):
         from the file and left it. Rules made on the command line are left alone. Idempotent."""
         ...
 
-    # logs (executor writes, web reads)
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes) -> None: ...
+    # logs (functions/logs writes, web reads)
+    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+        """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
+        nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
+        attempt, or of a job the store does not know)."""
+        ...
 
-    def read_log(self, run_id: str, job: str, after: int = -1) -> list[tuple[int, bytes]]: ...
-
-    def clear_log(self, run_id: str, job: str) -> None: ...
+    def read_log(
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Chunks after `after` of one attempt (default: the job's current attempt), in order."""
+        ...
 
     # notes on a run from other processes, shown with it (each distinct note once)
     def add_note(self, run_id: str, source: str, message: str) -> None: ...
@@ -160,11 +203,6 @@ class Store(Protocol):
     def list_repositories(self) -> dict[str, RepositoryConfig]: ...
 
     def delete_repository(self, full_name: str) -> bool: ...
-
-    # executor-side record of a finished job, so that a redelivered order does not run it twice
-    def put_result(self, run_id: str, job: str, result: bytes) -> None: ...
-
-    def get_result(self, run_id: str, job: str) -> bytes | None: ...
 
 
 @cache

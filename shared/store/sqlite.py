@@ -14,13 +14,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
-from tasuki.shared.store import JobRecord, RulesSync, RunRecord
+from tasuki.shared.store import JobRecord, Outgoing, RulesSync, RunRecord
 
 MIGRATIONS: list[str] = [
     # 1: runs, jobs, logs, delivery keys, executor results
@@ -79,6 +80,33 @@ MIGRATIONS: list[str] = [
     # 4: repositories registered from the web page or the API (beside the registry file)
     """
     CREATE TABLE repositories (full_name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    """,
+    # 5: job leases (attempt, lease expiry), logs by attempt, the dispatcher's outbox; executors
+    # no longer record results (the claim is what keeps a job from running twice)
+    """
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lease_expires TEXT;
+    CREATE INDEX jobs_by_lease ON jobs (lease_expires) WHERE lease_expires IS NOT NULL;
+    CREATE TABLE logs_by_attempt (
+        run_id TEXT NOT NULL,
+        job TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run_id, job, attempt, seq)
+    );
+    INSERT INTO logs_by_attempt (run_id, job, attempt, seq, data) SELECT run_id, job, 0, seq, data FROM logs;
+    DROP TABLE logs;
+    ALTER TABLE logs_by_attempt RENAME TO logs;
+    DROP TABLE results;
+    CREATE TABLE outbox (
+        message_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_by_run ON outbox (run_id);
     """,
 ]
 
@@ -176,12 +204,15 @@ class SQLiteStore:
 
     def create_run(self, run: RunRecord) -> bool:
         with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (id, repository, status, created_at, admitted, record)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run.id, run.repository, run.status, run.created_at.isoformat(), run.admitted, run.model_dump_json()),
-            )
-            return cur.rowcount == 1
+            return self._insert_run(conn, run)
+
+    @staticmethod
+    def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> bool:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO runs (id, repository, status, created_at, admitted, record) VALUES (?, ?, ?, ?, ?, ?)",
+            (run.id, run.repository, run.status, run.created_at.isoformat(), run.admitted, run.model_dump_json()),
+        )
+        return cur.rowcount == 1
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query("SELECT record FROM runs WHERE id = ?", (run_id,))
@@ -204,10 +235,14 @@ class SQLiteStore:
 
     def update_run(self, run: RunRecord) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, admitted = ?, record = ? WHERE id = ?",
-                (run.status, run.admitted, run.model_dump_json(), run.id),
-            )
+            self._update_run(conn, run)
+
+    @staticmethod
+    def _update_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+        conn.execute(
+            "UPDATE runs SET status = ?, admitted = ?, record = ? WHERE id = ?",
+            (run.status, run.admitted, run.model_dump_json(), run.id),
+        )
 
     def unfinished_runs(self, repository: str) -> list[RunRecord]:
         rows = self._query(
@@ -301,34 +336,102 @@ class SQLiteStore:
 
     def put_job(self, job: JobRecord) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO jobs (run_id, name, record) VALUES (?, ?, ?)",
-                (job.run_id, job.name, job.model_dump_json()),
-            )
+            self._put_job(conn, job)
+
+    @staticmethod
+    def _put_job(conn: sqlite3.Connection, job: JobRecord) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO jobs (run_id, name, attempt, lease_expires, record) VALUES (?, ?, ?, ?, ?)",
+            (
+                job.run_id,
+                job.name,
+                job.attempt,
+                job.lease_expires.isoformat() if job.lease_expires else None,
+                job.model_dump_json(),
+            ),
+        )
 
     def get_jobs(self, run_id: str) -> list[JobRecord]:
         rows = self._query("SELECT record FROM jobs WHERE run_id = ? ORDER BY name", (run_id,))
         return [JobRecord.model_validate_json(r[0]) for r in rows]
 
-    # -- logs ----------------------------------------------------------------------------------------
-
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes) -> None:
+    def record(
+        self, run: RunRecord | None, jobs: list[JobRecord], outbox: list[Outgoing], *, create: bool = False
+    ) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)",
-                (run_id, job, seq, data),
+            if run is not None:
+                if create:
+                    self._insert_run(conn, run)
+                else:
+                    self._update_run(conn, run)
+            for job in jobs:
+                self._put_job(conn, job)
+            now = _now()
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (message_id, run_id, type, body, at) VALUES (?, ?, ?, ?, ?)",
+                [(o.message_id, o.run_id, o.type, o.body, now) for o in outbox],
             )
 
-    def read_log(self, run_id: str, job: str, after: int = -1) -> list[tuple[int, bytes]]:
-        rows = self._query(
-            "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? ORDER BY seq",
-            (run_id, job, after),
-        )
-        return [(seq, bytes(data)) for seq, data in rows]
+    # -- the outbox and leases -------------------------------------------------------------------------
 
-    def clear_log(self, run_id: str, job: str) -> None:
+    def outbox(self, *, run_id: str | None = None, before: datetime | None = None, limit: int = 500) -> list[Outgoing]:
+        sql, params = "SELECT message_id, run_id, type, body FROM outbox WHERE 1=1", []
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if before is not None:
+            sql += " AND at < ?"
+            params.append(before.isoformat())
+        sql += " ORDER BY rowid LIMIT ?"
+        rows = self._query(sql, (*params, limit))
+        return [Outgoing(message_id, run, kind, bytes(body)) for message_id, run, kind, body in rows]
+
+    def clear_outbox(self, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
         with self._tx() as conn:
-            conn.execute("DELETE FROM logs WHERE run_id = ? AND job = ?", (run_id, job))
+            conn.executemany("DELETE FROM outbox WHERE message_id = ?", [(m,) for m in message_ids])
+
+    def expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, int]]:
+        rows = self._query(
+            "SELECT run_id, name, attempt FROM jobs WHERE lease_expires IS NOT NULL AND lease_expires < ?"
+            " ORDER BY lease_expires LIMIT ?",
+            (now.isoformat(), limit),
+        )
+        return [(run_id, name, attempt) for run_id, name, attempt in rows]
+
+    # -- logs ----------------------------------------------------------------------------------------
+
+    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO logs (run_id, job, attempt, seq, data)"
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?)",
+                (run_id, job, attempt, seq, data, run_id, job, attempt),
+            )
+            if cur.rowcount == 1:
+                return True
+            return bool(
+                conn.execute(
+                    "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
+                ).fetchone()
+            )
+
+    def read_log(
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        if attempt is None:
+            rows = self._query(
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? AND attempt ="
+                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq",
+                (run_id, job, after, run_id, job),
+            )
+        else:
+            rows = self._query(
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq",
+                (run_id, job, attempt, after),
+            )
+        return [(seq, bytes(data)) for seq, data in rows]
 
     # -- notes ---------------------------------------------------------------------------------------
 
@@ -363,12 +466,6 @@ class SQLiteStore:
         with self._tx() as conn:
             return conn.execute("DELETE FROM repositories WHERE full_name = ?", (full_name,)).rowcount == 1
 
-    # -- executor results ----------------------------------------------------------------------------
 
-    def put_result(self, run_id: str, job: str, result: bytes) -> None:
-        with self._tx() as conn:
-            conn.execute("INSERT OR REPLACE INTO results (run_id, job, result) VALUES (?, ?, ?)", (run_id, job, result))
-
-    def get_result(self, run_id: str, job: str) -> bytes | None:
-        rows = self._query("SELECT result FROM results WHERE run_id = ? AND job = ?", (run_id, job))
-        return bytes(rows[0][0]) if rows else None
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
