@@ -77,7 +77,9 @@ def addressed(rt: Runtime, message):
         return message
     repository = message.event.repository
     config = rt.registry.get(repository.full_name)
-    credentials = config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
+    credentials = (
+        config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
+    )
     return message.model_copy(
         update={
             "clone_url": (config.clone_url if config else "") or repository.clone_url,

@@ -382,7 +382,9 @@ def _cancel(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunCancel, now: 
     ]
     # The executors holding running jobs are told at once: their leases are refused.
     stops = [
-        LeaseAnswer(run_id=run.id, job=j.name, attempt=j.attempt, executor=j.executor, granted=False, reason="cancelled")
+        LeaseAnswer(
+            run_id=run.id, job=j.name, attempt=j.attempt, executor=j.executor, granted=False, reason="cancelled"
+        )
         for j in jobs.values()
         if j.status == "running" and j.executor
     ]

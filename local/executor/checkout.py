@@ -232,9 +232,7 @@ class Checkouts:
         return path
 
     @contextmanager
-    def workspace(
-        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None
-    ) -> Iterator[Path]:
+    def workspace(self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None) -> Iterator[Path]:
         """A working tree at `commit`, removed when the block ends."""
         path = self.prepare(clone_url, commit, name, auth)
         try:

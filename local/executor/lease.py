@@ -103,7 +103,5 @@ class Lease:
     def release(self) -> None:
         """Give the job back (the executor is stopping): it is ordered again at once."""
         self._publish(
-            JobHeartbeat(
-                run_id=self.run_id, job=self.job, attempt=self.attempt, executor=self.executor, release=True
-            )
+            JobHeartbeat(run_id=self.run_id, job=self.job, attempt=self.attempt, executor=self.executor, release=True)
         )

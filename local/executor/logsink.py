@@ -226,7 +226,9 @@ class LogEvents:
             except TasukiError as exc:
                 if self._closing.is_set():
                     self.lost += 1
-                    log.error("job.log chunk %s of %s/%s not published: %s", message.seq, message.run_id, message.job, exc)
+                    log.error(
+                        "job.log chunk %s of %s/%s not published: %s", message.seq, message.run_id, message.job, exc
+                    )
                     return
                 log.warning("job.log chunk not published yet (%s); trying again in %.1fs", exc, delay)
                 self._closing.wait(delay)

@@ -52,6 +52,7 @@ from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.lease import Lease
 from tasuki.local.executor.logsink import LogEvents, LogSink
+from tasuki.local.executor.slots import Slots
 from tasuki.shared import codec, flowfile, sealing, topics
 from tasuki.shared.broker import Broker, connect
 from tasuki.shared.errors import BrokerError, DecodeError, FlowFileError, JobError, SealError, TasukiError
@@ -120,6 +121,9 @@ class Executor:
         self._futures: set[Future] = set()
         self._running: set[tuple[str, str, int]] = set()
         self._leases: dict[tuple[str, str, int], Lease] = {}
+        self._busy: set[object] = set()  # orders taken and not finished, over every connection
+        self._connection: Any = None
+        self._slots: Slots | None = None
         self._lock = threading.Lock()
 
     # -- the consumer loop ------------------------------------------------------------------------
@@ -150,7 +154,6 @@ class Executor:
         futures = self._futures
         try:
             channel = connection.channel()
-            channel.basic_qos(prefetch_count=self.settings.executor_concurrency)
             # This executor's own queue: the answers to its claims and heartbeats.
             answers = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(answers, topics.EXECUTORS, routing_key=topics.executor_key(self.id))
@@ -160,10 +163,19 @@ class Executor:
                 if self.stop.is_set():  # arrived while stopping: another executor takes it
                     ch.basic_nack(method.delivery_tag, requeue=True)
                     return
-                futures.add(self._pool.submit(self._work, connection, ch, method, properties, body))
+                token = object()
+                with self._lock:
+                    self._busy.add(token)
+                    slots.taken()
+                futures.add(self._pool.submit(self._work, connection, ch, slots, token, method, properties, body))
                 futures.difference_update([f for f in futures if f.done()])
 
-            tag = channel.basic_consume(queue, on_message)
+            with self._lock:  # jobs still running from a lost connection keep their slots
+                slots = self._slots = Slots(
+                    channel, queue, on_message, self.settings.executor_concurrency, busy=len(self._busy)
+                )
+                self._connection = connection
+            slots.open()
             log.info(
                 "executor %s: taking work from %s (concurrency %d)",
                 self.id,
@@ -172,7 +184,7 @@ class Executor:
             )
             while not self.stop.is_set():
                 connection.process_data_events(time_limit=0.2)
-            channel.basic_cancel(tag)
+            slots.close()
             self._finish_running(lambda: connection.process_data_events(time_limit=0.2))
             connection.process_data_events(time_limit=0.2)  # send the last acks and nacks
         finally:
@@ -212,26 +224,47 @@ class Executor:
             self.abort.set()
             wait_until(time.monotonic() + ABORT_WAIT)
 
-    def _work(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+    def _free(self, token: object) -> None:
+        """An order's work is over: its slot is free on the current connection."""
+        with self._lock:
+            self._busy.discard(token)
+            connection, slots = self._connection, self._slots
+            if connection is not None and slots is not None:
+                try:
+                    connection.add_callback_threadsafe(slots.freed)
+                except Exception:  # connection gone: the next one counts the jobs still running
+                    pass
+
+    def _work(
+        self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
+    ) -> None:
         settled = threading.Event()
 
-        def settle(requeue: bool | None = None) -> None:
+        def later(action: Callable[[], None]) -> None:
+            try:
+                connection.add_callback_threadsafe(action)
+            except Exception as exc:  # connection gone: the order is redelivered (if unacknowledged)
+                log.warning("could not settle %s: %s", properties.message_id, exc)
+
+        def settle(requeue: bool | None = None, *, early: bool = False) -> None:
             """Acknowledge the order (requeue None), or give it back (True) or dead-letter it."""
             if settled.is_set():
                 return
             settled.set()
             tag = method.delivery_tag
-            if requeue is None:
-                action = lambda: channel.basic_ack(tag)  # noqa: E731
-            else:
-                action = lambda: channel.basic_nack(tag, requeue=requeue)  # noqa: E731
-            try:
-                connection.add_callback_threadsafe(action)
-            except Exception as exc:  # connection gone: the order is redelivered
-                log.warning("could not settle %s: %s", properties.message_id, exc)
+
+            def action() -> None:
+                if requeue is None:
+                    channel.basic_ack(tag)
+                else:
+                    channel.basic_nack(tag, requeue=requeue)
+                if early:
+                    slots.acknowledged_early()
+
+            later(action)
 
         try:
-            self.handle(properties.type or "", body, ack=settle)
+            self.handle(properties.type or "", body, ack=lambda: settle(early=True))
             settle()
         except Interrupted:
             settle(True)
@@ -242,6 +275,8 @@ class Executor:
             log.exception("work order %s failed; it goes back to the queue", properties.message_id)
             self.stop.wait(1)
             settle(True)
+        finally:
+            self._free(token)
 
     def handle(self, message_type: str, body: bytes, *, ack: Callable[[], None] = lambda: None) -> None:
         if message_type == PlanOrder.TYPE:
@@ -328,7 +363,9 @@ class Executor:
                 outcome = self._attempt(order, workspace, lease, sink)
                 stopped = lease.stop_reason()
                 if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
-                    sink.feed(f"\n[tasuki] executor {self.id} is stopping: this job goes to another executor\n".encode())
+                    sink.feed(
+                        f"\n[tasuki] executor {self.id} is stopping: this job goes to another executor\n".encode()
+                    )
             if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
                 self.events.drain()
                 lease.release()
@@ -429,8 +466,7 @@ class Executor:
         earlier = [
             c
             for c in found
-            if (c.get("Labels") or {}).get(convert.LABEL_JOB) == order.job.name
-            and _attempt_of(c) < order.attempt
+            if (c.get("Labels") or {}).get(convert.LABEL_JOB) == order.job.name and _attempt_of(c) < order.attempt
         ]
         for container in earlier:
             log.warning(
