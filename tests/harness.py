@@ -29,7 +29,8 @@ TASUKI = Path(sys.executable).parent / "tasuki"
 
 
 class LocalTasuki:
-    def __init__(self, env: dict[str, str], ready_timeout: float = 60) -> None:
+    def __init__(self, env: dict[str, str], ready_timeout: float = 60, *, args: tuple[str, ...] = ()) -> None:
+        self.args = args  # for `tasuki local`, e.g. --no-executor
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
         for name in ("ingress", "router", "dispatcher", "reporter", "logs", "web"):
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
@@ -48,7 +49,7 @@ class LocalTasuki:
 
     def __enter__(self) -> LocalTasuki:
         self.proc = subprocess.Popen(
-            [str(TASUKI), "local"],
+            [str(TASUKI), "local", *self.args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -132,6 +133,46 @@ def log_of(store, run_id: str, job: str, timeout: float = 30) -> str:
         if complete or time.monotonic() > deadline:
             return b"".join(d for _, d in chunks).decode("utf-8", "replace")
         time.sleep(0.1)
+
+
+class ExecutorProcess:
+    """`tasuki executor` as a real process with these settings only, its output kept for the
+    assertions' messages."""
+
+    def __init__(self, env: dict[str, str], wait: float = 180) -> None:
+        self.env = env
+        self.wait = wait
+        self.output: list[str] = []
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+        self.proc = subprocess.Popen(
+            [str(TASUKI), "executor"], env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def id(self) -> str:
+        return self.env["TASUKI_EXECUTOR_ID"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def wait_for_line(self, words: str) -> None:
+        deadline = time.monotonic() + self.wait
+        while not any(words in line for line in self.output):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the executor never said {words!r}:\n{''.join(self.output)}")
+            time.sleep(0.1)
+
+    def peak_rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(self.wait)
 
 
 def remove_containers(executor_id: str) -> None:

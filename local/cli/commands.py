@@ -1,6 +1,6 @@
 """The `tasuki` command line.
 
-    tasuki local                    every process on this machine (what `make local` runs)
+    tasuki local [--no-executor]    every process on this machine (what `make local` runs)
     tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
     tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
     tasuki bridge | executor        one long-running process
@@ -56,7 +56,7 @@ def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
 
     if rt.settings.rules_file:
         load_rules_file(rt, rt.settings.rules_file)
-    return supervisor.run(rt.settings, os.environ)
+    return supervisor.run(rt.settings, os.environ, without=("executor",) if args.no_executor else ())
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
@@ -297,7 +297,13 @@ def supervisor_functions() -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("local", help="run every process on this machine").set_defaults(fn=cmd_local)
+    local = sub.add_parser("local", help="run every process on this machine")
+    local.add_argument(
+        "--no-executor",
+        action="store_true",
+        help="run the functions and the bridge only; executors run elsewhere (`tasuki executor`)",
+    )
+    local.set_defaults(fn=cmd_local)
     sub.add_parser(
         "demo", help="with `tasuki local` running: a sample repository, a rule and a signed push"
     ).set_defaults(fn=cmd_demo)

@@ -89,7 +89,9 @@ def check_ports_free(settings: Settings) -> None:
             )
 
 
-def run(settings: Settings, environ: Mapping[str, str]) -> int:
+def run(settings: Settings, environ: Mapping[str, str], *, without: tuple[str, ...] = ()) -> int:
+    """Run every Procfile process but those named in `without` (e.g. the executor, when
+    executors run on other hosts)."""
     access.check_configuration(settings)
     check_ports_free(settings)
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
@@ -98,6 +100,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     honcho.manager.KILL_WAIT = settings.stop_grace + 5
     manager = Manager()
     for name, process in parse_procfile(PROCFILE.read_text()).processes.items():
+        if name in without:
+            continue
         manager.add_process(name, process, env=env, cwd=str(Path.cwd()))
     stop = threading.Event()
     threading.Thread(target=_wait_until_ready, args=(settings, stop), daemon=True).start()

@@ -11,9 +11,7 @@ bound to tasuki.runs, never for a time.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +30,8 @@ from tasuki.shared.settings import Settings
 from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.topics import RUNS, executor_queue
 from tests.dockerjobs import IMAGE, leftovers, script
-from tests.harness import TASUKI, log_of, remove_containers
+from tests.harness import ExecutorProcess as Process
+from tests.harness import log_of, remove_containers
 from tests.pump import Pump
 
 WAIT = 180  # seconds a test waits for a message before it fails (never a timing assertion)
@@ -190,38 +189,6 @@ def start_executor(world) -> Iterator[Callable[..., Executor]]:
         executor.abort.set()
     for _, thread in running:
         thread.join(60)
-
-
-class Process:
-    """`tasuki executor` as a real process, its output kept for the assertions' messages."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.output: list[str] = []
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        self.proc = subprocess.Popen(
-            [str(TASUKI), "executor"], env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def wait_for_line(self, words: str) -> None:
-        deadline = time.monotonic() + WAIT
-        while not any(words in line for line in self.output):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the executor never said {words!r}:\n{''.join(self.output)}")
-            time.sleep(0.1)
-
-    def peak_rss_kb(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(WAIT)
 
 
 @pytest.fixture
