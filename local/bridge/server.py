@@ -7,7 +7,7 @@ For every subscription in `shared.topics.SUBSCRIPTIONS` the bridge holds one Rab
 - 102, 200, 201, 202, 204 ack; another status, a connection error or no answer within the ack
   deadline is a nack. RabbitMQ is acked only once the handler acked, or once the dead-letter
   publish was confirmed: a bridge that dies loses nothing, RabbitMQ hands its unacked messages
-  to the next one. Every consumer reconnects by itself (0.5 s doubling to 10 s).
+  to the next one. Every consumer reconnects by itself (`shared.reconnect`: 0.5 s doubling to 10 s).
 - A nacked message is pushed again after `retry.delay(attempts)` (exponential between the
   minimum and maximum backoff); `deliveryAttempt` counts 1, 2, 3... After
   `max_delivery_attempts` pushes it is published (confirmed) to the subscription's dead-letter
@@ -55,8 +55,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika.exceptions as pe
-
 from tasuki.local.bridge.acks import Acks
 from tasuki.local.bridge.delivery import PARK_HEADER, Delivery, text
 from tasuki.local.bridge.flowcontrol import FlowControl
@@ -65,6 +63,7 @@ from tasuki.shared import broker as brokers
 from tasuki.shared import filters, push, topics
 from tasuki.shared.broker import Broker, attributes_of
 from tasuki.shared.errors import BrokerError, ConfigError
+from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.settings import Settings
 from tasuki.shared.topics import Subscription
 
@@ -151,22 +150,7 @@ class SubscriptionServer:
         ]
         for worker in workers:
             worker.start()
-        delay = 0.5
-        while not self.stop.is_set():
-            try:
-                self._consume()
-                delay = 0.5
-            except (BrokerError, pe.AMQPError, OSError, ValueError) as exc:
-                # pika raises ValueError too when used on a connection that just broke
-                log.warning(
-                    "%s: RabbitMQ connection lost (%s: %s); reconnecting in %.1fs",
-                    self.sub.name,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                self.stop.wait(delay)
-                delay = min(delay * 2, 10)
+        keep_connected(self._consume, self.stop, log=log, what=f"{self.sub.name}: RabbitMQ connection lost")
         for worker in workers:
             worker.join()
         self._publisher.submit(self.broker.close)
@@ -576,15 +560,13 @@ class Bridge:
 def main(settings: Settings) -> None:
     bridge = Bridge(settings)  # invalid filters and settings are refused here, before anything runs
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop.set())
-    delay = 0.5
-    while not bridge.stop.is_set():  # RabbitMQ may still be starting: wait for it
-        try:
-            Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
-            break
-        except BrokerError as exc:
-            log.warning("cannot declare the topology yet (%s); trying again in %.1fs", exc, delay)
-            bridge.stop.wait(delay)
-            delay = min(delay * 2, 10)
+    # RabbitMQ may still be starting: wait for it
+    keep_connected(
+        lambda: Broker(settings.amqp_url).declare(pools=(settings.executor_pool,)),
+        bridge.stop,
+        log=log,
+        what="cannot declare the topology yet",
+    )
     bridge.start()
     try:
         while not bridge.stop.wait(0.5):
