@@ -109,6 +109,16 @@ class Rig:
     def nack(self, message_id: str, reason: str = "HTTP 500: boom"):
         return self.s.nacked(self.pushed(message_id), reason)
 
+    def nacked_until_requeued(self, message_id: str) -> Requeue:
+        """Push `message_id` (first of its key) and nack it twice, 30 s apart: with TIGHT settings
+        the second backoff (60 s) would outlast consumer_timeout, so it is re-queued."""
+        self.pushes()
+        self.nack(message_id)
+        self.clock.until(self.clock.now + 30)
+        self.pushes()
+        [requeue] = self.nack(message_id).requeues
+        return requeue
+
 
 # -- pushes, acks, filters ------------------------------------------------------------------------
 
@@ -379,11 +389,7 @@ def test_messages_waiting_behind_their_key_are_requeued_together_and_in_order_be
 def test_a_copy_that_comes_back_before_its_confirm_still_gets_its_original_acked():
     r = Rig(**TIGHT)
     r.deliver("a1", key="A")
-    r.pushes()
-    r.nack("a1")
-    r.clock.until(r.clock.now + 30)
-    r.pushes()
-    [requeue] = r.nack("a1").requeues
+    requeue = r.nacked_until_requeued("a1")
     r.redeliver(requeue)  # the copy overtakes the publisher's confirm
     r.s.requeued(requeue, confirmed=False)  # even an error then: RabbitMQ has the copy
     assert r.s.acks() == [requeue.tag]
@@ -393,11 +399,7 @@ def test_a_refused_copy_leaves_the_original_held_and_the_next_sweep_tries_again(
     r = Rig(**TIGHT)
     r.deliver("a1", key="A")
     r.deliver("a2", key="A")
-    r.pushes()
-    r.nack("a1")
-    r.clock.until(r.clock.now + 30)
-    r.pushes()
-    [requeue] = r.nack("a1").requeues
+    requeue = r.nacked_until_requeued("a1")
     r.s.requeued(requeue, confirmed=False)
     assert r.s.acks() == []
     # a1 is held again (its not-before is still 60 s away, too long): the next look re-queues it,
@@ -443,11 +445,7 @@ def test_a_lost_connection_forgets_what_it_delivered_and_keeps_retry_state_and_p
 def test_a_copy_parked_on_a_lost_connection_comes_back_as_a_message_of_its_own():
     r = Rig(**TIGHT)
     r.deliver("a1", key="A")
-    r.pushes()
-    r.nack("a1")
-    r.clock.until(r.clock.now + 30)
-    r.pushes()
-    [requeue] = r.nack("a1").requeues
+    requeue = r.nacked_until_requeued("a1")
     r.s.disconnected()
     r.s.connected()
     assert r.s.requeued(requeue, confirmed=True).send_acks is False and r.s.acks() == []
