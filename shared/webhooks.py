@@ -1,8 +1,8 @@
 """Reading a webhook delivery: pure, no I/O, every refusal a `WebhookError` with its HTTP status.
 
-`read()` takes the headers and the raw body and, in this order:
+`read()` takes the headers and the raw body (the ingress has already refused a body over
+`TASUKI_MAX_BODY_BYTES` with 413, before reading it whole) and refuses, in this order:
 
-    413  the body is over the limit
     415  the content type is not application/json
     400  no event header of a host Tasuki knows (X-Event-Key, X-GitHub-Event, X-Gitlab-Event)
     400  the body is not a JSON object, or nests deeper than `MAX_DEPTH`
@@ -13,7 +13,7 @@
 
 and returns a `Delivery`: its normalised events (one per pushed ref), or why it is answered
 without publishing (an event Tasuki does not act on, GitHub's ping). The ingress function only
-adds deduplication and publishing around it.
+adds the body limit, deduplication and publishing around it.
 """
 
 from __future__ import annotations
@@ -71,12 +71,9 @@ def read(
     body: bytes,
     *,
     registry: Known,
-    max_body: int,
     unknown_repositories: Literal["accept", "reject"] = "accept",
 ) -> Delivery:
     headers = Headers(headers)
-    if len(body) > max_body:
-        raise WebhookError(413, f"the body is larger than the limit of {max_body} bytes (TASUKI_MAX_BODY_BYTES)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise WebhookError(
