@@ -31,24 +31,12 @@ from urllib.parse import quote
 
 import requests
 
-from tasuki.shared.errors import TasukiError
+from tasuki.shared.errors import HostRefused, HostUnavailable
 from tasuki.shared.messages import JobUpdated, RunUpdated
 from tasuki.shared.registry import RepositoryConfig
 
 TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
 CONTEXT = "tasuki"
-
-
-class HostUnavailable(TasukiError):
-    """The host's API failed in a way that may pass (5xx, rate limit, timeout): retry later."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class HostRefused(TasukiError):
-    """The host's API refused the status for good (bad token, unknown commit): do not retry."""
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def test_a_malformed_push_is_a_400(changes):
     payload["push"]["changes"] = changes
     with pytest.raises(WebhookError) as caught:
         bitbucket.parse("repo:push", payload, "d")
-    assert caught.value.status == 400
+    assert caught.value.http_status == 400
 
 
 @pytest.mark.parametrize(
@@ -210,6 +210,6 @@ def test_the_signature_is_checked_against_the_body():
     for headers in ({}, {"X-Hub-Signature": good.replace("sha256=", "sha1=")}, {"X-Hub-Signature": "sha256=00"}):
         with pytest.raises(WebhookError) as caught:
             bitbucket.verify(headers, body, "s3cret")
-        assert caught.value.status == 401
+        assert caught.value.http_status == 401
     with pytest.raises(WebhookError):
         bitbucket.verify({"X-Hub-Signature": good}, body + b" ", "s3cret")

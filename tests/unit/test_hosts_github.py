@@ -170,7 +170,7 @@ def test_create_delete_and_workflow_dispatch_are_ignored(name):
 def test_a_malformed_push_is_a_400(edit):
     with pytest.raises(WebhookError) as caught:
         github.parse("push", push(**edit), "d")
-    assert caught.value.status == 400
+    assert caught.value.http_status == 400
 
 
 def test_a_pull_request_without_its_branches_is_a_400():
@@ -178,4 +178,4 @@ def test_a_pull_request_without_its_branches_is_a_400():
     del payload["pull_request"]["head"]
     with pytest.raises(WebhookError) as caught:
         github.parse("pull_request", payload, "d")
-    assert caught.value.status == 400 and "head.ref" in str(caught.value)
+    assert caught.value.http_status == 400 and "head.ref" in str(caught.value)
