@@ -43,15 +43,15 @@ def reporter(request):
         rt.store.add_note(notice.run_id, "reporter", note)
         return answer(200, reported=False, reason=note)
     # 4. Tell the host.
-    api_url = getattr(rt.settings, f"{status.host}_api_url")
+    api_url = rt.settings.api_url(status.host)
     try:
-        code = statuses.send(statuses.request_for(status, api_url, credentials))
+        code = statuses.send(statuses.request_for(status, api_url, credentials), status.host)
     except HostUnavailable as exc:
         log.warning("run %s: %s; the bridge will retry", notice.run_id, exc)
-        body, code, headers = answer(exc.http_status, error=str(exc), retry=True)
+        body, failed, headers = answer(exc.http_status, error=str(exc), retry=True)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(int(exc.retry_after))
-        return body, code, headers
+        return body, failed, headers
     except HostRefused as exc:
         log.error("run %s: %s", notice.run_id, exc)
         rt.store.add_note(notice.run_id, "reporter", str(exc))

@@ -4,7 +4,7 @@
 `TASUKI_MAX_BODY_BYTES` with 413, before reading it whole) and refuses, in this order:
 
     415  the content type is not application/json
-    400  no event header of a host Tasuki knows (X-Event-Key, X-GitHub-Event, X-Gitlab-Event)
+    400  no event header of a host Tasuki knows (`shared/hosts/`: X-Event-Key, X-GitHub-Event, ...)
     400  the body is not a JSON object, or nests deeper than `MAX_DEPTH`
     404  the repository is not registered, and unknown repositories are refused
     401  the repository has a secret and the delivery is not signed with it (or lacks the token)
@@ -81,15 +81,14 @@ def read(
             f"expected Content-Type application/json, found {content_type or 'none'}: set the "
             f"webhook's content type to application/json",
         )
-    found = hosts.detect(headers)
-    if found is None:
-        names = ", ".join(a.EVENT_HEADER for a in hosts.ADAPTERS.values())
+    host = hosts.detect(headers)
+    if host is None:
+        names = ", ".join(each.event_header for each in hosts.HOSTS.values())
         raise WebhookError(400, f"no event header: expected one of {names}")
-    host, adapter = found
-    event_name = headers[adapter.EVENT_HEADER]
+    event_name = headers[host.event_header]
     payload = parse_json(body)
 
-    name = adapter.repository_name(payload)
+    name = host.repository_name(payload)
     if name is not None:
         known = registered(registry, name)
         if known is None and unknown_repositories == "reject":
@@ -99,29 +98,29 @@ def read(
                 f"registry (TASUKI_REPOSITORIES_FILE)",
             )
         if known is not None and known.secret:
-            adapter.verify(headers, body, known.secret)
-    delivery_id = adapter.delivery_id(headers, body)
+            host.verify(headers, body, known.secret)
+    delivery_id = host.delivery_id(headers, body)
     if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
         raise WebhookError(
             400,
-            f"the {host} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
+            f"the {host.name} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
             f"characters, found {len(delivery_id)} characters",
         )
 
     try:
-        result = adapter.parse(event_name, payload, delivery_id)
+        result = host.parse(event_name, payload, delivery_id)
     except WebhookError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise WebhookError(400, f"the {host} {event_name} delivery is not shaped as expected: {exc}") from None
-    delivery = Delivery(host=host, event_name=event_name, delivery_id=delivery_id, repository=name or "")
+        raise WebhookError(400, f"the {host.name} {event_name} delivery is not shaped as expected: {exc}") from None
+    delivery = Delivery(host=host.name, event_name=event_name, delivery_id=delivery_id, repository=name or "")
     if isinstance(result, Unpublished):
         delivery.unpublished = result
         return delivery
     for event in result:
         # The secret that was checked must be the one of the repository the events name.
         if event.repository.full_name != name:
-            raise WebhookError(400, f"the {host} {event_name} delivery names no repository")
+            raise WebhookError(400, f"the {host.name} {event_name} delivery names no repository")
         delivery.bodies.append(encoded(event))
     delivery.events = result
     return delivery

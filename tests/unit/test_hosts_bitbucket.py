@@ -10,9 +10,11 @@ import hmac
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, bitbucket
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.conftest import first_push_headers
 from tests.deliveries import fixture, fixture_body
+
+bitbucket = HOSTS["bitbucket"]
 
 NEW = "709d658dc5b6d6afcd46049c2f332ee3f515a67d"
 OLD = "1e65c05c1d5171631d92438a13901ca7dae9618c"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, github
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.deliveries import fixture
+
+github = HOSTS["github"]
 
 AFTER = "fd489864e7642b48eaad6e3f155c10e46810ec72"
 BEFORE = "737d38c599c1b2991664dfc6155d6bf516fcce36"

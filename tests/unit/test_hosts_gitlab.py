@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, gitlab
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.deliveries import fixture
+
+gitlab = HOSTS["gitlab"]
 
 ZERO = "0" * 40
 BEFORE = "95790bf891e76fee5e1747ab589903a6a1f80f22"

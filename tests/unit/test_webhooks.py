@@ -249,5 +249,5 @@ def test_fixtures_with_any_part_replaced_are_read_or_refused(which, path, replac
     host, name = which
     payload = replaced(fixture(host, name), path, replacement)
     body = json.dumps(payload).encode()
-    registry = registry_with(webhooks.hosts.ADAPTERS[host].repository_name(fixture(host, name)) or "x/y", secret)
+    registry = registry_with(webhooks.hosts.HOSTS[host].repository_name(fixture(host, name)) or "x/y", secret)
     check(headers(host, FIXTURES[which], body, secret=secret), body, registry)
