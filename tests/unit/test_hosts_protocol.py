@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,15 +15,15 @@ import pytest
 from functions_framework import create_app
 
 from tasuki.local.executor import checkout
-from tasuki.shared import codec, hosts, push, statuses, tokens, webhooks
+from tasuki.shared import hosts, statuses, webhooks
 from tasuki.shared.errors import CheckoutFailed, WebhookError
 from tasuki.shared.hosts import GitHost
 from tasuki.shared.hosts.common import api_headers, bearer, digest, outcome, text, verify_token
 from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Event, JobUpdated, Ref, Repository
 from tasuki.shared.registry import Registry, RepositoryConfig
-from tasuki.shared.runtime import runtime
 from tasuki.shared.store.sqlite import SQLiteStore
+from tests.conftest import pushed
 
 SHA = "f" * 40
 KEY = "fourth-host-test-key-" + "k" * 32
@@ -82,7 +81,7 @@ class Forge:
         return ("forge-bot", credentials.token) if credentials.token else None
 
 
-# --- its line in HOSTS ---------------------------------------------------------------------------------
+# --- its line in HOSTS (and a server for its status API) ------------------------------------------
 
 
 @pytest.fixture
@@ -126,6 +125,12 @@ def test_the_minimal_host_implements_the_protocol_and_nothing_more():
     assert all(isinstance(host, GitHost) for host in [Forge(), *hosts.HOSTS.values()])
 
 
+def forge_push(repository: str) -> Event:
+    """The event a forge push to main of `repository` becomes."""
+    [event] = Forge().parse("push", {"repository": repository, "branch": "main", "commit": SHA}, "forge:d")
+    return event
+
+
 def delivery(secret: str = "s3cret", **payload: str) -> tuple[dict[str, str], bytes]:
     body = json.dumps({"repository": "acme/app", "branch": "main", "commit": SHA, **payload}).encode()
     head = {"Content-Type": "application/json", "X-Forge-Event": "push", "X-Forge-Delivery": "d-7"}
@@ -150,16 +155,8 @@ def test_its_webhooks_are_read_and_checked(forge):
 
 
 def test_its_status_request_is_built_by_the_generic_code(forge):
-    event = Event(
-        host="forge",
-        event="push",
-        kind="push",
-        delivery_id="d",
-        repository=Repository(full_name="acme/app"),
-        ref=Ref(kind="branch", name="main"),
-        after=SHA,
-    )
-    status = statuses.status_for(JobUpdated(run_id="r1", job="build", status="running", event=event), "http://ci")
+    notice = JobUpdated(run_id="r1", job="build", status="running", event=forge_push("acme/app"))
+    status = statuses.status_for(notice, "http://ci")
     assert status is not None
     request = statuses.request_for(status, "", RepositoryConfig(token=TOKEN))
     assert request.url == f"{forge.api_url}/repos/acme/app/statuses/{SHA}"
@@ -172,42 +169,17 @@ def test_its_status_request_is_built_by_the_generic_code(forge):
 
 
 @pytest.fixture
-def reporter(tmp_path, monkeypatch, forge):
+def reporter(tmp_path, tasuki_env, forge):
     registry = {"repositories": {"acme/app": {"token": TOKEN}, "acme/stale": {"token": "expired"}}}
     (tmp_path / "repos.yml").write_text(json.dumps(registry))
-    for key in list(os.environ):
-        if key.startswith("TASUKI_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TASUKI_PUSH_KEY", KEY)
-    monkeypatch.setenv("TASUKI_REPOSITORIES_FILE", str(tmp_path / "repos.yml"))
-    runtime.cache_clear()
+    tasuki_env(data_dir=str(tmp_path), push_key=KEY, repositories_file=str(tmp_path / "repos.yml"))
     client = create_app("reporter", "functions/reporter.py").test_client()
 
     def report(repository: str):
-        event = Event(
-            host="forge",
-            event="push",
-            kind="push",
-            delivery_id="d",
-            repository=Repository(full_name=repository),
-            ref=Ref(kind="branch", name="main"),
-            after=SHA,
-        )
-        notice = JobUpdated(run_id="run1", job="build", status="success", event=event, rule_id="r")
-        body = push.envelope(
-            codec.encode(notice),
-            attributes={"type": notice.TYPE},
-            message_id="m",
-            publish_ms=0,
-            subscription="projects/tasuki/subscriptions/reporter",
-            delivery_attempt=1,
-        )
-        audience = "http://127.0.0.1:8083/"
-        return client.post("/", json=body, headers={"Authorization": f"Bearer {tokens.sign(KEY, audience)}"})
+        notice = JobUpdated(run_id="run1", job="build", status="success", event=forge_push(repository), rule_id="r")
+        return pushed(client, "reporter", notice, key=KEY, audience="http://127.0.0.1:8083/")
 
-    yield report
-    runtime.cache_clear()
+    return report
 
 
 def test_the_reporter_tells_it_and_reads_its_answer(reporter, forge_api, tmp_path):

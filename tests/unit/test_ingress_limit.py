@@ -4,28 +4,19 @@ before the delivery is read, without RabbitMQ or the store (the broker URL here 
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 from functions_framework import create_app
 
-from tasuki.shared.runtime import runtime
 from tests.deliveries import fixture_body, headers
 
 LIMIT = 16 * 1024  # more than the push fixture (8.3 KB)
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TASUKI_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
-    monkeypatch.setenv("TASUKI_MAX_BODY_BYTES", str(LIMIT))
-    runtime.cache_clear()
-    yield create_app("ingress", "functions/ingress.py").test_client()
-    runtime.cache_clear()
+def client(tmp_path, tasuki_env):
+    tasuki_env(data_dir=str(tmp_path), amqp_url="amqp://guest:guest@127.0.0.1:1/", max_body_bytes=str(LIMIT))
+    return create_app("ingress", "functions/ingress.py").test_client()
 
 
 def test_a_body_over_the_limit_is_a_413_that_names_the_setting(client):
