@@ -8,7 +8,8 @@ Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
         secret: s3cret                                  # webhook secret (HMAC / token)
         token: …                                        # API token, for commit statuses
 
-A repository that is not listed is cloned from the URL its webhook names.
+The dispatcher reads it to address work orders (clone URL, sealed clone credentials); executors
+never read it. A repository that is not listed is cloned from the URL its webhook names.
 """
 
 from __future__ import annotations
@@ -42,17 +43,6 @@ class Registry(BaseModel):
     def get(self, full_name: str) -> RepositoryConfig | None:
         return self.repositories.get(full_name)
 
-    def clone_url(self, full_name: str, fallback: str = "") -> str:
-        known = self.repositories.get(full_name)
-        return (known.clone_url if known else "") or fallback
-
-    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """The registered repository cloned from this URL, whose token (or username and app
-        password) executors also clone with; None for a repository not registered."""
-        for config in self.repositories.values():
-            if config.clone_url and config.clone_url == clone_url:
-                return config
-        return None
 
 
 class Repositories:
@@ -66,16 +56,6 @@ class Repositories:
     def get(self, full_name: str) -> RepositoryConfig | None:
         return self.store.get_repository(full_name) or self.file.get(full_name)
 
-    def clone_url(self, full_name: str, fallback: str = "") -> str:
-        known = self.get(full_name)
-        return (known.clone_url if known else "") or fallback
-
-    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """As `Registry.credentials_for`, over both places."""
-        for config, _ in self.all().values():
-            if config.clone_url and config.clone_url == clone_url:
-                return config
-        return None
 
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""

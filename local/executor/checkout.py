@@ -9,14 +9,14 @@ The cache is kept within `max_bytes`: after a clone or fetch, the least recently
 they are now, committed or not.
 
 Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
-repository's API credentials in the registry (opened from the order's sealed copy) and reach git
+repository's API credentials in the registry (the executor opens them from the order's sealed
+copy), logged in as its host says (`GitHost.clone_login` in `shared/hosts/`), and reach git
 through its environment only (`auth_env`); no message shows them. Failures raise
 `CheckoutFailed` with git's words.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import os
@@ -27,9 +27,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.hosts import HOSTS, GitHost
+from tasuki.shared.hosts.common import basic
 from tasuki.shared.registry import RepositoryConfig
 
 GIT_TIMEOUT = 600
@@ -38,35 +39,19 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def auth_env(config: RepositoryConfig | None, clone_url: str = "") -> dict[str, str]:
+def auth_env(config: RepositoryConfig | None, host: GitHost | None) -> dict[str, str]:
     """Environment that lets git authenticate over HTTPS with a registered repository's API
-    credentials (its username and app password, or its token): an Authorization header passed
-    as git configuration through the environment, so it is in no argv and no config file.
-    SSH URLs use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
-    if config is None:
+    credentials, logged in as its host says: an Authorization header passed as git
+    configuration through the environment, so it is in no argv and no config file. SSH URLs
+    use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
+    login = host.clone_login(config) if config is not None and host is not None else None
+    if login is None:
         return {}
-    if config.username and config.app_password:
-        user, password = config.username, config.app_password
-    elif config.token:
-        user, password = config.username or token_user(clone_url), config.token
-    else:
-        return {}
-    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": "http.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        "GIT_CONFIG_VALUE_0": f"Authorization: {basic(*login)}",
     }
-
-
-def token_user(clone_url: str) -> str:
-    """The user name each host expects beside an access token when cloning over HTTPS."""
-    host = urlsplit(clone_url).hostname or ""
-    if "github" in host:
-        return "x-access-token"
-    if "gitlab" in host:
-        return "oauth2"
-    return "x-token-auth"  # Bitbucket's
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -131,11 +116,13 @@ class Checkouts:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def mirror(self, clone_url: str, commit: str = "", auth: RepositoryConfig | None = None) -> Path:
-        """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given)."""
+    def mirror(self, clone_url: str, commit: str = "", auth: RepositoryConfig | None = None, *, host: str = "") -> Path:
+        """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given);
+        with the repository's registry credentials `auth`, logged in as `host` (an `Event.host`)
+        says."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
-        env = auth_env(auth, clone_url)
+        env = auth_env(auth, HOSTS.get(host))
         secrets = (auth.token, auth.app_password) if auth else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
@@ -193,9 +180,11 @@ class Checkouts:
         except CheckoutFailed:
             return False
 
-    def read_file(self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None = None) -> bytes | None:
+    def read_file(
+        self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> bytes | None:
         """A file's content at a commit, straight from the mirror; None if it does not exist."""
-        mirror = self.mirror(clone_url, commit, auth)
+        mirror = self.mirror(clone_url, commit, auth, host=host)
         try:
             done = subprocess.run(
                 ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
@@ -205,21 +194,23 @@ class Checkouts:
         return done.stdout if done.returncode == 0 else None
 
     def changed_paths(
-        self, clone_url: str, before: str, after: str, auth: RepositoryConfig | None = None
+        self, clone_url: str, before: str, after: str, auth: RepositoryConfig | None = None, *, host: str = ""
     ) -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
         if not before or not after or set(before) == {"0"}:
             return None
-        mirror = self.mirror(clone_url, after, auth)
+        mirror = self.mirror(clone_url, after, auth, host=host)
         if not self.has_commit(mirror, before):
             return None
         return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
 
-    def prepare(self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None) -> Path:
+    def prepare(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> Path:
         """A working tree at `commit` under the workspace folder; the caller removes it."""
         if not commit:
             raise CheckoutFailed("no commit to check out (the event names none)")
-        mirror = self.mirror(clone_url, commit, auth)
+        mirror = self.mirror(clone_url, commit, auth, host=host)
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
@@ -232,9 +223,11 @@ class Checkouts:
         return path
 
     @contextmanager
-    def workspace(self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None) -> Iterator[Path]:
+    def workspace(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> Iterator[Path]:
         """A working tree at `commit`, removed when the block ends."""
-        path = self.prepare(clone_url, commit, name, auth)
+        path = self.prepare(clone_url, commit, name, auth, host=host)
         try:
             yield path
         finally:

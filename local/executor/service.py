@@ -45,8 +45,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pika.exceptions as pe
-
 from tasuki.local.executor import convert, jobs
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
@@ -55,7 +53,7 @@ from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.local.executor.slots import Slots
 from tasuki.shared import codec, flowfile, sealing, topics
 from tasuki.shared.broker import Broker, connect
-from tasuki.shared.errors import BrokerError, DecodeError, FlowFileError, JobError, SealError, TasukiError
+from tasuki.shared.errors import DecodeError, FlowFileError, JobError, SealError, TasukiError
 from tasuki.shared.messages import (
     Event,
     JobFinished,
@@ -66,6 +64,7 @@ from tasuki.shared.messages import (
     RunPlanned,
     WorkOrder,
 )
+from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 
@@ -132,16 +131,8 @@ class Executor:
         """Take work until `stop` is set, then finish (or give back) what is running."""
         self.cleanup_orphans()
         queue = topics.executor_queue(self.settings.executor_pool)
-        delay = 0.5
         try:
-            while not self.stop.is_set():
-                try:
-                    self._consume(queue)
-                    delay = 0.5
-                except (BrokerError, pe.AMQPError, OSError) as exc:
-                    log.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
-                    self.stop.wait(delay)
-                    delay = min(delay * 2, 10)
+            keep_connected(lambda: self._consume(queue), self.stop, log=log, what="RabbitMQ connection lost")
         finally:
             self._finish_running(lambda: time.sleep(0.2))  # the broker went away while stopping
             self._pool.shutdown(wait=True)
@@ -304,13 +295,13 @@ class Executor:
         event = order.event
         try:
             auth = self.credentials(order)
-            text = self.checkouts.read_file(order.clone_url, event.after, order.flow_file, auth)
+            text = self.checkouts.read_file(order.clone_url, event.after, order.flow_file, auth, host=event.host)
             if text is None:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
             flow = flowfile.parse(text, order.flow_file)
-            changed = self.checkouts.changed_paths(order.clone_url, event.before, event.after, auth)
+            changed = self.checkouts.changed_paths(order.clone_url, event.before, event.after, auth, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
@@ -396,7 +387,9 @@ class Executor:
     def _make_workspace(self, order: JobOrder) -> Path:
         self.remove_earlier_attempts(order)
         name = f"{order.run_id}-{order.job.name}-{order.attempt}"
-        return self.checkouts.prepare(order.clone_url, order.event.after, name, self.credentials(order))
+        return self.checkouts.prepare(
+            order.clone_url, order.event.after, name, self.credentials(order), host=order.event.host
+        )
 
     def _attempt(self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
