@@ -35,6 +35,13 @@ class Pump:
         self._thread.start()
         return self
 
+    def busy(self) -> bool:
+        """Messages wait in (or are being pushed from) the functions' queues."""
+        from tests.conftest import queued_messages
+
+        queued = queued_messages(self.rt.settings.amqp_url)
+        return any(queued.get(queue, 0) for queue in QUEUES)
+
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self._thread.join(30)
