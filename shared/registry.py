@@ -44,7 +44,6 @@ class Registry(BaseModel):
         return self.repositories.get(full_name)
 
 
-
 class Repositories:
     """The registry file and the repositories registered at run time (kept in the store), as one.
     A repository registered at run time wins over the file's entry of the same name."""
@@ -55,7 +54,6 @@ class Repositories:
 
     def get(self, full_name: str) -> RepositoryConfig | None:
         return self.store.get_repository(full_name) or self.file.get(full_name)
-
 
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""
