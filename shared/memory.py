@@ -16,7 +16,8 @@ so a handler cannot tell it from the real one:
 Nothing is durable: the broker lives as long as the object. A test reads what was published with
 `take(queue)` (removes what is waiting, as `basic_get` would), `waiting(queue)` (looks only) or
 `published` (every message the broker took, in order, routed or not). `Published.message()`
-decodes one by its `type`.
+decodes one by its `type`. `down()` and `up()` take the broker away and bring it back, for tests
+of what callers do when RabbitMQ is unavailable.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tasuki.shared.broker import (
     properties,
     unroutable,
 )
-from tasuki.shared.errors import BrokerError, PublishRefused
+from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
 from tasuki.shared.messages import MODELS, Message
 
 DEFAULT_EXCHANGE = ""
@@ -102,10 +103,12 @@ class MemoryBroker:
         self._queues: dict[str, deque[Published]] = {}
         self.arguments: dict[str, dict[str, Any]] = {}  # each queue's arguments, as declared
         self.published: list[Published] = []
+        self._down = False
 
     # -- topology: a channel's calls, so that `declare_topology` declares here as on RabbitMQ -----
 
     def exchange_declare(self, exchange: str, exchange_type: str = "topic", durable: bool = True) -> None:
+        self._check_up()
         if exchange_type != "topic":
             raise BrokerError(f"only topic exchanges are routed in memory, not {exchange_type!r} ({exchange})")
         if not exchange:
@@ -115,6 +118,7 @@ class MemoryBroker:
 
     def queue_declare(self, queue: str, durable: bool = True, arguments: Mapping[str, Any] | None = None) -> None:
         """Declare a queue; declaring it again with other arguments is refused, as RabbitMQ does."""
+        self._check_up()
         wanted = dict(arguments or {})
         with self._lock:
             if queue in self._queues and self.arguments[queue] != wanted:
@@ -125,6 +129,7 @@ class MemoryBroker:
             self.arguments[queue] = wanted
 
     def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        self._check_up()
         with self._lock:
             if exchange not in self._bindings:
                 raise BrokerError(f"cannot bind {queue}: no exchange {exchange!r}")
@@ -177,6 +182,7 @@ class MemoryBroker:
         )
 
     def _route(self, out: Outgoing) -> None:
+        self._check_up()
         published = Published(out.exchange, out.routing_key, out.properties, out.body)
         with self._lock:
             if out.exchange == DEFAULT_EXCHANGE:
@@ -194,6 +200,18 @@ class MemoryBroker:
 
     def close(self) -> None:
         """Nothing to let go of: no connection."""
+
+    def down(self) -> None:
+        """Take the broker away: publishing and declaring raise `BrokerUnavailable` until `up()`.
+        What waits in the queues stays there."""
+        self._down = True
+
+    def up(self) -> None:
+        self._down = False
+
+    def _check_up(self) -> None:
+        if self._down:
+            raise BrokerUnavailable("cannot reach the broker: the in-memory stand-in for RabbitMQ is down")
 
     # -- reading, for tests -----------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tasuki import functions as tasuki_functions
 from tasuki.shared.settings import Settings
 
 HERE = Path(__file__).parent
@@ -254,84 +253,3 @@ def first_push_headers() -> dict[str, str]:
     """The request head of the captured Bitbucket delivery, as received."""
     lines = (WEBHOOKS / "bitbucket" / "first-push.http-headers.txt").read_text().splitlines()[1:]
     return dict(line.split(": ", 1) for line in lines if ": " in line)
-
-
-# --- the functions, served in-process (functions-framework's test client) ---------------------
-
-
-def listen_to_runs(broker, queue: str = "test.runs") -> str:
-    """Bind a queue to everything published on tasuki.runs, for a test to read with `take`."""
-    with broker.channel() as ch:
-        ch.queue_declare(queue)
-        ch.queue_bind(queue, "tasuki.runs", routing_key="#")
-    return queue
-
-
-def take(broker, queue: str) -> list:
-    """Every message waiting in `queue`, decoded, removing them; each carries its ordering key."""
-    from tasuki.shared import codec
-    from tasuki.shared.broker import ORDERING_HEADER
-    from tasuki.shared.messages import MODELS
-
-    taken = []
-    with broker.channel() as ch:
-        while True:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return taken
-            message = codec.decode(body, MODELS[props.type])
-            assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
-            taken.append(message)
-
-
-class Functions:
-    """The handlers with real RabbitMQ (a fresh vhost) and a real store: push a message to one as
-    the bridge would, and read what it published from the queues (`test.runs` has tasuki.runs)."""
-
-    def __init__(self, rt) -> None:
-        self.rt = rt
-        self.clients: dict = {}
-        listen_to_runs(rt.broker)
-
-    def push(self, function: str, message, attempt: int = 1) -> dict:
-        from functions_framework import create_app
-
-        from tasuki.shared import codec, push, tokens
-
-        if function not in self.clients:
-            source = tasuki_functions.source(function)
-            self.clients[function] = create_app(target=function, source=str(source)).test_client()
-        body = push.envelope(
-            codec.encode(message),
-            attributes={**message.attributes(), "type": message.TYPE},
-            message_id=uuid.uuid4().hex,
-            publish_ms=0,
-            subscription=f"projects/tasuki/subscriptions/{function}",
-            delivery_attempt=attempt,
-            ordering_key=message.ordering_key(),
-        )
-        token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
-        answer = self.clients[function].post("/", json=body, headers={"Authorization": f"Bearer {token}"})
-        assert answer.status_code == 200, answer.get_data(as_text=True)
-        return answer.get_json()
-
-    def take(self, queue: str) -> list:
-        return take(self.rt.broker, queue)
-
-
-@pytest.fixture
-def functions(vhost, tmp_path, monkeypatch) -> Iterator[Functions]:
-    from tasuki.shared.runtime import runtime
-
-    for key in [k for k in os.environ if k.startswith("TASUKI_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_AMQP_URL", vhost)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TASUKI_PUSH_KEY", "a-push-key-for-tests-that-is-long-enough")
-    runtime.cache_clear()
-    rt = runtime()
-    rt.broker.declare()
-    yield Functions(rt)
-    rt.broker.close()
-    rt.store.close()
-    runtime.cache_clear()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasuki.shared import topics
-from tasuki.shared.errors import BrokerError
+from tasuki.shared.errors import BrokerError, BrokerUnavailable
 from tasuki.shared.memory import MemoryBroker, Published, matches
 from tests.broker_contract import BrokerContract, event, requested
 
@@ -118,3 +118,21 @@ def test_a_hash_stands_for_any_run_of_words_even_none(key, data):
     end = data.draw(st.integers(start, len(words)))
     assert matches(".".join([*words[:start], "#", *words[end:]]), key)
     assert matches("#", key) and matches("#.#", key)
+
+
+def test_a_broker_taken_away_refuses_with_broker_unavailable_and_keeps_what_it_holds():
+    broker = MemoryBroker()
+    broker.declare()
+    broker.publish(event(1), message_id="before")
+    broker.down()
+    with pytest.raises(BrokerUnavailable, match="RabbitMQ is down"):
+        broker.publish(event(2))
+    with pytest.raises(BrokerUnavailable):
+        broker.publish_all([(event(3), "m3", None)])
+    with pytest.raises(BrokerUnavailable):
+        broker.declare()
+    broker.up()
+    broker.publish(event(4), message_id="after")
+    taken = broker.take(topics.subscription("router").queue)
+    assert [p.properties.message_id for p in taken] == ["before", "after"]
+    assert [p.properties.message_id for p in broker.published] == ["before", "after"]
