@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasuki.local.executor.checkout import Checkouts, auth_env, redact, working_copy
+from tasuki.local.executor.checkout import Checkouts, working_copy
 from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.registry import Registry, RepositoryConfig
 from tests.conftest import git
@@ -164,22 +164,6 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
         with checkouts(tmp_path / "other").workspace(url, commit, "w"):
             pass
     assert server.refused >= 2
-
-
-def test_credentials_reach_git_only_through_its_environment():
-    def basic(env: dict[str, str]) -> str:
-        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-        return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
-
-    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"))) == "bob:p@ss"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://bitbucket.org/a/b.git")) == "x-token-auth:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://github.com/a/b.git")) == "x-access-token:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://gitlab.com/a/b.git")) == "oauth2:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), "https://gitlab.com/a/b.git")) == "ci:t1"
-    assert auth_env(None) == {} and auth_env(RepositoryConfig(clone_url="x")) == {}
-    assert (
-        redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
-    )
 
 
 # --- tasuki run's working copy ----------------------------------------------------------------------
