@@ -9,10 +9,11 @@ not (a nack, or `mandatory` and no queue bound). Every pika error is translated 
 AMQP headers carry the Pub/Sub attributes as strings. Headers starting with `x-` are Tasuki's
 own bookkeeping (ordering key, publish time, dead-letter history) and are not attributes.
 
-`Publishing` and `MessageBroker` say what callers may count on, whichever broker they are given:
-`Broker` here, the pipelined `shared.publisher.Publisher`, or `shared.memory.MemoryBroker` (the
-same routing in this process, for tests). Every one builds its messages with `outgoing()`, so
-the properties and headers are the same whoever publishes.
+The base classes `Publishing` and `MessageBroker` say what callers may count on, whichever broker
+they are given: `Broker` here, the pipelined `shared.publisher.Publisher`, or
+`shared.memory.MemoryBroker` (the same routing in this process, for tests). They publish once
+for all of them, through `outgoing()`, so the properties and headers are the same whoever
+publishes; each broker says only how it hands messages over.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pika
 import pika.exceptions as pe
@@ -106,48 +108,6 @@ def headers_of(message: Message, attributes: Mapping[str, str] | None = None) ->
     return headers
 
 
-# -- what every broker promises ------------------------------------------------------------------
-
-
-class Publishing(Protocol):
-    """What a handler may count on when it publishes.
-
-    - `publish` returns the message id (the given one, or a new unique one) only once the broker
-      took responsibility for the message; `publish_all` returns once it took every one, and
-      messages published together reach a queue in the order given.
-    - A message goes to its model's exchange (`EXCHANGE`) under its routing key, and reaches every
-      queue bound to that exchange with a matching topic pattern (`*` one word, `#` any number).
-    - A `mandatory` message (the model's `MANDATORY` unless said otherwise) that would reach no
-      queue raises `PublishRefused`, and so does a message for an exchange that does not exist;
-      an unreachable broker raises `BrokerUnavailable`. Nothing else escapes.
-    - The message carries the AMQP properties and headers of `outgoing()`: persistent, msgpack,
-      its id, its `type`, its attributes as headers, `ORDERING_HEADER`, `PUBLISHED_HEADER`.
-    """
-
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-    ) -> str: ...
-
-    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
-        """Publish (message, message id, body already encoded or None) together, in order."""
-
-    def close(self) -> None:
-        """Let go of connections; the next publish opens what it needs again."""
-
-
-class MessageBroker(Publishing, Protocol):
-    """A broker that can also declare Tasuki's topology (`declare_topology`)."""
-
-    def declare(
-        self, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
-    ) -> None: ...
-
-
 @dataclass(frozen=True)
 class Outgoing:
     """One message ready to publish: where to, its body and properties, whether a queue must take it."""
@@ -196,10 +156,85 @@ def outgoing(
     )
 
 
+# -- what every broker promises ------------------------------------------------------------------
+
+
+class Publishing(ABC):
+    """What a caller may count on when it publishes, whichever broker it was given.
+
+    - `publish` returns the message id (the given one, or a new unique one) only once the broker
+      took responsibility for the message; `publish_all` returns once it took every one, and
+      messages published together reach a queue in the order given.
+    - A message goes to its model's exchange (`EXCHANGE`) under its routing key, and reaches every
+      queue bound to that exchange with a matching topic pattern (`*` one word, `#` any number).
+    - A `mandatory` message (the model's `MANDATORY` unless said otherwise) that would reach no
+      queue raises `PublishRefused`, and so does a message for an exchange that does not exist;
+      an unreachable broker raises `BrokerUnavailable`. Nothing else escapes.
+    - The message carries the AMQP properties and headers of `outgoing()`: persistent, msgpack,
+      its id, its `type`, its attributes as headers, `ORDERING_HEADER`, `PUBLISHED_HEADER`.
+
+    A broker says only how it hands messages over (`_send`) and lets go of its connections (`close`).
+    """
+
+    def publish(
+        self,
+        message: Message,
+        *,
+        message_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        mandatory: bool | None = None,
+        body: bytes | None = None,
+    ) -> str:
+        """Publish a model; `body` is its encoding (`codec.encode`) when the caller has it already."""
+        out = outgoing(message, message_id=message_id, attributes=attributes, mandatory=mandatory, body=body)
+        self._send([out])
+        return str(out.properties.message_id)
+
+    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
+        """Publish (message, message id, body already encoded or None) together, in order. On an
+        error some may have been published: publishing them again under the same ids is how a
+        caller retries."""
+        self._send([outgoing(message, message_id=message_id, body=body) for message, message_id, body in messages])
+
+    def publish_raw(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str = "",
+        headers: Mapping[str, Any] | None = None,
+        mandatory: bool = True,
+        timestamp: int | None = None,
+    ) -> None:
+        """Publish bytes as they are (used to dead-letter and replay without re-encoding)."""
+        self._send(
+            [Outgoing(exchange, routing_key, body, properties(message_id, message_type, headers, timestamp), mandatory)]
+        )
+
+    @abstractmethod
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Hand the messages over in order; return once the broker took every one."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of connections; the next publish opens what it needs again."""
+
+
+class MessageBroker(Publishing):
+    """A broker that can also declare Tasuki's topology (`declare_topology`)."""
+
+    @abstractmethod
+    def declare(
+        self, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+    ) -> None: ...
+
+
 # -- RabbitMQ ----------------------------------------------------------------------------------------
 
 
-class Broker:
+class Broker(MessageBroker):
     """Publishes messages to Tasuki's exchanges; one lazily opened connection per thread."""
 
     def __init__(self, url: str) -> None:
@@ -243,43 +278,12 @@ class Broker:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-        body: bytes | None = None,
-    ) -> str:
-        """Publish a model; returns its message id once RabbitMQ confirmed it."""
-        out = outgoing(message, message_id=message_id, attributes=attributes, mandatory=mandatory, body=body)
-        self._send(out)
-        return str(out.properties.message_id)
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Each in turn, each confirmed before the next (`Publisher` overlaps the confirms)."""
+        for out in batch:
+            self._send_one(out)
 
-    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
-        """Publish each in turn, each confirmed before the next (`Publisher` overlaps the confirms)."""
-        for message, message_id, body in messages:
-            self.publish(message, message_id=message_id, body=body)
-
-    def publish_raw(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str = "",
-        headers: Mapping[str, Any] | None = None,
-        mandatory: bool = True,
-        timestamp: int | None = None,
-    ) -> None:
-        """Publish bytes as they are (used to dead-letter and replay without re-encoding)."""
-        self._send(
-            Outgoing(exchange, routing_key, body, properties(message_id, message_type, headers, timestamp), mandatory)
-        )
-
-    def _send(self, out: Outgoing) -> None:
+    def _send_one(self, out: Outgoing) -> None:
         for attempt in (1, 2):
             try:
                 self._channel().basic_publish(

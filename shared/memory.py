@@ -34,11 +34,10 @@ import pika
 from tasuki.shared import codec, topics
 from tasuki.shared.broker import (
     ORDERING_HEADER,
+    MessageBroker,
     Outgoing,
     attributes_of,
     declare_topology,
-    outgoing,
-    properties,
     unroutable,
 )
 from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
@@ -94,7 +93,7 @@ def matches(pattern: str, routing_key: str) -> bool:
     return match(0, 0)
 
 
-class MemoryBroker:
+class MemoryBroker(MessageBroker):
     """Exchanges, queues and bindings in memory; safe to share between threads."""
 
     def __init__(self) -> None:
@@ -146,40 +145,9 @@ class MemoryBroker:
 
     # -- publishing ---------------------------------------------------------------------------------
 
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-        body: bytes | None = None,
-    ) -> str:
-        """Publish a model; returns its message id once it is in every queue that takes it."""
-        out = outgoing(message, message_id=message_id, attributes=attributes, mandatory=mandatory, body=body)
-        self._route(out)
-        return str(out.properties.message_id)
-
-    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
-        for message, message_id, body in messages:
-            self.publish(message, message_id=message_id, body=body)
-
-    def publish_raw(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str = "",
-        headers: Mapping[str, Any] | None = None,
-        mandatory: bool = True,
-        timestamp: int | None = None,
-    ) -> None:
-        """Publish bytes as they are, as `Broker.publish_raw` does."""
-        self._route(
-            Outgoing(exchange, routing_key, body, properties(message_id, message_type, headers, timestamp), mandatory)
-        )
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        for out in batch:
+            self._route(out)
 
     def _route(self, out: Outgoing) -> None:
         self._check_up()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -37,9 +37,8 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from tasuki.shared.broker import Outgoing, connection_parameters, outgoing, redact, unreachable, unroutable
+from tasuki.shared.broker import Outgoing, Publishing, connection_parameters, redact, unreachable, unroutable
 from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
-from tasuki.shared.messages import Message
 
 
 @dataclass(eq=False)
@@ -49,37 +48,17 @@ class _Pending:
     returned: str = ""  # why RabbitMQ returned it (unroutable), before it confirms it
 
 
-class Publisher:
+class Publisher(Publishing):
     def __init__(self, url: str, *, timeout: float = 8.0) -> None:
         self.url = url
         self.timeout = timeout
         self._lock = threading.Lock()
         self._link: _Link | None = None
 
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-        body: bytes | None = None,
-    ) -> str:
-        """Publish a model; returns its message id once RabbitMQ confirmed it. `body` is the
-        model already encoded (`codec.encode`), when the caller has it."""
-        pending = _Pending(
-            outgoing(message, message_id=message_id, attributes=attributes, mandatory=mandatory, body=body)
-        )
-        self._send_and_wait([pending])
-        return str(pending.out.properties.message_id)
-
-    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
-        """Publish (message, message id, body or None) together, and return once RabbitMQ
-        confirmed every one, within one `timeout`. On an error some may have been published:
-        publishing them again under the same ids is how a caller retries."""
-        self._send_and_wait(
-            [_Pending(outgoing(m, message_id=message_id, body=body)) for m, message_id, body in messages]
-        )
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Hand the whole batch to the I/O thread; return once RabbitMQ confirmed every one,
+        within one `timeout`."""
+        self._send_and_wait([_Pending(out) for out in batch])
 
     def _send_and_wait(self, batch: list[_Pending]) -> None:
         deadline = time.monotonic() + self.timeout

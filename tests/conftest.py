@@ -253,3 +253,31 @@ def first_push_headers() -> dict[str, str]:
     """The request head of the captured Bitbucket delivery, as received."""
     lines = (WEBHOOKS / "bitbucket" / "first-push.http-headers.txt").read_text().splitlines()[1:]
     return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+
+# --- reading tasuki.runs from a real RabbitMQ ------------------------------------------------------
+
+
+def listen_to_runs(broker, queue: str = "test.runs") -> str:
+    """Bind a queue to everything published on tasuki.runs, for a test to read with `take`."""
+    with broker.channel() as ch:
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, "tasuki.runs", routing_key="#")
+    return queue
+
+
+def take(broker, queue: str) -> list:
+    """Every message waiting in `queue`, decoded, removing them; each carries its ordering key."""
+    from tasuki.shared import codec
+    from tasuki.shared.broker import ORDERING_HEADER
+    from tasuki.shared.messages import MODELS
+
+    taken = []
+    with broker.channel() as ch:
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            message = codec.decode(body, MODELS[props.type])
+            assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
+            taken.append(message)
