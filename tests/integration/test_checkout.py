@@ -145,7 +145,7 @@ def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secre
     _server, url, commit = private_repo
     registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
     co = checkouts(tmp_path, credentials=registry.credentials_for)
-    with co.workspace(url, commit, "run-1-build") as ws:
+    with co.workspace(url, commit, "run-1-build", host="bitbucket") as ws:
         assert (ws / "README").read_text() == "private\n"
     # The password is in no file of the mirror (its config names the URL only) and no repr
     mirror = co.mirror_path(url)
@@ -157,11 +157,11 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
     server, url, commit = private_repo
     wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
     with pytest.raises(CheckoutFailed) as failed:
-        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w"):
+        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w", host="bitbucket"):
             pass
     assert "cannot fetch" in str(failed.value) and "not-the-token-77" not in str(failed.value)
     with pytest.raises(CheckoutFailed, match="cannot fetch"):
-        with checkouts(tmp_path / "other").workspace(url, commit, "w"):
+        with checkouts(tmp_path / "other").workspace(url, commit, "w", host="bitbucket"):
             pass
     assert server.refused >= 2
 

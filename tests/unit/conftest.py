@@ -18,7 +18,6 @@ import ipaddress
 import os
 import socket
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,11 @@ import pytest
 from functions_framework import create_app
 
 from tasuki import functions as tasuki_functions
-from tasuki.shared import codec, push, tokens
 from tasuki.shared.memory import MemoryBroker
 from tasuki.shared.messages import Message
 from tasuki.shared.runtime import Runtime, set_runtime
 from tasuki.shared.settings import Settings
+from tests.conftest import pushed
 
 # RabbitMQ (AMQP, AMQPS, management, Erlang distribution and epmd) and Docker's TCP ports.
 SERVICE_PORTS = {
@@ -208,17 +207,10 @@ class Functions:
     def push(self, function: str, message: Message, attempt: int = 1) -> dict:
         if function not in self.clients:
             self.clients[function] = function_client(function)
-        body = push.envelope(
-            codec.encode(message),
-            attributes={**message.attributes(), "type": message.TYPE},
-            message_id=uuid.uuid4().hex,
-            publish_ms=0,
-            subscription=f"projects/tasuki/subscriptions/{function}",
-            delivery_attempt=attempt,
-            ordering_key=message.ordering_key(),
+        audience = self.rt.settings.endpoint(function)
+        answer = pushed(
+            self.clients[function], function, message, key=self.rt.signing_key, audience=audience, attempt=attempt
         )
-        token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
-        answer = self.clients[function].post("/", json=body, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.get_data(as_text=True)
         return answer.get_json()
 

@@ -1,5 +1,6 @@
 """The ingress function through functions-framework, with the in-memory broker and SQLite:
-what is published and how, dedupe, the broker away and back, and clear 4xx answers; never a 500
+what is published and how, dedupe, the broker away and back, the body limit (the one place a body
+over `TASUKI_MAX_BODY_BYTES` is refused, before it is read), and clear 4xx answers; never a 500
 or a publish on invalid input. Publishing through a real RabbitMQ connection that drops is
 tests/integration/test_ingress.py."""
 
@@ -214,6 +215,25 @@ def test_a_body_declared_over_the_limit_is_refused_unread(ingress):
     answer = ingress.client.post("/", data=body, headers=head, environ_overrides={"CONTENT_LENGTH": str(LIMIT * 100)})
     assert answer.status_code == 413 and "TASUKI_MAX_BODY_BYTES" in answer.json["error"]
     assert ingress.published() == []
+
+
+def test_a_body_over_the_limit_is_a_413_that_names_the_setting(ingress):
+    body = fixture_body("github", "push.json")
+    over = body + b" " * (LIMIT + 1 - len(body))
+    answer = ingress.post(over, headers("github", "push", over))
+    assert answer.status_code == 413, answer.text
+    assert "TASUKI_MAX_BODY_BYTES" in answer.json["error"]
+    assert ingress.published() == []
+
+
+def test_a_body_of_exactly_the_limit_goes_on_to_be_read(ingress):
+    # Given a body of exactly the limit, sent with a content type the reading refuses
+    body = fixture_body("github", "push.json")
+    exact = body + b" " * (LIMIT - len(body))
+    head = {**headers("github", "push", exact), "Content-Type": "text/plain"}
+    # Then the limit lets it through, and the reading answers (415), not the limit
+    answer = ingress.post(exact, head)
+    assert answer.status_code == 415, answer.text
 
 
 def test_a_chunked_body_over_the_limit_is_refused_after_limit_bytes(ingress):
