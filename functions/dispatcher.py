@@ -17,23 +17,27 @@ import functions_framework
 
 from tasuki.shared import outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.messages import MODELS, JobExpired, Tick, WorkOrder, utcnow
+from tasuki.shared.messages import (
+    JobExpired,
+    JobFinished,
+    JobHeartbeat,
+    JobStarted,
+    Message,
+    RunCancel,
+    RunMessage,
+    RunPlanned,
+    RunRequested,
+    RunWake,
+    Tick,
+    WorkOrder,
+    utcnow,
+)
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
-ACCEPTS = {
-    t: MODELS[t]
-    for t in (
-        "run.requested",
-        "run.wake",
-        "run.planned",
-        "run.cancel",
-        "job.started",
-        "job.heartbeat",
-        "job.expired",
-        "job.finished",
-        "tick",
-    )
+ACCEPTS: dict[str, type[Message]] = {
+    m.TYPE: m
+    for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobHeartbeat, JobExpired, JobFinished, Tick)
 }
 # What the outbox still holds this long after it was recorded is published by the tick.
 OUTBOX_GRACE = timedelta(seconds=10)
@@ -49,6 +53,7 @@ def dispatcher(request):
     )
     if isinstance(message, Tick):
         return answer(200, **tick(rt, utcnow()))
+    assert isinstance(message, RunMessage)
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
@@ -61,16 +66,20 @@ def dispatcher(request):
     run = decision.run or run
     outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
     # 5. The steps that need the other runs of the repository (all idempotent, after recording).
-    cancelled = supersede(rt, run) if decision.supersede and run else []
-    started = admit(rt, run) if decision.admit and run and run.id not in cancelled else False
-    if run is not None and (decision.release or started):
-        wake(rt, run)
+    #    none for a message about a run that was never requested.
+    cancelled: list[str] = []
+    started = False
+    if run is not None:
+        cancelled = supersede(rt, run) if decision.supersede else []
+        started = admit(rt, run) if decision.admit and run.id not in cancelled else False
+        if decision.release or started:
+            wake(rt, run)
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )
 
 
-def addressed(rt: Runtime, message):
+def addressed(rt: Runtime, message: Message) -> Message:
     """A work order completed with where to clone from (the registry's URL, else the one the
     event named) and the registry's clone credentials, sealed for the executor alone."""
     if not isinstance(message, WorkOrder):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tasuki.shared.broker import Publishing
 from tasuki.shared.errors import TasukiError
 
 log = logging.getLogger("tasuki.logs")
@@ -169,7 +170,7 @@ class LogEvents:
     `job.finished`). Only `close()` gives up what RabbitMQ never took, and says so.
     """
 
-    def __init__(self, broker: Any, *, capacity: int = 64, retry: float = 0.5, longest: float = 10.0) -> None:
+    def __init__(self, broker: Publishing, *, capacity: int = 64, retry: float = 0.5, longest: float = 10.0) -> None:
         self._broker = broker
         self._queue: queue.Queue = queue.Queue(capacity)
         self._retry, self._longest = retry, longest

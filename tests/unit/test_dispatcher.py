@@ -1,6 +1,6 @@
-"""The dispatcher handler with real RabbitMQ and a real store: rule options that need the other
-runs of a repository (cancel_previous, concurrency), and recovery after a crash. Messages are
-pushed one at a time, as the bridge does for one run's ordering key."""
+"""The dispatcher handler with the in-memory broker and a real store (SQLite): rule options that
+need the other runs of a repository (cancel_previous, concurrency), and recovery after a crash.
+Messages are pushed one at a time, as the bridge does for one run's ordering key."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from tasuki.shared.messages import (
     RunUpdated,
     RunWake,
 )
+from tests.conftest import pushed
+from tests.unit.conftest import function_client
 
 EXECUTOR, DISPATCHER, RUNS = "tasuki.executor.default", "tasuki.dispatcher", "test.runs"
 FLOW = flowfile.parse("jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n")
@@ -133,3 +135,52 @@ def test_the_same_request_twice_makes_one_run(functions):
     functions.push("dispatcher", requested("r"))
     assert [r.id for r in functions.rt.store.list_runs()] == ["r"]
     assert [m.status for m in functions.take(RUNS) if isinstance(m, RunUpdated)] == ["queued"]
+
+
+# --- the outbox and leases, through the handler ------------------------------------------------------
+
+
+def test_a_redelivered_message_after_a_crash_between_commit_and_publish_orders_each_job_once(functions):
+    broker, store = functions.broker, functions.rt.store
+    diamond = flowfile.parse(
+        "jobs:\n  build: {image: x, run: ci/build}\n  test: {image: x, run: ci/test, needs: [build]}\n"
+        "  lint: {image: x, run: ci/lint, needs: [build]}\n"
+    )
+    functions.push("dispatcher", requested("r"))
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(diamond.jobs)))
+    functions.push("dispatcher", JobStarted(run_id="r", job="build", executor="ex-a"))
+    functions.take(EXECUTOR)
+    finished = JobFinished(run_id="r", job="build", status="success", exit_code=0)
+    # When RabbitMQ is away right after the dispatcher recorded what build's end decided
+    broker.down()
+    client = function_client("dispatcher")
+    audience = functions.rt.settings.endpoint("dispatcher")
+    failed = pushed(client, "dispatcher", finished, key=functions.rt.signing_key, audience=audience)
+    assert failed.status_code == 503  # a nack: the bridge pushes it again
+    assert {j.name: j.status for j in store.get_jobs("r")}["test"] == "queued"  # recorded, with its orders
+    assert len(store.outbox(run_id="r")) >= 2
+    # Then the redelivery publishes what the outbox holds, once, and decides nothing new
+    broker.up()
+    functions.push("dispatcher", finished, attempt=2)
+    orders = broker.take(EXECUTOR)
+    assert sorted((p.message().job.name, p.message().attempt, p.properties.message_id) for p in orders) == [
+        ("lint", 1, "r:lint:1"),
+        ("test", 1, "r:test:1"),
+    ]
+    assert store.outbox(run_id="r") == []
+    # and a third push of the same message orders nothing more
+    functions.push("dispatcher", finished, attempt=3)
+    assert broker.take(EXECUTOR) == []
+
+
+def test_a_claim_is_granted_to_one_executor_and_refused_to_another(functions):
+    functions.push("dispatcher", requested("r"))
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(FLOW.jobs)))
+    functions.broker.queue_declare("answers")
+    functions.broker.queue_bind("answers", "tasuki.executors", routing_key="executor.*")
+    functions.push("dispatcher", JobStarted(run_id="r", job="build", executor="ex-a"))
+    functions.push("dispatcher", JobStarted(run_id="r", job="build", executor="ex-b"))
+    answers = [(p.routing_key, p.message().granted) for p in functions.broker.take("answers")]
+    assert answers == [("executor.ex-a", True), ("executor.ex-b", False)]
+    [job] = functions.rt.store.get_jobs("r")
+    assert (job.status, job.executor, job.attempt) == ("running", "ex-a", 1)
