@@ -12,7 +12,6 @@ container is left, and what the lost attempt says afterwards changes nothing.
 from __future__ import annotations
 
 import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from tasuki.shared import sealing
 from tasuki.shared.broker import Broker
 from tasuki.shared.messages import JobFinished, JobHeartbeat
 from tests.conftest import bitbucket_push, commit_to, queued_messages
-from tests.e2e.test_flows import BUSYBOX, DIAMOND, OK, Barrier, containers_of
+from tests.e2e.test_flows import BUSYBOX, Barrier, containers_of, diamond_repo
 from tests.harness import ExecutorProcess, LocalTasuki, remove_containers
 
 SLOW = ("#!/bin/sh\necho started\nsleep 300\n", True)
@@ -108,17 +107,7 @@ def test_a_diamond_runs_across_two_executors_with_their_logs_on_the_page_and_a_c
 ):
     barrier = Barrier(parties=2)
     cleanup_barrier.append(barrier)
-    threading.Thread(target=barrier.answer, daemon=True).start()
-    repo, commit = make_repo(
-        {
-            ".tasuki.yml": DIAMOND,
-            "ci/build": OK,
-            "ci/test": barrier.script(),
-            "ci/lint": barrier.script(),
-            "ci/deploy": OK,
-        },
-        branch="main",
-    )
+    repo, commit = diamond_repo(make_repo, barrier)
     with Cluster(tmp_path, vhost, {"acme/wide": repo}) as cluster:
         tasuki = cluster.functions
         cluster.push("acme/wide", "main", commit)
