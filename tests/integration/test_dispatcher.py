@@ -1,8 +1,11 @@
-"""The dispatcher handler with real RabbitMQ and a real store: rule options that need the other
-runs of a repository (cancel_previous, concurrency), and recovery after a crash. Messages are
-pushed one at a time, as the bridge does for one run's ordering key."""
+"""The dispatcher handler with real RabbitMQ and a real store (each test on SQLite and on
+PostgreSQL): rule options that need the other runs of a repository (cancel_previous,
+concurrency), and recovery after a crash. Messages are pushed one at a time, as the bridge does
+for one run's ordering key."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
@@ -26,6 +29,11 @@ from tasuki.shared.messages import (
 
 EXECUTOR, DISPATCHER, RUNS = "tasuki.executor.default", "tasuki.dispatcher", "test.runs"
 FLOW = flowfile.parse("jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n")
+
+
+@pytest.fixture
+def store_url(backend_url) -> str:
+    return backend_url
 
 
 def requested(run_id: str, branch: str = "main", after: str = "c1", **options) -> RunRequested:
@@ -133,3 +141,36 @@ def test_the_same_request_twice_makes_one_run(functions):
     functions.push("dispatcher", requested("r"))
     assert [r.id for r in functions.rt.store.list_runs()] == ["r"]
     assert [m.status for m in functions.take(RUNS) if isinstance(m, RunUpdated)] == ["queued"]
+
+
+PAIR = flowfile.parse(
+    "jobs:\n  test: {image: tasuki/busybox, run: ci/test}\n  lint: {image: tasuki/busybox, run: ci/lint}\n"
+)
+
+
+def test_two_jobs_finishing_at_once_both_count_and_the_run_ends(functions):
+    # Given a run of two jobs side by side, both running
+    functions.push("dispatcher", requested("r"))
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(PAIR.jobs)))
+    for job in ("test", "lint"):
+        functions.push("dispatcher", JobStarted(run_id="r", job=job))
+    # When both results are pushed at the same moment (two dispatcher instances, say)
+    answers: list = []
+    pushes = [
+        threading.Thread(
+            target=lambda job=job: answers.append(
+                functions.push("dispatcher", JobFinished(run_id="r", job=job, status="success", exit_code=0))
+            )
+        )
+        for job in ("test", "lint")
+    ]
+    for push in pushes:
+        push.start()
+    for push in pushes:
+        push.join()
+    # Then neither update is lost: both jobs passed and the run is over, announced once
+    assert len(answers) == 2
+    assert {j.name: j.status for j in functions.rt.store.get_jobs("r")} == {"test": "success", "lint": "success"}
+    assert functions.rt.store.get_run("r").status == "success"
+    finals = [m for m in functions.take(RUNS) if isinstance(m, RunUpdated) and m.status == "success"]
+    assert len(finals) == 1
