@@ -79,7 +79,9 @@ class Store(Protocol):
         """`with store.locked_run(run_id) as held:` read `held.run` and `held.jobs`, decide, then
         `held.save(run)`, `held.put_job(job)`: one transaction, the run locked against every
         other writer (on PostgreSQL a row and advisory lock, on SQLite the writer lock) until
-        the block ends. An exception in the block writes nothing."""
+        the block ends. An exception in the block writes nothing. Inside the block, write the run
+        and its jobs through `held` only: on PostgreSQL another store call runs on another
+        connection and would wait for the very lock the block holds."""
         ...
 
     def put_job(self, job: JobRecord) -> None:
