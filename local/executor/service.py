@@ -32,16 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import pika.exceptions as pe
-
 from tasuki.local.executor import convert, jobs
 from tasuki.local.executor.checkout import Checkouts
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.shared import codec, flowfile, topics
 from tasuki.shared.broker import Broker, connect
-from tasuki.shared.errors import BrokerError, DecodeError, FlowFileError, JobError, TasukiError
+from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
 from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
+from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.registry import Registry, Repositories
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import Store
@@ -111,16 +110,8 @@ class Executor:
         """Take work until `stop` is set, then finish (or requeue) what is running."""
         self.cleanup_orphans()
         queue = topics.executor_queue(self.settings.executor_pool)
-        delay = 0.5
         try:
-            while not self.stop.is_set():
-                try:
-                    self._consume(queue)
-                    delay = 0.5
-                except (BrokerError, pe.AMQPError, OSError) as exc:
-                    log.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
-                    self.stop.wait(delay)
-                    delay = min(delay * 2, 10)
+            keep_connected(lambda: self._consume(queue), self.stop, log=log, what="RabbitMQ connection lost")
         finally:
             self._finish_running(lambda: time.sleep(0.2))  # the broker went away while stopping
             self._pool.shutdown(wait=True)
@@ -214,13 +205,13 @@ class Executor:
         event = order.event
         url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         try:
-            text = self.checkouts.read_file(url, event.after, order.flow_file)
+            text = self.checkouts.read_file(url, event.after, order.flow_file, host=event.host)
             if text is None:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
             flow = flowfile.parse(text, order.flow_file)
-            changed = self.checkouts.changed_paths(url, event.before, event.after)
+            changed = self.checkouts.changed_paths(url, event.before, event.after, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
@@ -298,7 +289,7 @@ class Executor:
         url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         started = time.monotonic()
         try:
-            with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}") as workspace:
+            with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}", host=event.host) as workspace:
                 checked_out = time.monotonic()
                 outcome = jobs.run_job(
                     self.docker,
