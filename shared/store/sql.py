@@ -12,7 +12,7 @@ run or a name is locked, and where the schema version is kept.
                                       (SQLite: its one writer lock already does)
 
 To add a store method: declare it on `Store` (shared/store/__init__.py), implement it here once
-with `_tx`/`_query` (a new table or column is a new entry at the end of `schema.MIGRATIONS`), and
+with `_tx`/`_query`/`_write` (a new table or column is a new entry at the end of `schema.MIGRATIONS`), and
 add its test to tests/integration/test_store_contract.py, which runs it on both backends.
 """
 
@@ -114,8 +114,7 @@ class SQLStore:
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement that writes, atomic by itself (the schema migrated first): its rowcount."""
-        with self._tx() as tx:
-            return tx.execute(sql, params).rowcount
+        raise NotImplementedError
 
     def _lock_run(self, tx: Tx, run_id: str) -> None:
         """Hold the run (existing or not yet) until the transaction ends."""
