@@ -229,6 +229,7 @@ print(int(new_store(Settings(store_url=sys.argv[1])).admit_run(sys.argv[2], 2)))
 
 
 def admit_in_processes(url: str, run_ids: list[str], make_store) -> set[str]:
+    # (Each child opens the store at `url` and nothing else: the SQLite file in the unit tier.)
     procs = [
         subprocess.Popen([sys.executable, "-c", ADMIT_ONE, url, run_id], stdout=subprocess.PIPE, text=True)
         for run_id in run_ids

@@ -1,7 +1,7 @@
-"""The dispatcher handler with real RabbitMQ and a real store (each test on SQLite and on
-PostgreSQL): rule options that need the other runs of a repository (cancel_previous,
-concurrency), and recovery after a crash. Messages are pushed one at a time, as the bridge does
-for one run's ordering key."""
+"""The dispatcher handler with the in-memory broker and a real store (SQLite; the same tests run
+on PostgreSQL in tests/integration/test_dispatcher_postgresql.py): rule options that need the
+other runs of a repository (cancel_previous, concurrency), two results at once, and recovery
+after a crash. Messages are pushed one at a time, as the bridge does for one run's ordering key."""
 
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ from tasuki.shared.messages import (
 
 EXECUTOR, DISPATCHER, RUNS = "tasuki.executor.default", "tasuki.dispatcher", "test.runs"
 FLOW = flowfile.parse("jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n")
-
-
-@pytest.fixture
-def store_url(backend_url) -> str:
-    return backend_url
 
 
 def requested(run_id: str, branch: str = "main", after: str = "c1", **options) -> RunRequested:
