@@ -41,6 +41,8 @@ ACCEPTS: dict[str, type[Message]] = {
 }
 # What the outbox still holds this long after it was recorded is published by the tick.
 OUTBOX_GRACE = timedelta(seconds=10)
+# Retention (TASUKI_RETENTION_*) runs from the tick at most this often.
+PRUNE_EVERY = timedelta(hours=1)
 
 
 @functions_framework.http
@@ -54,24 +56,25 @@ def dispatcher(request):
     if isinstance(message, Tick):
         return answer(200, **tick(rt, utcnow()))
     assert isinstance(message, RunMessage)
-    # 3. Decide (pure) from the run's current state.
-    run = rt.store.get_run(message.run_id)
-    jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
-    decision = scheduler.decide(run, jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
-    # 4. Record the new state with what it publishes (the outbox) in one transaction; then
+    # 3-4. Hold the run, decide (pure) from its current state, and record the new state with what
+    #    it publishes (the outbox): one transaction, so no other writer's update is lost. Then
     #    publish what the run's outbox holds (also what a crash left there) and clear it.
-    entries = [outbox.entry(message.run_id, addressed(rt, m)) for m in decision.publish]
-    if decision.run is not None or decision.jobs or entries:
-        rt.store.record(decision.run, decision.jobs, entries, create=run is None)
-    run = decision.run or run
+    with rt.store.locked_run(message.run_id) as held:
+        decision = scheduler.decide(held.run, held.jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
+        if decision.run is not None:
+            held.save(decision.run)
+        for job in decision.jobs:
+            held.put_job(job)
+        held.send([outbox.entry(message.run_id, addressed(rt, m)) for m in decision.publish])
+        run = held.run
     outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
-    # 5. The steps that need the other runs of the repository (all idempotent, after recording).
+    # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []
     started = False
     if run is not None:
         cancelled = supersede(rt, run) if decision.supersede else []
-        started = admit(rt, run) if decision.admit and run.id not in cancelled else False
+        started = admit(rt, run.id) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
     return answer(
@@ -99,7 +102,8 @@ def addressed(rt: Runtime, message: Message) -> Message:
 
 def tick(rt: Runtime, now: datetime) -> dict:
     """The clock: each run-out lease becomes a job.expired in its run's order (the dispatcher
-    decides there, as for any message of the run), and what the outbox still holds goes out."""
+    decides there, as for any message of the run), what the outbox still holds goes out, and
+    once an hour (whichever dispatcher instance gets there first) retention prunes the store."""
     expired = [
         (JobExpired(run_id=run_id, job=job, attempt=attempt), f"{run_id}:{job}:{attempt}:expired", None)
         for run_id, job, attempt in rt.store.expired_leases(now)
@@ -107,7 +111,11 @@ def tick(rt: Runtime, now: datetime) -> dict:
     if expired:
         rt.publisher.publish_all(expired)
     left = outbox.publish(rt.store, rt.publisher, rt.store.outbox(before=now - OUTBOX_GRACE))
-    return {"expired": len(expired), "republished": left}
+    pruned = None
+    if rt.store.due("prune", now, every=PRUNE_EVERY):
+        runs_before, deliveries_before = rt.settings.retention_cutoffs(now)
+        pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)._asdict()
+    return {"expired": len(expired), "republished": left, "pruned": pruned}
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:
@@ -118,15 +126,22 @@ def supersede(rt: Runtime, run: RunRecord) -> list[str]:
     return [c.run_id for c in cancels]
 
 
-def admit(rt: Runtime, run: RunRecord) -> bool:
+def admit(rt: Runtime, run_id: str) -> bool:
     """Rule option concurrency: order the plan once the run has a place in its repository."""
-    if not rt.store.admit_run(run.id, run.concurrency):
-        if run.message != scheduler.waiting_message(run):
-            rt.store.update_run(run.model_copy(update={"message": scheduler.waiting_message(run)}))
-        return False
+    with rt.store.locked_run(run_id) as held:
+        run = held.run
+        if run is None:
+            return False
+        if not held.admit(run.concurrency):
+            waiting = scheduler.waiting_message(run)
+            if run.status == "queued" and run.message != waiting:
+                held.save(run.model_copy(update={"message": waiting}))
+            return False
+        if run.message:
+            held.save(run.model_copy(update={"admitted": True, "message": ""}))
+    # Ordered once the place is recorded: a crash in between redelivers the message, and the
+    # admitted run's plan is ordered again (executors plan idempotently).
     rt.publisher.publish(addressed(rt, scheduler.plan_order(run)), message_id=f"{run.id}:plan")
-    if run.message:
-        rt.store.update_run(run.model_copy(update={"message": "", "admitted": True}))
     return True
 
 

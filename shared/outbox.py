@@ -14,16 +14,16 @@ from typing import Any
 
 from tasuki.shared import codec
 from tasuki.shared.messages import MODELS, JobOrder, Message
-from tasuki.shared.store import Outgoing, Store
+from tasuki.shared.store import OutboxEntry, Store
 
 
-def entry(run_id: str, message: Message) -> Outgoing:
+def entry(run_id: str, message: Message) -> OutboxEntry:
     """An outbox entry for `message`, with the message id it will always be published under."""
     message_id = message.message_id if isinstance(message, JobOrder) else uuid.uuid4().hex
-    return Outgoing(message_id, run_id, message.TYPE, codec.encode(message))
+    return OutboxEntry(message_id, run_id, message.TYPE, codec.encode(message))
 
 
-def publish(store: Store, publisher: Any, entries: list[Outgoing]) -> int:
+def publish(store: Store, publisher: Any, entries: list[OutboxEntry]) -> int:
     """Publish entries (confirmed, together), then remove them from the outbox; how many."""
     if not entries:
         return 0
