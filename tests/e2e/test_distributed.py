@@ -1,5 +1,5 @@
 """Tasuki on several hosts, as real processes on one: the functions and the bridge (`tasuki local
---no-executor`, one store), and two executors, each with its own data dir and no store setting,
+--no-executor`) on a PostgreSQL store, and two executors, each with its own data dir and no store setting,
 that share the job queue and nothing else but RabbitMQ, the Docker engine and the order key.
 
 Shown: a diamond runs across both executors (test and lint can only meet at their barrier if
@@ -32,7 +32,9 @@ ONE_JOB = f"jobs:\n  build: {{image: {BUSYBOX}, run: ci/build, timeout: 10m}}\n"
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, amqp_url: str, repositories: dict[str, Path], **settings: str) -> None:
+    def __init__(
+        self, tmp_path: Path, amqp_url: str, store_url: str, repositories: dict[str, Path], **settings: str
+    ) -> None:
         self.tmp = tmp_path
         key = sealing.new_key()
         common = {"TASUKI_AMQP_URL": amqp_url, "TASUKI_ORDER_KEY": key, **settings}
@@ -46,6 +48,7 @@ class Cluster:
             {
                 **common,
                 "TASUKI_DATA_DIR": str(tmp_path / "functions"),
+                "TASUKI_STORE_URL": store_url,
                 "TASUKI_RULES_FILE": str(tmp_path / "rules.yml"),
                 "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
             },
@@ -91,7 +94,10 @@ class Cluster:
 
     def no_store_on_executor_hosts(self) -> None:
         for env in self.executor_env:
+            assert "TASUKI_STORE_URL" not in env
             assert not list(Path(env["TASUKI_DATA_DIR"]).glob("tasuki.db*")), "an executor opened a store"
+        assert self.functions.store.list_runs(), "the functions' runs are in PostgreSQL"
+        assert not list((self.tmp / "functions").glob("tasuki.db*")), "the functions opened SQLite"
 
 
 @pytest.fixture
@@ -103,12 +109,12 @@ def cleanup_barrier() -> Iterator[list[Barrier]]:
 
 
 def test_a_diamond_runs_across_two_executors_with_their_logs_on_the_page_and_a_cancel_reaches_either(
-    tmp_path, vhost, docker_client, make_repo, cleanup_barrier
+    tmp_path, vhost, postgres_url, docker_client, make_repo, cleanup_barrier
 ):
     barrier = Barrier(parties=2)
     cleanup_barrier.append(barrier)
     repo, commit = diamond_repo(make_repo, barrier)
-    with Cluster(tmp_path, vhost, {"acme/wide": repo}) as cluster:
+    with Cluster(tmp_path, vhost, postgres_url, {"acme/wide": repo}) as cluster:
         tasuki = cluster.functions
         cluster.push("acme/wide", "main", commit)
         run = tasuki.wait_for_run(timeout=240)
@@ -142,10 +148,10 @@ def test_a_diamond_runs_across_two_executors_with_their_logs_on_the_page_and_a_c
 
 
 def test_a_killed_executors_job_runs_again_on_the_other_once_its_lease_ran_out(
-    tmp_path, vhost, docker_client, make_repo
+    tmp_path, vhost, postgres_url, docker_client, make_repo
 ):
     repo, commit = make_repo({".tasuki.yml": ONE_JOB, "ci/build": NAP}, branch="main")
-    with Cluster(tmp_path, vhost, {"acme/nap": repo}, TASUKI_JOB_LEASE_TIMEOUT="4") as cluster:
+    with Cluster(tmp_path, vhost, postgres_url, {"acme/nap": repo}, TASUKI_JOB_LEASE_TIMEOUT="4") as cluster:
         tasuki = cluster.functions
         # Given a job running on one of the executors
         cluster.push("acme/nap", "main", commit)
