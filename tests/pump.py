@@ -15,9 +15,34 @@ import uuid
 
 from tasuki.shared import codec, push, tokens
 from tasuki.shared.broker import attributes_of, connect
-from tasuki.shared.messages import Tick
+from tasuki.shared.messages import Message, Tick
+from tests.conftest import pushed
 
 QUEUES = {"tasuki.dispatcher": "dispatcher", "tasuki.logs": "logs"}
+
+
+class Functions:
+    """The pushed-to handlers of this process's runtime (real RabbitMQ, the store in its data
+    dir), each served by functions-framework's test client."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.clients: dict = {}
+
+    def client(self, function: str):
+        from functions_framework import create_app
+
+        from tasuki import functions as sources
+
+        if function not in self.clients:
+            self.clients[function] = create_app(target=function, source=str(sources.source(function))).test_client()
+        return self.clients[function]
+
+    def push(self, function: str, message: Message, attempt: int = 1) -> dict:
+        audience = self.rt.settings.endpoint(function)
+        answer = pushed(self.client(function), function, message, key=self.rt.signing_key, audience=audience)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return answer.get_json()
 
 
 class Pump:
@@ -46,16 +71,6 @@ class Pump:
         self.stop.set()
         self._thread.join(30)
 
-    def _client(self, function: str):
-        from functions_framework import create_app
-
-        from tasuki import functions as sources
-
-        if function not in self.functions.clients:
-            source = sources.source(function)
-            self.functions.clients[function] = create_app(target=function, source=str(source)).test_client()
-        return self.functions.clients[function]
-
     def _push(self, function: str, body: bytes, message_type: str, attributes: dict, ordering_key: str) -> bool:
         envelope = push.envelope(
             body,
@@ -67,7 +82,7 @@ class Pump:
             ordering_key=ordering_key,
         )
         token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
-        answer = self._client(function).post("/", json=envelope, headers={"Authorization": f"Bearer {token}"})
+        answer = self.functions.client(function).post("/", json=envelope, headers={"Authorization": f"Bearer {token}"})
         self.pushed.append((function, message_type))
         if answer.status_code != 200:
             self.errors.append(f"{function} {message_type}: {answer.status_code} {answer.get_data(as_text=True)}")

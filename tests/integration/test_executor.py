@@ -34,7 +34,7 @@ from tests.conftest import IN_CI, queued_messages, rabbitmqctl
 from tests.dockerjobs import IMAGE, leftovers, script
 from tests.harness import ExecutorProcess as Process
 from tests.harness import log_of, remove_containers
-from tests.pump import Pump
+from tests.pump import Functions, Pump
 
 WAIT = 180  # seconds a test waits for a message before it fails (never a timing assertion)
 RELEASE = "while [ ! -e release ]; do sleep 0.1; done"  # a job that runs until the test says
@@ -166,6 +166,19 @@ class World:
     def queued(self) -> int:
         with self.broker.channel() as ch:
             return ch.queue_declare(executor_queue(), passive=True).method.message_count
+
+
+@pytest.fixture
+def functions(vhost, tmp_path, tasuki_env) -> Iterator[Functions]:
+    """The functions of this process on real RabbitMQ (a fresh vhost) and SQLite in tmp_path."""
+    from tasuki.shared.runtime import runtime
+
+    tasuki_env(amqp_url=vhost, data_dir=str(tmp_path / "data"), push_key="a-push-key-for-tests-that-is-long-enough")
+    rt = runtime()
+    rt.broker.declare()
+    yield Functions(rt)
+    rt.broker.close()
+    rt.store.close()
 
 
 @pytest.fixture
