@@ -10,8 +10,10 @@
   `BENCH_CONCURRENCY`, beside `docker run` of as many containers with that parallelism; the
   ratio of the two rates (runs finished per second).
 
-Each store backend is measured: SQLite always, PostgreSQL when `BENCH_POSTGRES_URL` names a
-database this benchmark may fill (or `TASUKI_TEST_POSTGRES_URL`, as the tests use).
+Each store backend is measured: SQLite, and PostgreSQL: the database `BENCH_POSTGRES_URL` names
+(one this benchmark may fill), or else a throwaway cluster started for the benchmark as the
+tests start theirs (tests/postgres.py; Debian's `postgresql` package, which `local/setup.sh`
+installs).
 """
 
 from __future__ import annotations
@@ -161,22 +163,33 @@ def _measure(tmp: Path, url: str, store: str, store_url: str) -> dict:
 
 
 def main() -> dict:
-    stores = [("sqlite", "")]
-    postgres = os.environ.get("BENCH_POSTGRES_URL") or os.environ.get("TASUKI_TEST_POSTGRES_URL", "")
-    if postgres:
-        stores.append(("postgresql", postgres))
-    else:
-        print("postgresql: not measured (set BENCH_POSTGRES_URL to a database the benchmark may fill)")
+    from tests.conftest import free_port
+    from tests.postgres import Cluster, Unavailable
+
     results = {}
-    for store, store_url in stores:
-        vhost = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        try:
-            with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp:
-                results[store] = _measure(Path(tmp), f"amqp://guest:guest@localhost:5672/{vhost}", store, store_url)
-        finally:
-            _rabbitmqctl("delete_vhost", vhost)
+    cluster = None
+    try:
+        postgres = os.environ.get("BENCH_POSTGRES_URL", "")
+        if not postgres:
+            try:
+                cluster = Cluster(free_port())
+                cluster.start()
+                postgres = cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+            except Unavailable as exc:
+                print(f"postgresql: not measured ({exc})")
+        for store, store_url in [("sqlite", ""), *([("postgresql", postgres)] if postgres else [])]:
+            vhost = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
+            _rabbitmqctl("add_vhost", vhost)
+            _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            try:
+                with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp:
+                    url = f"amqp://guest:guest@localhost:5672/{vhost}"
+                    results[store] = _measure(Path(tmp), url, store, store_url)
+            finally:
+                _rabbitmqctl("delete_vhost", vhost)
+    finally:
+        if cluster is not None:
+            cluster.stop()
     return results
 
 

@@ -6,13 +6,16 @@ after a crash. Messages are pushed one at a time, as the bridge does for one run
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
+from tasuki.functions.dispatcher import tick
 from tasuki.shared import flowfile
 from tasuki.shared.messages import (
     Commit,
     Event,
+    JobExpired,
     JobFinished,
     JobOrder,
     JobStarted,
@@ -25,6 +28,8 @@ from tasuki.shared.messages import (
     RunRequested,
     RunUpdated,
     RunWake,
+    Tick,
+    utcnow,
 )
 from tests.conftest import pushed
 from tests.unit.conftest import function_client
@@ -220,3 +225,30 @@ def test_a_claim_is_granted_to_one_executor_and_refused_to_another(functions):
     assert answers == [("executor.ex-a", True), ("executor.ex-b", False)]
     [job] = functions.rt.store.get_jobs("r")
     assert (job.status, job.executor, job.attempt) == ("running", "ex-a", 1)
+
+
+def test_the_tick_expires_run_out_leases_republishes_the_outbox_and_prunes_once_an_hour(functions):
+    store = functions.rt.store
+    # Given a job whose executor's lease ran out, and a run that finished long ago
+    functions.push("dispatcher", requested("r"))
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(FLOW.jobs)))
+    functions.push("dispatcher", JobStarted(run_id="r", job="build", executor="ex-a"))
+    [job] = store.get_jobs("r")
+    store.put_job(job.model_copy(update={"lease_expires": utcnow() - timedelta(seconds=1)}))
+    functions.push("dispatcher", requested("old", "old-branch"))
+    functions.push("dispatcher", RunCancel(run_id="old"))
+    long_ago = store.get_run("old").model_copy(update={"finished_at": utcnow() - timedelta(days=365)})
+    store.update_run(long_ago)
+    functions.take(DISPATCHER)
+    # When the clock ticks
+    answer = functions.push("dispatcher", Tick())
+    # Then the run-out lease goes to the run's own line as job.expired, and the old run is pruned
+    assert answer["expired"] == 1 and answer["pruned"]["runs"] == 1
+    assert functions.take(DISPATCHER) == [JobExpired(run_id="r", job="build", attempt=1)]
+    assert store.get_run("old") is None and store.get_run("r") is not None
+    # and a tick within the hour prunes nothing more (another dispatcher's neither)
+    assert tick(functions.rt, utcnow())["pruned"] is None
+    # When the expiry is pushed in the run's order, attempt 2 is ordered
+    functions.push("dispatcher", JobExpired(run_id="r", job="build", attempt=1))
+    [order] = [m for m in functions.take(EXECUTOR) if isinstance(m, JobOrder)][-1:]
+    assert (order.attempt, store.get_jobs("r")[0].attempt) == (2, 2)
