@@ -15,7 +15,7 @@ import logging
 
 import functions_framework
 
-from tasuki.shared import push, statuses
+from tasuki.shared import logs, push, statuses
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import MODELS
 from tasuki.shared.runtime import runtime
@@ -25,6 +25,7 @@ ACCEPTS = {t: MODELS[t] for t in ("run.updated", "job.updated")}
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def reporter(request):
     rt = runtime()
@@ -55,4 +56,5 @@ def reporter(request):
         log.error("run %s: %s", notice.run_id, exc)
         rt.store.add_note(notice.run_id, "reporter", str(exc))
         return answer(200, reported=False, error=str(exc))
+    log.info("reported %s %s to %s (%s)", status.key, status.state, status.host, code)
     return answer(200, reported=True, host=status.host, state=status.state, key=status.key, answer=code)

@@ -62,7 +62,7 @@ from tasuki.local.bridge.delivery import PARK_HEADER, Delivery, text
 from tasuki.local.bridge.flowcontrol import FlowControl
 from tasuki.local.bridge.pusher import Outcome, Pusher
 from tasuki.shared import broker as brokers
-from tasuki.shared import filters, push, topics
+from tasuki.shared import filters, logs, push, topics
 from tasuki.shared.broker import Broker, attributes_of
 from tasuki.shared.errors import BrokerError, ConfigError
 from tasuki.shared.settings import Settings
@@ -367,6 +367,10 @@ class SubscriptionServer:
     # -- one push, and what follows from its answer (push threads) ------------------------------
 
     def _work(self, d: Delivery) -> None:
+        with logs.context(**logs.fields(d.attributes)):
+            self._deliver(d)
+
+    def _deliver(self, d: Delivery) -> None:
         try:
             if not d.dead_letter_due:
                 outcome = self.pusher.push(self._request(d), self.deadline)
@@ -502,7 +506,10 @@ class SubscriptionServer:
         self._lines.held.discard(d)
         self._lines.parked[d.park_id] = d
         headers = d.requeue_headers(time.time() + max(0.0, d.not_before - now))
-        log.info("%s: %s re-queued with its retry state (held %.0fs)", self.sub.name, d.message_id, now - d.received)
+        with logs.context(**logs.fields(d.attributes)):
+            log.info(
+                "%s: %s re-queued with its retry state (held %.0fs)", self.sub.name, d.message_id, now - d.received
+            )
         lines, tag, generation, park_id = self._lines, d.tag, d.generation, d.park_id
         future = self._publish("", self.sub.queue, d, headers)
         future.add_done_callback(lambda f: self._requeued(d, f, lines, tag, generation, park_id))
