@@ -1,7 +1,8 @@
 """Benchmarks (`make bench`), never timed assertions in tests.
 
-The machines are shared and noisy, so every benchmark measures Tasuki side by side with a
-baseline in the same run and reports the ratio. Each `bench_*.py` module here has a
+The machines are shared and noisy, so every timing benchmark measures Tasuki side by side with a
+baseline in the same run and reports the ratio (memory, which the noise does not move much, is
+measured alone: `bench_memory`, against its aim). Each `bench_*.py` module here has a
 `main() -> dict` that prints its figures and returns them; `python -m tests.bench [NAME ...]`
 runs them all (or the named ones) and writes `.tasuki/bench.json`.
 """
