@@ -32,16 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import pika.exceptions as pe
-
 from tasuki.local.executor import convert, jobs
 from tasuki.local.executor.checkout import Checkouts
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.shared import codec, flowfile, logs, topics
 from tasuki.shared.broker import Broker, attributes_of, connect
-from tasuki.shared.errors import BrokerError, DecodeError, FlowFileError, JobError, TasukiError
+from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
 from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
+from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.registry import Registry, Repositories
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import Store
@@ -111,16 +110,8 @@ class Executor:
         """Take work until `stop` is set, then finish (or requeue) what is running."""
         self.cleanup_orphans()
         queue = topics.executor_queue(self.settings.executor_pool)
-        delay = 0.5
         try:
-            while not self.stop.is_set():
-                try:
-                    self._consume(queue)
-                    delay = 0.5
-                except (BrokerError, pe.AMQPError, OSError) as exc:
-                    log.warning("RabbitMQ connection lost (%s); reconnecting in %.1fs", exc, delay)
-                    self.stop.wait(delay)
-                    delay = min(delay * 2, 10)
+            keep_connected(lambda: self._consume(queue), self.stop, log=log, what="RabbitMQ connection lost")
         finally:
             self._finish_running(lambda: time.sleep(0.2))  # the broker went away while stopping
             self._pool.shutdown(wait=True)
