@@ -171,10 +171,10 @@ class Executor:
             wait_until(time.monotonic() + ABORT_WAIT)
 
     def _work(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        with logs.context(**logs.fields(attributes_of(properties.headers or {}))):
-            self._do(connection, channel, method, properties, body)
+        with logs.context(**logs.fields(attributes_of(properties.headers))):
+            self._handle_and_settle(connection, channel, method, properties, body)
 
-    def _do(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+    def _handle_and_settle(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         settle: Callable[[int], None] = channel.basic_ack
         try:
             self.handle(properties.type or "", body, redelivered=method.redelivered)
