@@ -149,8 +149,7 @@ class Supervisor:
             )
         except OSError as exc:
             self.say(f"{child.name} could not start: {exc}\n")
-            child.returncode = 127
-            self.events.put(("ended", child))
+            self.events.put(("ended", (child, 127)))
             return
         self.say(f"{child.name} started (pid={child.process.pid})\n")
         child.relay = threading.Thread(target=self._relay, args=(child,), name=f"relay-{child.name}", daemon=True)
@@ -161,8 +160,7 @@ class Supervisor:
         for line in iter(child.process.stdout.readline, b""):
             self.say(line.decode("utf-8", "replace"), child.name, child.colour)
         child.process.stdout.close()
-        child.returncode = child.process.wait()
-        self.events.put(("ended", child))
+        self.events.put(("ended", (child, child.process.wait())))
 
     def _wait(self) -> None:
         deadline: float | None = None
@@ -176,9 +174,11 @@ class Supervisor:
                 if self.returncode is None:
                     self.returncode = SIGNAL_CODES[value]
             elif kind == "ended":
-                self.say(f"{value.name} stopped (rc={value.returncode})\n")
+                child, code = value
+                child.returncode = code  # recorded here, by the one thread that decides, so no ending goes unseen
+                self.say(f"{child.name} stopped (rc={child.returncode})\n")
                 if self.returncode is None:
-                    self.returncode = value.returncode
+                    self.returncode = child.returncode
             if kind and deadline is None:
                 deadline = time.monotonic() + self.kill_wait
                 self._send(signal.SIGTERM)
