@@ -37,7 +37,6 @@ def ingress(request):
         request.headers,
         body,
         registry=rt.registry,
-        max_body=limit,
         unknown_repositories=rt.settings.unknown_repositories,
     )
     logs.bind(delivery=delivery.delivery_id)  # every line logged from here on names the delivery
