@@ -107,7 +107,7 @@ def gunicorn_logs() -> type:
     """Gunicorn's logger class whose error log goes to the root logger (shared.logs formats it)."""
     from gunicorn.glogging import Logger
 
-    class Logs(Logger):  # type: ignore[misc]
+    class Logs(Logger):
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             for handler in self.error_log.handlers[:]:

@@ -1,6 +1,8 @@
 """`tasuki local`'s supervisor with small stand-in processes: output relayed with each process's
 name, one process ending or a signal stops all of them, and what ignores SIGTERM is killed with
-its whole process group. Also: the one shared server sends each port to its own function."""
+its whole process group. Also: the one shared server sends each port to its own function.
+
+The stand-ins are child Python processes that print, sleep and exit: they reach for no service."""
 
 from __future__ import annotations
 
