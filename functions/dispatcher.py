@@ -11,11 +11,12 @@ push supersedes and run.wake for runs waiting for a place (rule options, see sha
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import outbox, push, scheduler, sealing
+from tasuki.shared import logs, outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import (
     JobExpired,
@@ -35,6 +36,8 @@ from tasuki.shared.messages import (
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
+log = logging.getLogger("tasuki.dispatcher")
+
 ACCEPTS: dict[str, type[Message]] = {
     m.TYPE: m
     for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobHeartbeat, JobExpired, JobFinished, Tick)
@@ -44,6 +47,7 @@ OUTBOX_GRACE = timedelta(seconds=10)
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def dispatcher(request):
     rt = runtime()
@@ -56,6 +60,8 @@ def dispatcher(request):
     assert isinstance(message, RunMessage)
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
+    if run is not None:
+        logs.bind(delivery=run.event.delivery_id)  # the push the run came from, on every line
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
     decision = scheduler.decide(run, jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
     # 4. Record the new state with what it publishes (the outbox) in one transaction; then
@@ -65,7 +71,7 @@ def dispatcher(request):
         rt.store.record(decision.run, decision.jobs, entries, create=run is None)
     run = decision.run or run
     outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
-    # 5. The steps that need the other runs of the repository (all idempotent, after recording).
+    # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []
     started = False
@@ -74,6 +80,9 @@ def dispatcher(request):
         started = admit(rt, run) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
+    log.info(
+        "%s: run %s; published %s", message.TYPE, run.status if run else "unknown", [m.TYPE for m in decision.publish]
+    )
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )
