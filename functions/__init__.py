@@ -7,6 +7,9 @@ web (the page and the API).
 
 from pathlib import Path
 
+# Every function, each a module here and a functions-framework target of the same name.
+NAMES = ("ingress", "router", "dispatcher", "reporter", "logs", "web")
+
 
 def source(name: str) -> Path:
     """The file of function `name`, as functions-framework's `--source` wants it (read, never written)."""

@@ -11,11 +11,12 @@ push supersedes and run.wake for runs waiting for a place (rule options, see sha
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import outbox, push, scheduler, sealing
+from tasuki.shared import logs, outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import (
     JobExpired,
@@ -35,6 +36,8 @@ from tasuki.shared.messages import (
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
+log = logging.getLogger("tasuki.dispatcher")
+
 ACCEPTS: dict[str, type[Message]] = {
     m.TYPE: m
     for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobHeartbeat, JobExpired, JobFinished, Tick)
@@ -46,6 +49,7 @@ PRUNE_EVERY = timedelta(hours=1)
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def dispatcher(request):
     rt = runtime()
@@ -60,6 +64,8 @@ def dispatcher(request):
     #    it publishes (the outbox): one transaction, so no other writer's update is lost. Then
     #    publish what the run's outbox holds (also what a crash left there) and clear it.
     with rt.store.locked_run(message.run_id) as held:
+        if held.run is not None:
+            logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
         decision = scheduler.decide(held.run, held.jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
         if decision.run is not None:
             held.save(decision.run)
@@ -77,6 +83,9 @@ def dispatcher(request):
         started = admit(rt, run.id) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
+    log.info(
+        "%s: run %s; published %s", message.TYPE, run.status if run else "unknown", [m.TYPE for m in decision.publish]
+    )
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )

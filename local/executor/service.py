@@ -51,8 +51,8 @@ from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.lease import Lease
 from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.local.executor.slots import Slots
-from tasuki.shared import codec, flowfile, sealing, topics
-from tasuki.shared.broker import Broker, connect
+from tasuki.shared import codec, flowfile, logs, sealing, topics
+from tasuki.shared.broker import Broker, attributes_of, connect
 from tasuki.shared.errors import DecodeError, FlowFileError, JobError, SealError, TasukiError
 from tasuki.shared.messages import (
     Event,
@@ -227,6 +227,12 @@ class Executor:
                     pass
 
     def _work(
+        self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
+    ) -> None:
+        with logs.context(**logs.fields(attributes_of(properties.headers))):
+            self._handle_and_settle(connection, channel, slots, token, method, properties, body)
+
+    def _handle_and_settle(
         self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
     ) -> None:
         settled = threading.Event()
