@@ -9,9 +9,11 @@ supersedes and run.wake for runs waiting for a place (rule options, see shared.r
 
 from __future__ import annotations
 
+import logging
+
 import functions_framework
 
-from tasuki.shared import push, scheduler
+from tasuki.shared import logs, push, scheduler
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import (
     JobFinished,
@@ -26,12 +28,15 @@ from tasuki.shared.messages import (
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
+log = logging.getLogger("tasuki.dispatcher")
+
 ACCEPTS: dict[str, type[RunMessage]] = {
     m.TYPE: m for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobFinished)
 }
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def dispatcher(request):
     rt = runtime()
@@ -43,6 +48,8 @@ def dispatcher(request):
     # transaction, so no other writer's update is lost; a crash before the commit redelivers the
     # message, which is decided again.
     with rt.store.locked_run(message.run_id) as held:
+        if held.run is not None:
+            logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
         decision = scheduler.decide(held.run, held.jobs, message, utcnow())
         for outgoing in decision.publish:
             rt.broker.publish(outgoing)
@@ -60,6 +67,9 @@ def dispatcher(request):
         started = admit(rt, run.id) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
+    log.info(
+        "%s: run %s; published %s", message.TYPE, run.status if run else "unknown", [m.TYPE for m in decision.publish]
+    )
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasuki.shared.errors import ConfigError, first_problem
 
@@ -97,6 +97,18 @@ class Settings(BaseModel):
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
     # Values masked in every job log, comma-separated.
     secrets: str = ""
+
+    # Log lines (shared.logs): json, text (readable), color (readable, coloured), or auto (color
+    # on a terminal, json anywhere else); the lowest level written.
+    log_format: Literal["auto", "json", "text", "color"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Threads serving the functions when they share one process (`tasuki local`, `tasuki functions`).
+    server_threads: int = Field(16, ge=1, le=256)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
