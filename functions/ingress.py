@@ -33,6 +33,7 @@ def ingress(request):
         body,
         registry=rt.registry,
         unknown_repositories=rt.settings.unknown_repositories,
+        max_events=rt.settings.max_events_per_delivery,
     )
     # 3. An event Tasuki does not act on, or a ping, is answered and not published.
     if delivery.unpublished is not None:

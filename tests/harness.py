@@ -34,6 +34,8 @@ class LocalTasuki:
         for name in ("ingress", "router", "dispatcher", "reporter", "web"):
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
         self.env.setdefault("TASUKI_EXECUTOR_ID", f"test-{uuid.uuid4().hex[:8]}")
+        # The test repositories are folders on this machine (the harness allows file for itself).
+        self.env.setdefault("TASUKI_CLONE_SCHEMES", "https,file")
         self.env.update(env)
         self.settings = Settings.from_env(self.env)
         self.ready_timeout = ready_timeout

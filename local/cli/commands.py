@@ -54,6 +54,7 @@ def _logging() -> None:
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
     from tasuki.local.cli import supervisor
 
+    rt.registry  # noqa: B018  a registry file that cannot be used (a clone URL not allowed, ...) stops the start
     if rt.settings.rules_file:
         load_rules_file(rt, rt.settings.rules_file)
     return supervisor.run(rt.settings, os.environ)

@@ -41,7 +41,7 @@ from tasuki.shared.broker import Broker, connect
 from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
 from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
 from tasuki.shared.reconnect import keep_connected
-from tasuki.shared.registry import Registry, Repositories
+from tasuki.shared.registry import Repositories
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import Store
 
@@ -79,7 +79,7 @@ class Executor:
         settings: Settings,
         *,
         store: Store,
-        registry: Registry | Repositories,
+        registry: Repositories,
         broker: Broker | None = None,
         docker: Docker | None = None,
     ) -> None:
@@ -93,6 +93,7 @@ class Executor:
             settings.cache_dir,
             settings.workspace_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id),
             credentials=registry.credentials_for,
+            schemes=settings.allowed_clone_schemes,
         )
         self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
@@ -203,8 +204,8 @@ class Executor:
 
     def planned(self, order: PlanOrder) -> RunPlanned:
         event = order.event
-        url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         try:
+            url = self.registry.checkout_url(event.repository.full_name)
             text = self.checkouts.read_file(url, event.after, order.flow_file, host=event.host)
             if text is None:
                 raise FlowFileError(
@@ -286,9 +287,9 @@ class Executor:
     def _attempt(self, order: JobOrder, sink: LogSink) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
         event, job = order.event, order.job
-        url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         started = time.monotonic()
         try:
+            url = self.registry.checkout_url(event.repository.full_name)
             with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}", host=event.host) as workspace:
                 checked_out = time.monotonic()
                 outcome = jobs.run_job(
@@ -368,7 +369,7 @@ class Executor:
         return len(orphans)
 
 
-def main(settings: Settings, store: Store, registry: Registry | Repositories) -> None:
+def main(settings: Settings, store: Store, registry: Repositories) -> None:
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     executor = Executor(settings, store=store, registry=registry)
 

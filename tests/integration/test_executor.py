@@ -24,7 +24,7 @@ from tasuki.shared import codec
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
 from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, Ref, Repository
-from tasuki.shared.registry import load_registry
+from tasuki.shared.registry import Repositories, load_registry
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import RunRecord
 from tasuki.shared.store.sqlite import SQLiteStore
@@ -66,6 +66,7 @@ class World:
             "TASUKI_DATA_DIR": str(tmp_path / "data"),
             "TASUKI_EXECUTOR_ID": executor_id,
             "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
+            "TASUKI_CLONE_SCHEMES": "https,file",  # the test repositories are local folders
             "TASUKI_JOB_MEMORY": "256m",
             "TASUKI_SECRETS": "s3cr3t-t0ken",
         }
@@ -158,9 +159,9 @@ def start_executor(world) -> Iterator[Callable[..., Executor]]:
 
     def start(**values: str) -> Executor:
         settings = world.settings(**values)
-        executor = Executor(
-            settings, store=SQLiteStore(settings.store_path), registry=load_registry(settings.repositories_file)
-        )
+        schemes = settings.allowed_clone_schemes
+        registry = Repositories(load_registry(settings.repositories_file, schemes), None, schemes)
+        executor = Executor(settings, store=SQLiteStore(settings.store_path), registry=registry)
         thread = threading.Thread(target=executor.serve, daemon=True)
         thread.start()
         running.append((executor, thread))

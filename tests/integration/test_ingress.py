@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,17 @@ class Ingress:
 
     def published(self) -> list[tuple[str, object, Event]]:
         """Every message waiting for the router, taken off its queue: (routing key, properties, event)."""
+        return [(key, props, decode(body, Event)) for key, props, body in self.published_bodies()]
+
+    def published_bodies(self) -> list[tuple[str, object, bytes]]:
+        """As `published`, each message's body as the bytes on the wire."""
         out = []
         with Broker(self.url).channel() as ch:
             while True:
                 method, props, body = ch.basic_get(topics.subscription("router").queue, auto_ack=True)
                 if method is None:
                     return out
-                out.append((method.routing_key, props, decode(body, Event)))
+                out.append((method.routing_key, props, body))
 
 
 def start(url: str, tmp_path: Path, monkeypatch, **env: str) -> Ingress:
@@ -58,6 +63,8 @@ def start(url: str, tmp_path: Path, monkeypatch, **env: str) -> Ingress:
         "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
         **env,
     }
+    for name in [k for k in os.environ if k.startswith("TASUKI_")]:
+        monkeypatch.delenv(name)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     runtime.cache_clear()
@@ -76,7 +83,14 @@ def module_vhost() -> Iterator[str]:
 def shared_ingress(module_vhost, tmp_path_factory) -> Iterator[Ingress]:
     Broker(module_vhost).declare()
     with pytest.MonkeyPatch.context() as monkeypatch:
-        yield start(module_vhost, tmp_path_factory.mktemp("ingress"), monkeypatch, TASUKI_MAX_BODY_BYTES=str(LIMIT))
+        # Unknown repositories accepted on purpose: the fixtures of every host reach the router.
+        yield start(
+            module_vhost,
+            tmp_path_factory.mktemp("ingress"),
+            monkeypatch,
+            TASUKI_MAX_BODY_BYTES=str(LIMIT),
+            TASUKI_UNKNOWN_REPOSITORIES="accept",
+        )
         runtime().broker.close()
         runtime.cache_clear()
 
@@ -142,6 +156,57 @@ def test_a_delivery_of_several_refs_publishes_one_event_per_ref_in_order(ingress
         ("bitbucket:multi#0", "push", "name-of-branch"),
         ("bitbucket:multi#1", "tag", "v1"),
     ]
+
+
+def many_refs(count: int) -> bytes:
+    """A Bitbucket push of `count` new branches (the captured push's repository and actor)."""
+    payload = fixture("bitbucket", "first-push.json")
+    payload["push"]["changes"] = [
+        {
+            "new": {"type": "branch", "name": f"b{n}", "target": {"type": "commit", "hash": f"{n:040x}"}},
+            "old": None,
+            "created": True,
+            "commits": [],
+        }
+        for n in range(count)
+    ]
+    return json.dumps(payload).encode()
+
+
+def test_a_push_of_4000_refs_is_refused_with_nothing_published(vhost, tmp_path, monkeypatch):
+    Broker(vhost).declare()
+    ingress = start(vhost, tmp_path, monkeypatch)
+    try:
+        body = many_refs(4000)
+        answer = ingress.post(body, headers("bitbucket", "repo:push", body, secret=SECRET))
+        assert answer.status_code == 413, answer.text
+        assert "4000 refs" in answer.json["error"] and "at most 100" in answer.json["error"]
+    finally:
+        runtime().broker.close()
+        runtime.cache_clear()
+    assert ingress.published_bodies() == []
+
+
+def test_a_push_of_4000_refs_publishes_bytes_linear_in_its_size(vhost, tmp_path, monkeypatch):
+    # Given an ingress that takes that many refs from one delivery
+    Broker(vhost).declare()
+    ingress = start(vhost, tmp_path, monkeypatch, TASUKI_MAX_EVENTS_PER_DELIVERY="5000")
+    try:
+        body = many_refs(4000)
+        # When a push of 4000 refs arrives
+        answer = ingress.post(body, headers("bitbucket", "repo:push", body, secret=SECRET))
+        assert answer.status_code == 202 and answer.json["events"] == 4000, answer.text
+    finally:
+        runtime().broker.close()
+        runtime.cache_clear()
+    # Then each event carries its own ref only, and what was published grows with the delivery:
+    # each event is at most the delivery without its refs, its own ref and a little of its own
+    published = ingress.published_bodies()
+    assert len(published) == 4000
+    rest = len(many_refs(0))
+    assert sum(len(b) for _, _, b in published) < 4000 * (rest + 1500) < 20 * len(body)
+    first = decode(published[0][2], Event)
+    assert [c["new"]["name"] for c in first.payload["push"]["changes"]] == ["b0"]
 
 
 @pytest.mark.parametrize("host", sorted(EVENT_HEADERS))
@@ -271,9 +336,9 @@ def test_a_chunked_body_over_the_limit_is_refused_after_limit_bytes(ingress):
     assert len(ingress.published()) == 1
 
 
-def test_unknown_repositories_get_a_404_when_so_configured(vhost, tmp_path, monkeypatch):
+def test_unknown_repositories_get_a_404_by_default(vhost, tmp_path, monkeypatch):
     Broker(vhost).declare()
-    ingress = start(vhost, tmp_path, monkeypatch, TASUKI_UNKNOWN_REPOSITORIES="reject")
+    ingress = start(vhost, tmp_path, monkeypatch)
     try:
         body = fixture_body("github", "push.json")
         answer = ingress.post(body, headers("github", "push", body))

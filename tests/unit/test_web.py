@@ -98,7 +98,9 @@ def test_forms_need_the_csrf_token(client):
     assert refused.status_code == 403
     page = client.get("/repositories").get_data(as_text=True)
     csrf = page.split('name="csrf" value="')[1].split('"')[0]
-    done = client.post("/repositories", data={"full_name": "acme/web", "clone_url": "/srv/web.git", "csrf": csrf})
+    done = client.post(
+        "/repositories", data={"full_name": "acme/web", "clone_url": "https://git.example/acme/web.git", "csrf": csrf}
+    )
     assert done.status_code == 303
     listed = client.get("/api/repositories").get_json()
     assert [r["full_name"] for r in listed["repositories"]] == ["acme/web"]
