@@ -95,7 +95,7 @@ class Executor:
             credentials=registry.credentials_for,
             schemes=settings.allowed_clone_schemes,
         )
-        self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
+        self.limits = convert.Limits.of(settings)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
         self.stop = threading.Event()  # take no more work
         self.abort = threading.Event()  # the grace is over: interrupt running jobs, requeue them
