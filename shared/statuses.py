@@ -26,6 +26,7 @@ from tasuki.shared.hosts import HOSTS, CommitStatus, StatusAnswer, StatusRequest
 from tasuki.shared.hosts.common import said
 from tasuki.shared.messages import JobUpdated, RunUpdated
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.text import clip
 
 TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
 CONTEXT = "tasuki"
@@ -75,13 +76,9 @@ def status_for(notice: RunUpdated | JobUpdated, web_url: str) -> CommitStatus | 
         name=name,
         state=notice.status,
         url=f"{web_url.rstrip('/')}/runs/{notice.run_id}" + (f"#job-{job}" if job else ""),
-        description=_clip(f"{'Job ' + job if job else 'Run'} {detail}", 140),
+        description=clip(f"{'Job ' + job if job else 'Run'} {detail}", 140),
         refname=ref,
     )
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- the host's request and answer -----------------------------------------------------------------

@@ -44,9 +44,12 @@ from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.registry import Repositories
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import Store
+from tasuki.shared.text import clip
 
 log = logging.getLogger("tasuki.executor")
 
+# The longest message a run's error carries (a flow file with many problems lists the first ones).
+MAX_ERROR = 4000
 # Once the grace period is over, how long killed jobs get to clean up before the executor exits.
 ABORT_WAIT = 60.0
 
@@ -203,6 +206,9 @@ class Executor:
         self.broker.publish(self.planned(order), message_id=f"{order.run_id}:planned")
 
     def planned(self, order: PlanOrder) -> RunPlanned:
+        """The plan of a run, or the run's error: anything that goes wrong while planning (an
+        invalid flow file, a failed checkout, a bug) ends the run with a message, since planning
+        the same commit again would fail the same way."""
         event = order.event
         try:
             url = self.registry.checkout_url(event.repository.full_name)
@@ -211,15 +217,23 @@ class Executor:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
-            flow = flowfile.parse(text, order.flow_file)
+            flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
             changed = self.checkouts.changed_paths(url, event.before, event.after, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
+            planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
         except (FlowFileError, JobError) as exc:
-            return RunPlanned(run_id=order.run_id, error=str(exc))
-        return RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))
+        except Exception as exc:
+            log.exception("run %s: planning failed", order.run_id)
+            return RunPlanned(
+                run_id=order.run_id,
+                error=clip(f"{order.flow_file}: could not be planned: {type(exc).__name__}: {exc}", MAX_ERROR),
+            )
+        return planned
 
     # -- running a job ----------------------------------------------------------------------------
 
@@ -298,7 +312,7 @@ class Executor:
                     context(event, order.run_id, job.name),
                     workspace,
                     limits=self.limits,
-                    timeout=job.timeout or self.settings.job_timeout,
+                    timeout=min(job.timeout or self.settings.job_timeout, self.settings.job_timeout_max),
                     on_output=sink.feed,
                     cancelled=self._cancel_check(order.run_id),
                     on_tick=sink.tick,
