@@ -14,10 +14,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from tasuki.shared.errors import StoreError
-from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.store import JobRecord, RulesSync, RunRecord
@@ -79,6 +80,10 @@ MIGRATIONS: list[str] = [
     # 4: repositories registered from the web page or the API (beside the registry file)
     """
     CREATE TABLE repositories (full_name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    """,
+    # 5: web sessions ended by signing out (kept until they would have expired)
+    """
+    CREATE TABLE ended_sessions (id TEXT PRIMARY KEY, expires TEXT NOT NULL);
     """,
 ]
 
@@ -358,6 +363,18 @@ class SQLiteStore:
     def delete_repository(self, full_name: str) -> bool:
         with self._tx() as conn:
             return conn.execute("DELETE FROM repositories WHERE full_name = ?", (full_name,)).rowcount == 1
+
+    # -- web sessions --------------------------------------------------------------------------------
+
+    def end_session(self, session_id: str, expires: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM ended_sessions WHERE expires < ?", (utcnow().isoformat(),))
+            conn.execute(
+                "INSERT OR REPLACE INTO ended_sessions (id, expires) VALUES (?, ?)", (session_id, expires.isoformat())
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,)))
 
     # -- executor results ----------------------------------------------------------------------------
 
