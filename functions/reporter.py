@@ -42,7 +42,7 @@ def reporter(request):
         note = f"commit statuses not reported: no {status.host} API credentials for {status.repository} in the repository registry"
         rt.store.add_note(notice.run_id, "reporter", note)
         return answer(200, reported=False, reason=note)
-    # 4. Tell the host.
+    # 4. Tell the host, at its own API only (a commit that is not one, or a URL elsewhere, is noted).
     api_url = rt.settings.api_url(status.host)
     try:
         code = statuses.send(statuses.request_for(status, api_url, credentials), status.host)

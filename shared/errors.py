@@ -19,7 +19,9 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     ├── HostUnavailable          a git host's API failed in a way that may pass (5xx,     503
     │                            rate limit, timeout); carries the host's Retry-After
     ├── HostRefused              a git host's API refused a commit status for good        502
-    │                            (bad token, unknown commit)
+    │   │                        (bad token, unknown commit, a redirect elsewhere)
+    │   └── StatusNotSent        Tasuki would not send it: a commit id that is not one,
+    │                            or a URL that leaves the host's configured API
     └── JobError                 a job could not run; `reason` is a short machine-readable word
         ├── CheckoutFailed
         ├── ImageMissing
@@ -135,6 +137,11 @@ class HostRefused(TasukiError):
     cannot help."""
 
     http_status = 502
+
+
+class StatusNotSent(HostRefused):
+    """A commit status Tasuki refuses to send: its commit is not a commit id, or its request would
+    leave the host's configured API (the repository's credential goes nowhere else)."""
 
 
 class JobError(TasukiError):
