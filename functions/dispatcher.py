@@ -28,7 +28,11 @@ def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
     message: RunMessage = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"), accepts=ACCEPTS
+        request,
+        key=rt.signing_key,
+        audience=rt.settings.endpoint("dispatcher"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
     )
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)

@@ -31,7 +31,11 @@ def reporter(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the notice.
     notice = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("reporter"), accepts=ACCEPTS
+        request,
+        key=rt.signing_key,
+        audience=rt.settings.endpoint("reporter"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
     )
     # 3. What to tell the host (pure).
     status = statuses.status_for(notice, rt.settings.web_url)

@@ -14,6 +14,7 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
     ├── WebhookError             a delivery that cannot be accepted                       own
     ├── AuthError                a push request without a valid bearer token              401
+    ├── BodyTooLarge             a request body over its limit (read no further)          413
     ├── ActionError              what the page or the API was asked cannot be done        own
     │   └── NoSuchLetter         the dead letter to replay is not in the queue            404
     ├── HostUnavailable          a git host's API failed in a way that may pass (5xx,     503
@@ -101,6 +102,12 @@ class AuthError(TasukiError):
     """A push request came without a valid bearer token."""
 
     http_status = 401
+
+
+class BodyTooLarge(TasukiError):
+    """A request's body is over its limit; the rest of it was not read."""
+
+    http_status = 413
 
 
 class ActionError(TasukiError):

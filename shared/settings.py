@@ -21,6 +21,8 @@ from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
 
+# The smallest body limit of a push request (`Settings.max_push_bytes`).
+MIN_PUSH_BYTES = 8 * 1024 * 1024
 # Where each function listens when Tasuki runs on one machine (`make local`).
 DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083}
 
@@ -190,7 +192,7 @@ class Settings(BaseModel):
     def max_push_bytes(self) -> int:
         """The largest push request a pushed-to function reads: an event carries its webhook's
         JSON (at most TASUKI_MAX_BODY_BYTES) about twice over, base64 adds a third."""
-        return max(8 * 1024 * 1024, 4 * self.max_body_bytes)
+        return max(MIN_PUSH_BYTES, 4 * self.max_body_bytes)
 
     def secret_values(self) -> list[str]:
         return [s for s in (part.strip() for part in self.secrets.split(",")) if s]
