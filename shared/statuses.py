@@ -21,21 +21,18 @@ never follows a redirect (the host's answer 3xx is a refusal, noted on the run).
 from __future__ import annotations
 
 import hashlib
-import re
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
 from tasuki.shared.errors import HostRefused, HostUnavailable, StatusNotSent
 from tasuki.shared.hosts import HOSTS, CommitStatus, StatusAnswer, StatusRequest
-from tasuki.shared.hosts.common import said
+from tasuki.shared.hosts.common import is_commit_id, said
 from tasuki.shared.messages import JobUpdated, RunUpdated
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.text import clip
 
 TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
-# A commit id as it may go into a URL: an abbreviated or full SHA-1 or SHA-256.
-COMMIT = re.compile(r"[0-9a-fA-F]{7,64}")
 CONTEXT = "tasuki"
 
 DESCRIPTIONS = {
@@ -94,7 +91,7 @@ def status_for(notice: RunUpdated | JobUpdated, web_url: str) -> CommitStatus | 
 def request_for(status: CommitStatus, api_url: str, credentials: RepositoryConfig | None) -> StatusRequest:
     """The host's request for `status`, to its API at `api_url` (or its public API when ""):
     `StatusNotSent` for a commit id that is not one, or a request that would leave that API."""
-    if not COMMIT.fullmatch(status.commit):
+    if not is_commit_id(status.commit):
         raise StatusNotSent(
             f"commit status not sent: the commit id {clip(status.commit, 80)!r} is not 7 to 64 hexadecimal characters"
         )

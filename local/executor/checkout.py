@@ -34,8 +34,9 @@ from pathlib import Path
 from tasuki.shared import cloneurls
 from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.hosts import HOSTS, GitHost
-from tasuki.shared.hosts.common import basic
+from tasuki.shared.hosts.common import basic, is_commit_id
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.text import clip
 
 GIT_TIMEOUT = 600
 _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
@@ -128,6 +129,7 @@ class Checkouts:
         `host` (an `Event.host`) says how to log in with the repository's registry credentials."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
+        self._check_commit(commit)
         wrong = cloneurls.problem(clone_url, self.schemes)
         if wrong:
             raise CheckoutFailed(f"not cloned: {wrong}")
@@ -152,6 +154,12 @@ class Checkouts:
         return path
 
     @staticmethod
+    def _check_commit(commit: str) -> None:
+        """A commit reaches git's argv only as a commit id (never an option, a path or a range)."""
+        if commit and not is_commit_id(commit):
+            raise CheckoutFailed(f"{clip(commit, 80)!r} is not a commit id (7 to 64 hexadecimal characters)")
+
+    @staticmethod
     def has_commit(mirror: Path, commit: str) -> bool:
         try:
             git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror)
@@ -172,7 +180,7 @@ class Checkouts:
 
     def changed_paths(self, clone_url: str, before: str, after: str, *, host: str = "") -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
-        if not before or not after or set(before) == {"0"}:
+        if not before or not after or set(before) == {"0"} or not is_commit_id(before):
             return None
         mirror = self.mirror(clone_url, after, host=host)
         if not self.has_commit(mirror, before):

@@ -63,10 +63,16 @@ def test_checkout_failures_say_what_failed(tmp_path, make_repo):
         with checkouts(tmp_path).workspace(str(repo), "0123456789abcdef0123456789abcdef01234567", "x"):
             pass
     with pytest.raises(CheckoutFailed, match="cannot fetch .*nowhere"):
-        with checkouts(tmp_path).workspace(str(tmp_path / "nowhere.git"), "abc", "y"):
+        with checkouts(tmp_path).workspace(str(tmp_path / "nowhere.git"), "abc1234", "y"):
             pass
     with pytest.raises(CheckoutFailed, match="no clone URL"):
         checkouts(tmp_path).mirror("")
+    # an event's commit reaches git only as a commit id, never as an option
+    for commit in ("--output=/tmp/x", "../../../../user/repos", "HEAD", "main"):
+        with pytest.raises(CheckoutFailed, match="is not a commit id"):
+            with checkouts(tmp_path).workspace(str(repo), commit, "z"):
+                pass
+    assert checkouts(tmp_path).changed_paths(str(repo), "--output=/tmp/x", "a" * 40) is None
 
 
 def test_a_job_that_rewrites_its_git_objects_changes_nothing_for_the_next_job(tmp_path, make_repo):

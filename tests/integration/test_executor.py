@@ -23,7 +23,7 @@ from tasuki.local.executor.service import Executor
 from tasuki.shared import codec
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
-from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, Ref, Repository
+from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, PlanOrder, Ref, Repository
 from tasuki.shared.registry import Repositories, load_registry
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import RunRecord
@@ -260,6 +260,29 @@ def test_a_checkout_failure_is_a_clear_job_error(world, start_executor):
     assert (done.status, done.reason) == ("error", "checkout-failed")
     assert "cannot fetch" in done.message and "gone.git" in done.message
     assert "[tasuki] cannot fetch" in world.log("run-1").decode()
+
+
+def test_a_run_of_an_unregistered_repository_clones_nothing_whatever_its_event_names(world, start_executor):
+    # Given unknown repositories accepted (TASUKI_UNKNOWN_REPOSITORIES=accept) and an event for
+    # one that names a clone URL (the payload's: here a repository git could clone)
+    with world.broker.channel() as ch:
+        ch.queue_bind("watch", RUNS, routing_key="run.planned")
+    start_executor()
+    event = Event(
+        host="github",
+        event="push",
+        kind="push",
+        delivery_id="d-unknown",
+        repository=Repository(full_name="acme/unknown", clone_url=str(world.repo)),
+        ref=Ref(kind="branch", name="main"),
+        after=world.commit,
+    )
+    world.broker.publish(PlanOrder(run_id="run-u", event=event))
+    # Then the run's plan is an error saying how to register it, and nothing was cloned
+    planned = world.wait_for(lambda m: m.TYPE == "run.planned" and m.run_id == "run-u", "run.planned of run-u")
+    assert "acme/unknown is not registered" in planned.error and planned.jobs == {}
+    cache = world.tmp / "data" / "cache"
+    assert not cache.exists() or not any(cache.glob("*.git"))
 
 
 def test_an_unreachable_docker_engine_is_a_clear_job_error(world, start_executor):

@@ -22,7 +22,7 @@ from tasuki.shared.codec import decode
 from tasuki.shared.messages import Event
 from tasuki.shared.runtime import runtime
 from tests.conftest import new_vhost
-from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
+from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers, many_refs
 from tests.proxy import TcpProxy
 from tests.strategies import header_names, json_values, paths, replaced
 
@@ -156,21 +156,6 @@ def test_a_delivery_of_several_refs_publishes_one_event_per_ref_in_order(ingress
         ("bitbucket:multi#0", "push", "name-of-branch"),
         ("bitbucket:multi#1", "tag", "v1"),
     ]
-
-
-def many_refs(count: int) -> bytes:
-    """A Bitbucket push of `count` new branches (the captured push's repository and actor)."""
-    payload = fixture("bitbucket", "first-push.json")
-    payload["push"]["changes"] = [
-        {
-            "new": {"type": "branch", "name": f"b{n}", "target": {"type": "commit", "hash": f"{n:040x}"}},
-            "old": None,
-            "created": True,
-            "commits": [],
-        }
-        for n in range(count)
-    ]
-    return json.dumps(payload).encode()
 
 
 def test_a_push_of_4000_refs_is_refused_with_nothing_published(vhost, tmp_path, monkeypatch):
