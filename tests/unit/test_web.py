@@ -1,17 +1,17 @@
-"""The web function without a browser: layout, access, forms and API through the test client."""
+"""The web function without a browser: layout, access, forms and API through the test client,
+with the in-memory broker (cancel and re-run are messages to the dispatcher) and SQLite."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from functions_framework import create_app
 
-from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared import topics
+from tasuki.shared.messages import Event, Ref, Repository, RunCancel, RunRequested
 from tasuki.shared.runtime import runtime
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.web import access, graph
+from tests.unit.conftest import function_client
 
 TOKEN = "correct horse battery staple"
 
@@ -40,14 +40,8 @@ def test_a_token_is_required_beyond_localhost():
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TASUKI_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TASUKI_WEB_TOKEN", TOKEN)
-    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # no broker: reads only
-    runtime.cache_clear()
+def client(memory_runtime):
+    rt = memory_runtime(web_token=TOKEN)
     event = Event(
         host="bitbucket",
         event="repo.push",
@@ -58,12 +52,11 @@ def client(tmp_path, monkeypatch):
         ref=Ref(kind="branch", name="main"),
         after="a" * 40,
     )
-    store = runtime().store
+    store = rt.store
     store.create_run(RunRecord(id="r1", event=event, status="failure", message="build: failure (exit code 3)"))
     store.put_job(JobRecord(run_id="r1", name="build", status="failure", exit_code=3, message="exited with code 3"))
     store.append_log("r1", "build", 0, b"<script>alert(1)</script> it broke\n")
-    yield create_app("web", "functions/web.py").test_client()
-    runtime.cache_clear()
+    return function_client("web")
 
 
 def test_the_api_wants_the_token(client):
@@ -117,10 +110,34 @@ def test_clear_errors(client):
         made.status_code == 201 and made.get_json()["sentence"] == "if tag on acme/api matching v* then run .tasuki.yml"
     )
     assert client.post("/api/rules", json={"repository": "acme/api", "event": "tag", "tag": "v*"}).status_code == 409
-    # cancelling needs RabbitMQ, which is away here: a clear 503, not a crash
+    # cancelling needs RabbitMQ: when it is away, a clear 503, not a crash
     runtime().store.create_run(RunRecord(id="r2", event=runtime().store.get_run("r1").event, status="running"))
+    runtime().broker.down()
     away = client.post("/api/runs/r2/cancel", json={})
     assert away.status_code == 503 and "RabbitMQ" in away.get_json()["error"]
+
+
+def test_cancel_and_rerun_are_messages_to_the_dispatcher(client):
+    client.post("/login", data={"token": TOKEN})
+    store, broker = runtime().store, runtime().broker
+    store.create_run(RunRecord(id="r2", event=store.get_run("r1").event, status="running"))
+    # Cancelling a running run asks the dispatcher to cancel it, in the run's own order
+    answer = client.post("/api/runs/r2/cancel", json={})
+    assert (answer.status_code, answer.get_json()) == (202, {"run_id": "r2", "status": "cancelling"})
+    [cancel] = broker.take(topics.subscription("dispatcher").queue)
+    assert cancel.message() == RunCancel(run_id="r2", reason="cancelled from the web page")
+    assert cancel.ordering_key == "r2"
+    # A finished run has nothing to cancel, and nothing is sent
+    assert client.post("/api/runs/r1/cancel", json={}).status_code == 409
+    # A re-run requests a new run of the same event and rule
+    answer = client.post("/api/runs/r1/rerun", json={})
+    assert answer.status_code == 202 and answer.get_json()["rerun_of"] == "r1"
+    new_id = answer.get_json()["run_id"]
+    [rerun] = broker.take(topics.subscription("dispatcher").queue)
+    requested = rerun.message()
+    assert isinstance(requested, RunRequested) and requested.run_id == new_id != "r1"
+    assert (requested.event, rerun.properties.message_id) == (store.get_run("r1").event, f"{new_id}:requested")
+    assert client.post("/api/runs/nope/rerun", json={}).status_code == 404
 
 
 # --- a site of its own: Host, Origin, JSON, next=, sessions ---------------------------------------
@@ -140,18 +157,15 @@ def test_a_host_header_that_is_not_this_tasukis_is_refused(client, host):
     assert client.post("/login", data={"token": TOKEN}, headers={"Host": host}).status_code == 400
 
 
-def test_the_configured_names_and_localhost_are_answered(client, monkeypatch):
-    monkeypatch.setenv("TASUKI_PUBLIC_URL", "https://ci.example.com")
-    monkeypatch.setenv("TASUKI_ALLOWED_HOSTS", "tasuki.internal, 10.0.0.5")
-    runtime.cache_clear()
+def test_the_configured_names_and_localhost_are_answered(client, memory_runtime):
+    memory_runtime(web_token=TOKEN, public_url="https://ci.example.com", allowed_hosts="tasuki.internal, 10.0.0.5")
     for host in ("localhost", "127.0.0.1:8000", "[::1]:8000", "ci.example.com", "TASUKI.internal:8000", "10.0.0.5"):
         assert client.get("/api/openapi.json", headers={"Host": host}).status_code == 200, host
 
 
-def test_without_a_token_a_cross_site_text_plain_post_is_refused(client, monkeypatch):
+def test_without_a_token_a_cross_site_text_plain_post_is_refused(client, memory_runtime):
     # Given no token: the page and the API are open on localhost
-    monkeypatch.delenv("TASUKI_WEB_TOKEN")
-    runtime.cache_clear()
+    memory_runtime()
     attack = '{"full_name": "acme/api", "clone_url": "https://evil.example/api.git"}'
     # When another site's page posts text/plain (a "simple" request a browser sends without asking)
     forged = client.post(
@@ -226,7 +240,7 @@ def test_next_keeps_a_page_of_the_site(client):
     assert answer.headers["Location"] == "/runs/r1?x=1"
 
 
-def test_a_session_expires_and_is_secure_over_https(client, monkeypatch):
+def test_a_session_expires_and_is_secure_over_https(client, memory_runtime):
     answer = client.post("/login", data={"token": TOKEN})
     cookie = answer.headers["Set-Cookie"]
     assert "Max-Age=43200" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -236,16 +250,14 @@ def test_a_session_expires_and_is_secure_over_https(client, monkeypatch):
     assert access.session(settings, value, now=12 * 3600 - 1) is not None
     assert access.session(settings, value, now=12 * 3600) is None  # expired, whatever the browser keeps
     assert access.session(settings, value.replace("v1.0.", "v1.1."), now=10) is None  # signed
-    monkeypatch.setenv("TASUKI_PUBLIC_URL", "https://ci.example.com")
-    runtime.cache_clear()
+    memory_runtime(web_token=TOKEN, public_url="https://ci.example.com")
     assert "Secure" in client.post("/login", data={"token": TOKEN}).headers["Set-Cookie"]
 
 
-def test_behind_a_trusted_proxy_its_https_makes_the_cookie_secure(client, monkeypatch):
+def test_behind_a_trusted_proxy_its_https_makes_the_cookie_secure(client, memory_runtime):
     https = {"X-Forwarded-Proto": "https"}
     assert "Secure" not in client.post("/login", data={"token": TOKEN}, headers=https).headers["Set-Cookie"]
-    monkeypatch.setenv("TASUKI_TRUST_PROXY", "true")
-    runtime.cache_clear()
+    memory_runtime(web_token=TOKEN, trust_proxy=True)
     assert "Secure" in client.post("/login", data={"token": TOKEN}, headers=https).headers["Set-Cookie"]
 
 
