@@ -29,9 +29,10 @@ import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import msgpack
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.errors import FlowFileError
 from tasuki.shared.text import clip
@@ -171,6 +172,18 @@ class Job(BaseModel):
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         return check_image(value)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_travel(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Settings travel in messages (msgpack): plain values only."""
+        try:
+            msgpack.packb(to_jsonable_python(value), use_bin_type=True)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"settings are text, numbers that fit in 64 bits, true or false, lists and maps ({clip(str(exc), 80)})"
+            ) from None
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod

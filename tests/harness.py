@@ -7,6 +7,7 @@ with LocalTasuki(settings_env) as tasuki:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -121,6 +122,21 @@ class LocalTasuki:
 
     def log_of(self, run_id: str, job: str) -> str:
         return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
+
+
+def configured(tmp: Path, amqp_url: str, repositories: dict[str, dict], rules: str, **settings: str) -> LocalTasuki:
+    """A `LocalTasuki` with this registry and these rules (written as files in `tmp`), its data in
+    `tmp/data`, and these more settings (`bitbucket_api_url="..."` is TASUKI_BITBUCKET_API_URL)."""
+    (tmp / "repos.yml").write_text(json.dumps({"repositories": repositories}))
+    (tmp / "rules.yml").write_text(rules)
+    env = {
+        "TASUKI_AMQP_URL": amqp_url,
+        "TASUKI_DATA_DIR": str(tmp / "data"),
+        "TASUKI_REPOSITORIES_FILE": str(tmp / "repos.yml"),
+        "TASUKI_RULES_FILE": str(tmp / "rules.yml"),
+    }
+    env.update({f"TASUKI_{name.upper()}": value for name, value in settings.items()})
+    return LocalTasuki(env)
 
 
 def remove_containers(executor_id: str) -> None:

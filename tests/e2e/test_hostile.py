@@ -23,7 +23,7 @@ from tasuki.shared.messages import RUN_FINAL
 from tests.conftest import bitbucket_push, git, new_vhost, queued_messages, write_files
 from tests.deliveries import fixture, headers, many_refs
 from tests.fake_hosts import FakeHosts
-from tests.harness import LocalTasuki
+from tests.harness import LocalTasuki, configured
 from tests.unit.test_flowfile_limits import LAUGHS
 
 SECRET = "the-webhook-secret"
@@ -96,24 +96,16 @@ def world(tmp_path_factory, docker_client) -> Iterator[World]:
     commits.update({f"api-{k}": v for k, v in api_commits.items()})
     commits.update({f"evil-{k}": v for k, v in evil_commits.items()})
     with FakeHosts() as hosts, new_vhost() as amqp_url:
-        registry = {
-            "repositories": {
-                "acme/api": {"clone_url": str(api), "secret": SECRET},
-                "acme/open": {"clone_url": str(open_repo)},
-                "acme/status": {"clone_url": str(open_repo), "token": hosts.tokens["bitbucket"]},
-            }
+        repositories = {
+            "acme/api": {"clone_url": str(api), "secret": SECRET},
+            "acme/open": {"clone_url": str(open_repo)},
+            "acme/status": {"clone_url": str(open_repo), "token": hosts.tokens["bitbucket"]},
         }
-        (tmp / "repos.yml").write_text(json.dumps(registry))
-        (tmp / "rules.yml").write_text('rules:\n  - {event: push, repository: "acme/*"}\n')
-        env = {
-            "TASUKI_AMQP_URL": amqp_url,
-            "TASUKI_DATA_DIR": str(tmp / "data"),
-            "TASUKI_REPOSITORIES_FILE": str(tmp / "repos.yml"),
-            "TASUKI_RULES_FILE": str(tmp / "rules.yml"),
-            "TASUKI_BITBUCKET_API_URL": hosts.bitbucket_url,
-            "TASUKI_JOB_TIMEOUT_MAX": "3600",
-        }
-        with LocalTasuki(env) as tasuki:
+        rules = 'rules:\n  - {event: push, repository: "acme/*"}\n'
+        running = configured(
+            tmp, amqp_url, repositories, rules, bitbucket_api_url=hosts.bitbucket_url, job_timeout_max="3600"
+        )
+        with running as tasuki:
             yield World(tasuki, amqp_url, hosts, {"api": api, "open": open_repo, "evil": evil}, commits)
 
 

@@ -89,6 +89,9 @@ def test_reading_slower_than_the_limit_is_refused(monkeypatch):
         ("jobs:\n  a: {image: i, run: r, args: [" + "9" * 5000 + "]}\n", "cannot be read"),
         ("jobs: !!python/object:os.system {}\n", "could not determine a constructor"),
         ("jobs:\n  a: {image: i, run: r}\n---\njobs: {}\n", "expected a single document"),
+        # found by the property below: a plan that could not travel as a message
+        ("jobs:\n A: {plugin: A, settings: {A: 18446744073709551616}}\n", "numbers that fit in 64 bits"),
+        ("jobs:\n A: {plugin: A, settings: {A: !!binary /w==}}\n", "numbers that fit in 64 bits"),
     ],
 )
 def test_what_the_yaml_library_chokes_on_is_a_flow_file_error(text, says):
