@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from tasuki.shared import codec, tokens
+from tasuki.shared import codec, logs, tokens
 from tasuki.shared.answers import read_body
 from tasuki.shared.errors import DecodeError
 from tasuki.shared.settings import MIN_PUSH_BYTES
@@ -124,6 +124,7 @@ def receive_message(
     the message by its `type` attribute. `accepts` maps the types the handler takes to their models."""
     tokens.verify(key, request.headers.get("Authorization"), audience)
     pushed = parse(read_body(request, limit, "pushes are read up to 4 × TASUKI_MAX_BODY_BYTES, at least 8 MiB"))
+    logs.bind(**logs.fields(pushed.attributes))  # the rest of the request's log lines carry run, job, delivery
     model = accepts.get(pushed.type)
     if model is None:
         raise DecodeError(f"expected a message of type {', '.join(accepts)}, found {pushed.type!r}")

@@ -111,6 +111,13 @@ class Settings(BaseModel):
     # Values masked in every job log, comma-separated.
     secrets: str = ""
 
+    # Log lines (shared.logs): json, text (readable), color (readable, coloured), or auto (color
+    # on a terminal, json anywhere else); the lowest level written.
+    log_format: Literal["auto", "json", "text", "color"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Threads serving the functions when they share one process (`tasuki local`, `tasuki functions`).
+    server_threads: int = Field(16, ge=1, le=256)
+
     @field_validator("clone_schemes")
     @classmethod
     def _schemes(cls, value: str) -> str:
@@ -123,6 +130,11 @@ class Settings(BaseModel):
                 f"TASUKI_JOB_TIMEOUT ({self.job_timeout}) is more than TASUKI_JOB_TIMEOUT_MAX ({self.job_timeout_max})"
             )
         return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

@@ -274,15 +274,18 @@ def raw_post(port: int, head: dict[str, str], body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("function", ["router", "dispatcher", "reporter"])
-def test_a_push_endpoint_answers_before_reading_a_huge_body(world, function):
+def test_a_push_endpoint_keeps_no_huge_body_and_wants_its_token(world, function):
     port = getattr(world.tasuki.settings, f"{function}_port")
-    # The answers come while the client has sent 1,000 of the 10 GB it announced: nothing waits
-    # for (or keeps) the rest
-    answer = raw_post(port, {"Content-Type": "application/json"}, b"{" * 1000)
-    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    # A body announced as 10 GB is refused while the client has sent 1,000 bytes of it: nothing
+    # waits for (or keeps) the rest (served alone, the token is checked first: tests/unit)
     token = tokens.sign(world.tasuki.settings.signing_key(), world.tasuki.settings.endpoint(function))
-    answer = raw_post(port, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, b"{" * 1000)
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    for head in ({}, {"Authorization": f"Bearer {token}"}):
+        answer = raw_post(port, {"Content-Type": "application/json", **head}, b"{" * 1000)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # A push without a valid token is refused, whatever it carries
+    for head in ({}, {"Authorization": "Bearer forged"}):
+        refused = requests.post(f"{world.url(function)}/", json={"message": {}}, headers=head, timeout=10)
+        assert refused.status_code == 401, refused.text
 
 
 def test_nothing_was_written_outside_tasukis_own_files(world):
