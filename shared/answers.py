@@ -2,9 +2,8 @@
 with their statuses.
 
 `read_body` reads no further than a limit (a body said or found to be longer is `BodyTooLarge`),
-and a failed request is answered without reading the rest of its body (`answer_unread`, which
-also closes the connection), so that a sender cannot make a handler take in any number of bytes
-just to be refused.
+and a failed request is answered without reading the rest of its body (`answer_unread`), so that
+a sender cannot make a handler take in any number of bytes just to be refused.
 
 A handler wrapped in `translated` that raises a Tasuki error answers with the error's
 `http_status`, the one mapping of errors to statuses (drawn in `shared/errors.py`, and shared with
@@ -40,11 +39,10 @@ def answer(code: int, /, **fields: Any) -> Answer:
 def answer_unread(code: int, /, **fields: Any) -> Response:
     """An answer that leaves the rest of the request body unread: functions-framework reads
     the whole body after the handler unless the response is streamed, which would let a client
-    make a handler hold any number of bytes in memory just to be told 413. The connection is
-    closed after it, so the server does not read the rest either to find the next request."""
-    response = Response(iter([json.dumps(fields, default=str)]), status=code, content_type="application/json")
-    response.headers["Connection"] = "close"
-    return response
+    make a handler hold any number of bytes in memory just to be told 413. (Whether the server
+    then drains what is left to find the next request is the server's: gunicorn drains at most
+    64 KiB and closes the connection.)"""
+    return Response(iter([json.dumps(fields, default=str)]), status=code, content_type="application/json")
 
 
 def read_body(request: Any, limit: int, setting: str) -> bytes:
