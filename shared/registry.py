@@ -28,10 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasuki.shared import cloneurls
 from tasuki.shared.errors import ActionError, CheckoutFailed, ConfigError, first_problem
+from tasuki.shared.text import clip
 
 # A repository's full name: segments of letters, digits, '_', '.', '-' (not "." or ".."), as
-# Bitbucket (workspace/slug), GitHub (owner/name) and GitLab (group/sub/project) spell them.
-FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+# Bitbucket (workspace/slug), GitHub (owner/name) and GitLab (group/sub/project) spell them; at
+# most 200 characters (the name is a key in the store, and PostgreSQL cannot index long keys).
+FULL_NAME = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 
 
 def normalise(full_name: str) -> str:
@@ -42,7 +44,10 @@ def normalise(full_name: str) -> str:
 def name_problem(full_name: str) -> str | None:
     """Why `full_name` cannot be registered; None when it can."""
     if not FULL_NAME.match(full_name) or any(part in (".", "..") for part in full_name.split("/")):
-        return f"a repository is named like workspace/repository (letters, digits, '_', '.', '-'), found {full_name!r}"
+        return (
+            f"a repository is named like workspace/repository (letters, digits, '_', '.', '-'; at most 200 "
+            f"characters), found {clip(full_name, 80)!r}"
+        )
     return None
 
 
