@@ -26,6 +26,7 @@ from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import LATEST, JobRecord, RunRecord, Store, new_store
+from tasuki.shared.store.records import stamp
 from tasuki.shared.store.sql import NOTE_CHARS
 from tasuki.shared.store.sqlite import SQLiteStore
 from tests.postgres import PASSWORD
@@ -457,6 +458,8 @@ def write_at_version(store, version: int) -> None:
                     record.model_dump_json(exclude=legacy if version == 1 else set()),
                 ),
             )
+            if version >= 5 and record.finished_at:  # the column a run's retention is found by
+                tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
         tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
         tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
@@ -467,8 +470,17 @@ def write_at_version(store, version: int) -> None:
                     "INSERT INTO rules (id, source, record) VALUES (?, ?, ?)", (rule.id, "cli", rule.model_dump_json())
                 )
         if version >= 3:
-            for message in ("z first", "a second"):
-                tx.execute("INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message))
+            for n, message in enumerate(("z first", "a second")):
+                if version >= 5:  # notes rebuilt with an ordering `seq` and a stamped `at`, no default
+                    at = stamp(T0 + timedelta(seconds=n))
+                    tx.execute(
+                        "INSERT INTO notes (run_id, source, message, at) VALUES (?, ?, ?, ?)",
+                        ("old", "reporter", message, at),
+                    )
+                else:
+                    tx.execute(
+                        "INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message)
+                    )
         if version >= 4:
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
