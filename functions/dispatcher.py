@@ -4,7 +4,8 @@ Receives (subscription "dispatcher"): run.requested (router), run.wake (itself),
 job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
 tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
 Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
-URL from the registry and the clone credentials sealed); lease answers on tasuki.executors;
+URL from the registry and the clone credentials sealed; a run of a repository Tasuki may not
+clone ends in error instead, saying why); lease answers on tasuki.executors;
 run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
 push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 """
@@ -18,6 +19,7 @@ import functions_framework
 
 from tasuki.shared import logs, outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
+from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.messages import (
     JobExpired,
     JobFinished,
@@ -55,7 +57,11 @@ def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
     message = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"), accepts=ACCEPTS
+        request,
+        key=rt.signing_key,
+        audience=rt.settings.endpoint("dispatcher"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
     )
     if isinstance(message, Tick):
         return answer(200, **tick(rt, utcnow()))
@@ -66,12 +72,18 @@ def dispatcher(request):
     with rt.store.locked_run(message.run_id) as held:
         if held.run is not None:
             logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
-        decision = scheduler.decide(held.run, held.jobs, message, utcnow(), lease=rt.settings.job_lease_timeout)
+        now = utcnow()
+        decision = scheduler.decide(held.run, held.jobs, message, now, lease=rt.settings.job_lease_timeout)
+        try:
+            outgoing = [addressed(rt, m) for m in decision.publish]
+        except CheckoutFailed as exc:  # its repository cannot be cloned: the jobs it orders end in error
+            decision = scheduler.not_ordered(held.run, held.jobs, decision, str(exc), now)
+            outgoing = decision.publish
         if decision.run is not None:
             held.save(decision.run)
         for job in decision.jobs:
             held.put_job(job)
-        held.send([outbox.entry(message.run_id, addressed(rt, m)) for m in decision.publish])
+        held.send([outbox.entry(message.run_id, m) for m in outgoing])
         run = held.run
     outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
@@ -92,18 +104,21 @@ def dispatcher(request):
 
 
 def addressed(rt: Runtime, message: Message) -> Message:
-    """A work order completed with where to clone from (the registry's URL, else the one the
-    event named) and the registry's clone credentials, sealed for the executor alone."""
+    """A work order completed with where to clone from (the registry's clone URL, never one an
+    event names: `Repositories.checkout_url`) and the registry's clone credentials, sealed for the
+    executor alone. `CheckoutFailed` says why a repository cannot be cloned (not registered, a
+    clone URL scheme not allowed)."""
     if not isinstance(message, WorkOrder):
         return message
-    repository = message.event.repository
-    config = rt.registry.get(repository.full_name)
+    name = message.event.repository.full_name
+    clone_url = rt.registry.checkout_url(name)
+    config = rt.registry.get(name)
     credentials = (
         config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
     )
     return message.model_copy(
         update={
-            "clone_url": (config.clone_url if config else "") or repository.clone_url,
+            "clone_url": clone_url,
             "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
         }
     )
@@ -150,7 +165,15 @@ def admit(rt: Runtime, run_id: str) -> bool:
             held.save(run.model_copy(update={"admitted": True, "message": ""}))
     # Ordered once the place is recorded: a crash in between redelivers the message, and the
     # admitted run's plan is ordered again (executors plan idempotently).
-    rt.publisher.publish(addressed(rt, scheduler.plan_order(run)), message_id=f"{run.id}:plan")
+    try:
+        order = addressed(rt, scheduler.plan_order(run))
+    except CheckoutFailed as exc:
+        # Nothing to clone from: the run's plan is this error, decided in the run's order as an
+        # executor's would be (the run ends, its place is freed).
+        log.info("run %s not planned: %s", run.id, exc)
+        rt.publisher.publish(RunPlanned(run_id=run.id, error=str(exc)), message_id=f"{run.id}:planned")
+        return False
+    rt.publisher.publish(order, message_id=f"{run.id}:plan")
     return True
 
 

@@ -23,7 +23,13 @@ ACCEPTS = {JobLog.TYPE: JobLog}
 def logs(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the chunk.
-    chunk = push.receive_message(request, key=rt.signing_key, audience=rt.settings.endpoint("logs"), accepts=ACCEPTS)
+    chunk = push.receive_message(
+        request,
+        key=rt.signing_key,
+        audience=rt.settings.endpoint("logs"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
+    )
     # 3. Store it once, if its attempt is the job's current one.
     stored = rt.store.append_log(chunk.run_id, chunk.job, chunk.seq, chunk.data.encode(), attempt=chunk.attempt)
     return answer(200, run=chunk.run_id, job=chunk.job, attempt=chunk.attempt, seq=chunk.seq, stored=stored)

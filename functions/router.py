@@ -28,7 +28,11 @@ def router(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the event.
     event = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("router"), accepts={Event.TYPE: Event}
+        request,
+        key=rt.signing_key,
+        audience=rt.settings.endpoint("router"),
+        accepts={Event.TYPE: Event},
+        limit=rt.settings.max_push_bytes,
     )
     # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
     rules = recipes.match(rt.store.list_rules(), event)

@@ -265,6 +265,40 @@ def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
     return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt)
 
 
+def not_ordered(
+    run: RunRecord | None, jobs: Mapping[str, JobRecord], decision: Decision, why: str, now: datetime
+) -> Decision:
+    """`decision`, but the jobs it orders are not ordered: each ends in error with `why` (the run's
+    repository cannot be cloned), as a failed checkout would end it, so its dependants are
+    skipped and the run ends (error)."""
+    run = decision.run or run
+    orders = [m for m in decision.publish if isinstance(m, JobOrder)]
+    if run is None or not orders:
+        return decision
+    current = {**jobs, **{j.name: j for j in decision.jobs}}
+    failed = [
+        current[order.job.name].model_copy(
+            update={
+                "status": "error",
+                "reason": "checkout-failed",
+                "message": why,
+                "finished_at": now,
+                "lease_expires": None,
+            }
+        )
+        for order in orders
+    ]
+    then = _advance(run, {**current, **{j.name: j for j in failed}}, now, changed=failed)
+    return Decision(
+        run=then.run or decision.run,
+        jobs=list({j.name: j for j in (*decision.jobs, *then.jobs)}.values()),
+        publish=[*(m for m in decision.publish if not isinstance(m, JobOrder)), *then.publish],
+        supersede=decision.supersede,
+        admit=decision.admit,
+        release=decision.release or then.release,
+    )
+
+
 def _unplanned(run: RunRecord, jobs: Mapping[str, JobRecord]) -> bool:
     return run.status == "queued" and not jobs
 

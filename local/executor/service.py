@@ -10,7 +10,8 @@ It needs RabbitMQ and a Docker engine, nothing else: no store, no repository reg
 
 Orders carry what the executor needs: the clone URL the dispatcher took from the registry and
 the clone credentials sealed with `TASUKI_ORDER_KEY` (`shared.sealing`), opened here only to
-hand to git. Answers to claims and heartbeats come on this executor's own queue (exclusive,
+hand to git. The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
+runs, and the commit must be a commit id (`local.executor.checkout`). Answers to claims and heartbeats come on this executor's own queue (exclusive,
 bound to `executor.<id>` on tasuki.executors), also when a run is cancelled: a refused lease
 kills the container at once.
 
@@ -67,9 +68,12 @@ from tasuki.shared.messages import (
 from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
+from tasuki.shared.text import clip
 
 log = logging.getLogger("tasuki.executor")
 
+# The longest message a run's error carries (a flow file with many problems lists the first ones).
+MAX_ERROR = 4000
 # Once the grace period is over, how long killed jobs get to clean up before the executor exits.
 ABORT_WAIT = 60.0
 
@@ -108,8 +112,9 @@ class Executor:
             settings.cache_dir,
             settings.workspace_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id),
             max_bytes=settings.mirror_cache_bytes,
+            schemes=settings.allowed_clone_schemes,
         )
-        self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
+        self.limits = convert.Limits.of(settings)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
         self.stop = threading.Event()  # take no more work
         self.abort = threading.Event()  # the grace is over: interrupt running jobs, give them back
@@ -298,6 +303,9 @@ class Executor:
         self.broker.publish(self.planned(order), message_id=f"{order.run_id}:planned")
 
     def planned(self, order: PlanOrder) -> RunPlanned:
+        """The plan of a run, or the run's error: anything that goes wrong while planning (an
+        invalid flow file, a failed checkout, a bug) ends the run with a message, since planning
+        the same commit again would fail the same way."""
         event = order.event
         try:
             auth = self.credentials(order)
@@ -306,15 +314,23 @@ class Executor:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
-            flow = flowfile.parse(text, order.flow_file)
+            flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
             changed = self.checkouts.changed_paths(order.clone_url, event.before, event.after, auth, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
+            planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
         except (FlowFileError, JobError, SealError) as exc:
-            return RunPlanned(run_id=order.run_id, error=str(exc))
-        return RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))
+        except Exception as exc:
+            log.exception("run %s: planning failed", order.run_id)
+            return RunPlanned(
+                run_id=order.run_id,
+                error=clip(f"{order.flow_file}: could not be planned: {type(exc).__name__}: {exc}", MAX_ERROR),
+            )
+        return planned
 
     # -- running a job ----------------------------------------------------------------------------
 
@@ -426,7 +442,7 @@ class Executor:
                 dataclasses.replace(context(event, order.run_id, job.name), attempt=order.attempt),
                 path,
                 limits=self.limits,
-                timeout=job.timeout or self.settings.job_timeout,
+                timeout=min(job.timeout or self.settings.job_timeout, self.settings.job_timeout_max),
                 on_output=sink.feed,
                 cancelled=stop,
                 on_tick=tick,

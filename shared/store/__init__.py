@@ -186,6 +186,11 @@ class Store(Protocol):
 
     def delete_repository(self, full_name: str) -> bool: ...
 
+    # web sessions ended by signing out, remembered until they would have expired anyway
+    def end_session(self, session_id: str, expires: datetime) -> None: ...
+
+    def session_ended(self, session_id: str) -> bool: ...
+
     # retention
     def prune(self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = 500) -> Pruned:
         """Delete the runs that finished before `runs_before` with their jobs, logs, notes and

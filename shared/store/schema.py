@@ -147,6 +147,10 @@ MIGRATIONS: list[Migration] = [
         """,
     ),
     Migration(
+        "web sessions ended by signing out, kept until they would have expired",
+        sql="CREATE TABLE ended_sessions (id {text} PRIMARY KEY, expires {text} NOT NULL)",
+    ),
+    Migration(
         "job leases (attempt, lease expiry), logs by attempt, the dispatcher's outbox, chores done "
         "at most so often (retention); executors no longer record results (the claim keeps a job "
         "from running twice)",

@@ -37,7 +37,13 @@ class Cluster:
     ) -> None:
         self.tmp = tmp_path
         key = sealing.new_key()
-        common = {"TASUKI_AMQP_URL": amqp_url, "TASUKI_ORDER_KEY": key, **settings}
+        # The test repositories are folders: the functions register them, the executors clone them.
+        common = {
+            "TASUKI_AMQP_URL": amqp_url,
+            "TASUKI_ORDER_KEY": key,
+            "TASUKI_CLONE_SCHEMES": "https,file",
+            **settings,
+        }
         (tmp_path / "rules.yml").write_text(
             "rules:\n" + "".join(f"  - {{event: push, repository: {name}}}\n" for name in repositories)
         )

@@ -27,7 +27,7 @@ from tasuki.shared import codec, sealing
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
 from tasuki.shared.messages import JOB_FINAL, MODELS, Event, JobFinished, JobOrder, Ref, Repository, RunCancel
-from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.topics import RUNS, executor_queue
@@ -42,8 +42,9 @@ RELEASE = "while [ ! -e release ]; do sleep 0.1; done"  # a job that runs until 
 
 
 class World:
-    """A vhost with Tasuki's topology and the functions behind it, a repository, and a queue that
-    watches tasuki.runs. Executors get their own data dir, the order key, and no store."""
+    """A vhost with Tasuki's topology and the functions behind it, a repository registered as
+    acme/api, and a queue that watches tasuki.runs. Executors get their own data dir, the order
+    key, and no store."""
 
     def __init__(self, functions, tmp_path: Path, make_repo, executor_id: str, keys=("job.*",)) -> None:
         self.functions = functions
@@ -68,11 +69,13 @@ class World:
                 "ci/fail": script("echo failing; exit 4"),
             }
         )
+        self.store.put_repository("acme/api", RepositoryConfig(clone_url=str(self.repo)))
         self.env = {
             "TASUKI_AMQP_URL": self.url,
             "TASUKI_DATA_DIR": str(tmp_path / "executor"),
             "TASUKI_EXECUTOR_ID": executor_id,
             "TASUKI_ORDER_KEY": self.rt.order_key,
+            "TASUKI_CLONE_SCHEMES": "https,file",  # the test repositories are local folders
             "TASUKI_JOB_MEMORY": "256m",
             "TASUKI_SECRETS": "s3cr3t-t0ken",
         }
@@ -86,14 +89,15 @@ class World:
     def settings(self, **values: str) -> Settings:
         return Settings.from_env({**self.env, **{f"TASUKI_{k.upper()}": str(v) for k, v in values.items()}})
 
-    def order(self, run_id: str, run: str, *, name: str = "build", clone_url: str = "", **job) -> JobOrder:
-        """A planned run whose job is queued (attempt 1), and its order, as the dispatcher makes them."""
+    def order(self, run_id: str, run: str, *, name: str = "build", repository: str = "acme/api", **job) -> JobOrder:
+        """A planned run whose job is queued (attempt 1), and its order, as the dispatcher makes them
+        (cloned from where the registry says `repository` is)."""
         event = Event(
             host="bitbucket",
             event="repo.push",
             kind="push",
             delivery_id=f"d-{run_id}",
-            repository=Repository(full_name="acme/api", clone_url=clone_url or str(self.repo)),
+            repository=Repository(full_name=repository),
             ref=Ref(kind="branch", name="main"),
             after=self.commit,
         )
@@ -174,7 +178,12 @@ def functions(vhost, tmp_path, tasuki_env) -> Iterator[Functions]:
     """The functions of this process on real RabbitMQ (a fresh vhost) and SQLite in tmp_path."""
     from tasuki.shared.runtime import runtime
 
-    tasuki_env(amqp_url=vhost, data_dir=str(tmp_path / "data"), push_key="a-push-key-for-tests-that-is-long-enough")
+    tasuki_env(
+        amqp_url=vhost,
+        data_dir=str(tmp_path / "data"),
+        push_key="a-push-key-for-tests-that-is-long-enough",
+        clone_schemes="https,file",  # the test repositories are local folders
+    )
     rt = runtime()
     rt.broker.declare()
     yield Functions(rt)
@@ -261,12 +270,26 @@ def test_a_failing_job_and_a_missing_executable_are_reported_on_the_run(world, s
 
 
 def test_a_checkout_failure_is_a_clear_job_error(world, start_executor):
+    world.store.put_repository("acme/gone", RepositoryConfig(clone_url=str(world.tmp / "gone.git")))
     start_executor()
-    world.order("run-1", "ci/hello", clone_url=str(world.tmp / "gone.git"))
+    world.order("run-1", "ci/hello", repository="acme/gone")
     done = world.finished("run-1")
     assert (done.status, done.reason) == ("error", "checkout-failed")
     assert "cannot fetch" in done.message and "gone.git" in done.message
     assert "[tasuki] cannot fetch" in world.log("run-1").decode()
+
+
+def test_an_order_whose_clone_url_the_executor_does_not_allow_clones_nothing(world, start_executor):
+    # Given an executor that may clone over https only, and an order from a folder (say, the
+    # functions allow more than this executor host, or the order did not come from them)
+    start_executor(clone_schemes="https")
+    world.order("run-1", "ci/hello")
+    # Then git never runs: the job is a checkout failure saying why, and nothing was cloned
+    done = world.finished("run-1")
+    assert (done.status, done.reason) == ("error", "checkout-failed")
+    assert "not cloned: file clone URLs are not allowed here (TASUKI_CLONE_SCHEMES=https)" in done.message
+    cache = world.tmp / "executor" / "cache"
+    assert not cache.exists() or not any(cache.glob("*.git"))
 
 
 def test_an_unreachable_docker_engine_is_a_clear_job_error(world, start_executor):
@@ -277,13 +300,9 @@ def test_an_unreachable_docker_engine_is_a_clear_job_error(world, start_executor
     assert "cannot reach the Docker engine" in done.message
 
 
-def test_an_order_sealed_with_another_key_is_a_clear_job_error(world, start_executor, monkeypatch):
+def test_an_order_sealed_with_another_key_is_a_clear_job_error(world, start_executor):
     # Given a registered repository with clone credentials, and an executor with another order key
-    monkeypatch.setattr(
-        world.rt.registry,
-        "file",
-        Registry(repositories={"acme/api": RepositoryConfig(clone_url=str(world.repo), token="cl0ne-credential")}),
-    )
+    world.store.put_repository("acme/api", RepositoryConfig(clone_url=str(world.repo), token="cl0ne-credential"))
     start_executor(order_key=sealing.new_key())
     order = world.order("run-1", "ci/hello")
     # The order carries the credentials only sealed

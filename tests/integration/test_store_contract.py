@@ -21,7 +21,7 @@ import pytest
 from tasuki.local.cli import main as cli
 from tasuki.shared import recipes
 from tasuki.shared.errors import StoreError
-from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
@@ -413,6 +413,17 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expired(store):
+    later, past = utcnow() + timedelta(hours=12), utcnow() - timedelta(hours=1)
+    assert not store.session_ended("s1")
+    store.end_session("s1", later)
+    store.end_session("s1", later)  # twice: once
+    store.end_session("old", past)
+    assert store.session_ended("s1") and store.session_ended("old")
+    store.end_session("s2", later)  # ending one forgets those past their expiry
+    assert store.session_ended("s1") and store.session_ended("s2") and not store.session_ended("old")
+
+
 # --- retention ----------------------------------------------------------------------------------
 
 
@@ -477,6 +488,7 @@ def test_concurrent_starters_migrate_once(make_store):
 
 
 # Records written with the SQL of each older schema version (the columns it had).
+SESSION_EXPIRES = datetime.now(UTC) + timedelta(days=1)
 OLD_RUN = run("old", concurrency=None, status="running", started_at=T0)
 OLD_DONE = finished("done", T0 + timedelta(minutes=5), concurrency=None)
 
@@ -495,7 +507,7 @@ def write_at_version(store, version: int) -> None:
                     record.model_dump_json(exclude=legacy if version == 1 else set()),
                 ),
             )
-            if version >= 5 and record.finished_at:  # from version 5 on, the writer keeps it in a column
+            if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
         tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
@@ -508,10 +520,11 @@ def write_at_version(store, version: int) -> None:
                 )
         if version >= 3:
             for n, message in enumerate(("z first", "a second")):
-                if version >= 5:  # the time became the writer's to give (ISO 8601, UTC)
+                if version >= 5:  # notes rebuilt with an ordering `seq` and a stamped `at`, no default
+                    at = stamp(T0 + timedelta(seconds=n))
                     tx.execute(
                         "INSERT INTO notes (run_id, source, message, at) VALUES (?, ?, ?, ?)",
-                        ("old", "reporter", message, f"2026-01-01T00:00:0{n}+00:00"),
+                        ("old", "reporter", message, at),
                     )
                 else:
                     tx.execute(
@@ -522,6 +535,8 @@ def write_at_version(store, version: int) -> None:
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
                 ("acme/api", RepositoryConfig(clone_url="https://example.com/api.git").model_dump_json()),
             )
+        if version >= 6:
+            tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
 
 
 def _job_json() -> str:
@@ -550,6 +565,7 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
         assert [m for _, m in store.get_notes("old")] == ["z first", "a second"]
     if version >= 4:
         assert list(store.list_repositories()) == ["acme/api"]
+    assert store.session_ended("signed-out") == (version >= 6)
     # and what the old records lacked works on them: places, retention (by finish time, by when
     # a delivery was seen)
     store.create_run(run("new", 1))

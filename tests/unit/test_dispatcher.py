@@ -31,20 +31,36 @@ from tasuki.shared.messages import (
     Tick,
     utcnow,
 )
+from tasuki.shared.registry import RepositoryConfig
 from tests.conftest import pushed
 from tests.unit.conftest import function_client
 
 EXECUTOR, DISPATCHER, RUNS = "tasuki.executor.default", "tasuki.dispatcher", "test.runs"
 FLOW = flowfile.parse("jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n")
+CLONE_URL = "https://bitbucket.org/acme/api.git"
 
 
-def requested(run_id: str, branch: str = "main", after: str = "c1", **options) -> RunRequested:
+@pytest.fixture(autouse=True)
+def registered(functions) -> None:
+    """acme/api is in the registry: work is ordered only for a registered repository."""
+    functions.rt.store.put_repository("acme/api", RepositoryConfig(clone_url=CLONE_URL))
+
+
+def requested(
+    run_id: str,
+    branch: str = "main",
+    after: str = "c1",
+    *,
+    repository: str = "acme/api",
+    clone_url: str = "",
+    **options,
+) -> RunRequested:
     event = Event(
         host="bitbucket",
         event="repo.push",
         kind="push",
         delivery_id=f"d-{run_id}",
-        repository=Repository(full_name="acme/api"),
+        repository=Repository(full_name=repository, clone_url=clone_url),
         ref=Ref(kind="branch", name=branch),
         after=after,
         commits=[Commit(id=after, message="change")],
@@ -176,6 +192,63 @@ def test_two_jobs_finishing_at_once_both_count_and_the_run_ends(functions):
     assert functions.rt.store.get_run("r").status == "success"
     finals = [m for m in functions.take(RUNS) if isinstance(m, RunUpdated) and m.status == "success"]
     assert len(finals) == 1
+
+
+# --- where orders clone from ----------------------------------------------------------------------
+
+
+def test_orders_clone_from_the_registry_never_from_where_the_event_says(functions):
+    functions.push("dispatcher", requested("r", clone_url="https://attacker.example/evil.git"))
+    [plan] = functions.take(EXECUTOR)
+    assert plan.clone_url == CLONE_URL
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(FLOW.jobs)))
+    [order] = functions.take(EXECUTOR)
+    assert (type(order), order.clone_url) == (JobOrder, CLONE_URL)
+
+
+@pytest.mark.parametrize(
+    ("repository", "why"),
+    [
+        ("acme/unknown", "acme/unknown is not registered: Tasuki clones only from the repository registry"),
+        ("acme/local", "acme/local: not cloned: file clone URLs are not allowed here (TASUKI_CLONE_SCHEMES=https)"),
+    ],
+)
+def test_a_run_of_a_repository_tasuki_may_not_clone_ends_in_error_and_orders_nothing(functions, repository, why):
+    # Given a repository not registered (its event names a clone URL), or registered from a
+    # folder while only https is allowed (written to the store before the setting changed, say)
+    functions.rt.store.put_repository("acme/local", RepositoryConfig(clone_url="/srv/git/local.git"))
+    # When a run of it is requested
+    answer = functions.push("dispatcher", requested("u", repository=repository, clone_url="/srv/git/local.git"))
+    # Then no plan is ordered: the run's plan is the error, decided in the run's order
+    assert answer["started"] is False and functions.take(EXECUTOR) == []
+    [planned] = functions.take(DISPATCHER)
+    assert isinstance(planned, RunPlanned) and why in planned.error
+    functions.push("dispatcher", planned)
+    run = functions.rt.store.get_run("u")
+    assert run.status == "error" and why in run.message
+    assert functions.take(EXECUTOR) == []
+
+
+def test_jobs_of_a_repository_removed_from_the_registry_since_it_was_planned_end_in_error(functions):
+    # Given a run planned while its repository was registered (build, then test after it)
+    chain = flowfile.parse(
+        "jobs:\n  build: {image: x, run: ci/build}\n  test: {image: x, run: ci/test, needs: [build]}\n"
+    )
+    functions.push("dispatcher", requested("r"))
+    functions.take(EXECUTOR)
+    # When the repository is removed before its jobs are ordered
+    functions.rt.store.delete_repository("acme/api")
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(chain.jobs)))
+    # Then nothing is ordered: build ends in error saying why, test is skipped, the run ends error
+    assert functions.take(EXECUTOR) == []
+    jobs = {j.name: j for j in functions.rt.store.get_jobs("r")}
+    assert (jobs["build"].status, jobs["build"].reason) == ("error", "checkout-failed")
+    assert "acme/api is not registered" in jobs["build"].message and jobs["test"].status == "skipped"
+    run = functions.rt.store.get_run("r")
+    assert run.status == "error" and "acme/api is not registered" in run.message
+    assert functions.rt.store.outbox(run_id="r") == []
+    final = [m for m in functions.take(RUNS) if isinstance(m, RunUpdated)][-1]
+    assert final.status == "error"
 
 
 # --- the outbox and leases, through the handler ------------------------------------------------------

@@ -208,7 +208,7 @@ def test_the_checkout_clones_with_its_login(forge, monkeypatch, tmp_path):
     checkouts = checkout.Checkouts(tmp_path / "cache", tmp_path / "ws")
     # When a job of a forge event is checked out (with the credentials its order carries)
     with pytest.raises(CheckoutFailed):
-        with checkouts.workspace(url, SHA, "run1-build", registry.get("acme/app"), host="forge"):
+        with checkouts.workspace(url, SHA, "run1-build", registry.repositories["acme/app"], host="forge"):
             pass
     # Then git logs in as the forge says
     header = seen[0]["GIT_CONFIG_VALUE_0"]
