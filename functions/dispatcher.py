@@ -27,9 +27,7 @@ ACCEPTS = {
 def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
-    message: RunMessage = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("dispatcher"), accepts=ACCEPTS
-    )
+    message: RunMessage = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}

@@ -29,9 +29,7 @@ ACCEPTS = {t: MODELS[t] for t in ("run.updated", "job.updated")}
 def reporter(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the notice.
-    notice = push.receive_message(
-        request, key=rt.signing_key, audience=rt.settings.endpoint("reporter"), accepts=ACCEPTS
-    )
+    notice = push.receive_message(request, rt.push_verifier("reporter"), accepts=ACCEPTS)
     # 3. What to tell the host (pure).
     status = statuses.status_for(notice, rt.settings.web_url)
     if status is None:

@@ -112,18 +112,18 @@ def parse(body: bytes | str | dict[str, Any]) -> PushedMessage:
     )
 
 
-def receive(body: bytes, authorization: str | None, *, key: str, audience: str) -> PushedMessage:
+def receive(body: bytes, authorization: str | None, verifier: tokens.Verifier) -> PushedMessage:
     """What a pushed-to handler does first: check the bearer token, then read the envelope.
 
     Raises `AuthError` (answer 401) or `DecodeError` (answer 400)."""
-    tokens.verify(key, authorization, audience)
+    verifier.verify(authorization)
     return parse(body)
 
 
-def receive_message(request: Any, *, key: str, audience: str, accepts: Mapping[str, type[M]]) -> M:
+def receive_message(request: Any, verifier: tokens.Verifier, *, accepts: Mapping[str, type[M]]) -> M:
     """A pushed-to handler's first steps: check the token, read the envelope, decode the message
     by its `type` attribute. `accepts` maps the types the handler takes to their models."""
-    pushed = receive(request.get_data(), request.headers.get("Authorization"), key=key, audience=audience)
+    pushed = receive(request.get_data(), request.headers.get("Authorization"), verifier)
     model = accepts.get(pushed.type)
     if model is None:
         raise DecodeError(f"expected a message of type {', '.join(accepts)}, found {pushed.type!r}")

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasuki.shared.errors import ConfigError
-from tasuki.shared.settings import Settings
+from tasuki.shared.settings import LOOPBACK, Settings
 
 COOKIE = "tasuki_session"
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = frozenset(LOOPBACK)
 
 
 def check_configuration(settings: Settings) -> None:
