@@ -14,6 +14,8 @@
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
     tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
+    tasuki deploy bundle [--out D]  one deployable folder and zip per function (build/bundles/)
+    tasuki deploy aws --bucket B    the bundles on AWS Lambda behind Function URLs (infra/aws/)
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
 exit code 2; nothing prints a traceback for a mistake a person can fix.
@@ -288,6 +290,22 @@ def load_rules_file(rt: Runtime, path: Path) -> None:
     )
 
 
+def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
+    try:
+        from tasuki.local.deploy import bundle
+    except ImportError as exc:
+        raise ConfigError(f"tasuki deploy needs its extra: pip install 'tasuki[deploy]' ({exc})") from None
+    bundles = bundle.build(Path(args.out))
+    for built in bundles:
+        print(f"{built.name:<12} {built.folder}/  {built.zip}  sha256 {built.sha256[:12]}")
+    print(f"{len(bundles)} bundles and {Path(args.out) / 'manifest.json'}", flush=True)
+    if args.action == "aws":
+        from tasuki.local.deploy import aws
+
+        return aws.main(args, Path(args.out))
+    return 0
+
+
 def supervisor_functions() -> list[str]:
     from tasuki.local.cli import supervisor
 
@@ -365,6 +383,10 @@ def parser() -> argparse.ArgumentParser:
     rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
     rules.add_argument("--disabled", action="store_true", help="create it disabled")
     rules.set_defaults(fn=cmd_rules)
+    deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")
+    deploy.add_argument("action", choices=["bundle", "aws"], help="bundle: build the bundles; aws: build, then deploy")
+    deploy.add_argument("--out", default="build/bundles", help="the bundles' folder (default: build/bundles)")
+    deploy.set_defaults(fn=cmd_deploy)
     return p
 
 
