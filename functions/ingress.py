@@ -32,7 +32,6 @@ def ingress(request):
         request.headers,
         body,
         registry=rt.registry,
-        max_body=limit,
         unknown_repositories=rt.settings.unknown_repositories,
     )
     # 3. An event Tasuki does not act on, or a ping, is answered and not published.

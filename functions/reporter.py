@@ -17,6 +17,7 @@ import functions_framework
 
 from tasuki.shared import push, statuses
 from tasuki.shared.answers import answer, translated
+from tasuki.shared.errors import HostRefused, HostUnavailable
 from tasuki.shared.messages import MODELS
 from tasuki.shared.runtime import runtime
 
@@ -40,16 +41,16 @@ def reporter(request):
         rt.store.add_note(notice.run_id, "reporter", note)
         return answer(200, reported=False, reason=note)
     # 4. Tell the host.
-    api_url = getattr(rt.settings, f"{status.host}_api_url")
+    api_url = rt.settings.api_url(status.host)
     try:
-        code = statuses.send(statuses.request_for(status, api_url, credentials))
-    except statuses.HostUnavailable as exc:
+        code = statuses.send(statuses.request_for(status, api_url, credentials), status.host)
+    except HostUnavailable as exc:
         log.warning("run %s: %s; the bridge will retry", notice.run_id, exc)
-        body, _, headers = answer(503, error=str(exc), retry=True)
+        body, failed, headers = answer(exc.http_status, error=str(exc), retry=True)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(int(exc.retry_after))
-        return body, 503, headers
-    except statuses.HostRefused as exc:
+        return body, failed, headers
+    except HostRefused as exc:
         log.error("run %s: %s", notice.run_id, exc)
         rt.store.add_note(notice.run_id, "reporter", str(exc))
         return answer(200, reported=False, error=str(exc))

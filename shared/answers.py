@@ -1,8 +1,10 @@
-"""HTTP answers for the functions: JSON bodies, and Tasuki errors mapped to statuses in one place.
+"""HTTP answers for the functions: JSON bodies, and Tasuki's errors answered with their statuses.
 
-    AuthError -> 401   DecodeError -> 400   WebhookError -> its own status
-    BrokerError, StoreError -> 503 (the caller retries: the git host, or the bridge's backoff)
-    ConfigError -> 500 (the operator must fix a setting; the message names it)
+A handler wrapped in `translated` that raises a Tasuki error answers with the error's
+`http_status`, the one mapping of errors to statuses (drawn in `shared/errors.py`, and shared with
+the web page's `shared/web/site.py`): a bad token 401, an undecodable body 400, a delivery with
+its own 4xx, RabbitMQ or the store unavailable 503 (`"retry": true`: the git host or the bridge's
+backoff retries), a misconfiguration 500 (the message names the setting).
 
 Pushed-to handlers answer 2xx only when they finished the work, so that anything else becomes a
 nack and the bridge redelivers.
@@ -18,7 +20,7 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-from tasuki.shared.errors import AuthError, BrokerError, ConfigError, DecodeError, StoreError, WebhookError
+from tasuki.shared.errors import ConfigError, DecodeError, TasukiError
 
 log = logging.getLogger("tasuki")
 
@@ -43,18 +45,21 @@ def translated(handler: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(request: Any) -> Any:
         try:
             return handler(request)
-        except WebhookError as exc:
-            return answer(exc.status, error=str(exc))
-        except AuthError as exc:
-            return answer(401, error=str(exc))
-        except DecodeError as exc:
-            log.warning("%s: undecodable request: %s", handler.__name__, exc)
-            return answer(400, error=str(exc))
-        except (BrokerError, StoreError) as exc:
-            log.error("%s: unavailable: %s", handler.__name__, exc)
-            return answer(503, error=str(exc), retry=True)
-        except ConfigError as exc:
-            log.error("%s: configuration: %s", handler.__name__, exc)
-            return answer(500, error=f"Tasuki is misconfigured: {exc}")
+        except TasukiError as exc:
+            return failed(handler.__name__, exc)
 
     return wrapper
+
+
+def failed(where: str, exc: TasukiError) -> Answer:
+    """The answer to a request that failed with `exc`: its `http_status` and its message."""
+    code = exc.http_status
+    if code >= 500:
+        log.error("%s: %s", where, exc)
+    elif isinstance(exc, DecodeError):
+        log.warning("%s: undecodable request: %s", where, exc)
+    if isinstance(exc, ConfigError):
+        return answer(code, error=f"Tasuki is misconfigured: {exc}")
+    if code == 503:
+        return answer(code, error=str(exc), retry=True)
+    return answer(code, error=str(exc))

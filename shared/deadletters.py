@@ -26,7 +26,7 @@ import pika.exceptions as pe
 
 from tasuki.shared import topics
 from tasuki.shared.broker import ORDERING_HEADER, Broker, attributes_of
-from tasuki.shared.errors import BrokerUnavailable, TasukiError
+from tasuki.shared.errors import BrokerUnavailable, NoSuchLetter
 
 PUBSUB_PREFIX = "CloudPubSubDeadLetter"
 BOOKKEEPING = (
@@ -43,10 +43,6 @@ BOOKKEEPING = (
     "x-not-before-ms",
     "x-park-id",
 )
-
-
-class NoSuchLetter(TasukiError):
-    """The dead letter asked for is not in the queue."""
 
 
 @dataclass(frozen=True)

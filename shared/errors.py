@@ -1,25 +1,35 @@
 """Tasuki's own exceptions: every library error is translated into one of these at the boundary.
 
-Domain code never sees a pika, docker, sqlite3, yaml or msgpack exception. The tree:
+Domain code never sees a pika, docker, sqlite3, yaml, msgpack or requests exception. The tree,
+with the HTTP status each class answers with (`http_status`; "own" is the status it carries):
 
-    TasukiError
-    ├── ConfigError              a setting or a configuration file is invalid
+    TasukiError                                                                           500
+    ├── ConfigError              a setting or a configuration file is invalid             500
     │   └── FilterError          a subscription filter does not parse; carries the position
-    ├── DecodeError              a message body is not what its model expects
-    ├── BrokerError
+    ├── DecodeError              a message body is not what its model expects             400
+    ├── BrokerError                                                                       503
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
     │   └── PublishRefused       the broker nacked the publish, or no queue was bound to take it
-    ├── StoreError               the store could not read or write
+    ├── StoreError               the store could not read or write                        503
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
-    ├── WebhookError             a delivery that cannot be accepted; carries the HTTP status
-    ├── AuthError                a push request without a valid bearer token
+    ├── WebhookError             a delivery that cannot be accepted                       own
+    ├── AuthError                a push request without a valid bearer token              401
+    ├── ActionError              what the page or the API was asked cannot be done        own
+    │   └── NoSuchLetter         the dead letter to replay is not in the queue            404
+    ├── HostUnavailable          a git host's API failed in a way that may pass (5xx,     503
+    │                            rate limit, timeout); carries the host's Retry-After
+    ├── HostRefused              a git host's API refused a commit status for good        502
+    │                            (bad token, unknown commit)
     └── JobError                 a job could not run; `reason` is a short machine-readable word
         ├── CheckoutFailed
         ├── ImageMissing
         ├── ExecutableMissing
         └── DockerUnavailable
 
-Messages say what was expected and what was found.
+A subclass answers as its parent unless the drawing says otherwise. `http_status` is the one
+place errors meet HTTP: the functions' `answers.translated` and the web page's `web.site.handle`
+both answer with it (as JSON, or as the page's error page). Messages say what was expected and
+what was found.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ from pydantic import ValidationError
 
 class TasukiError(Exception):
     """Base of every error Tasuki raises on purpose."""
+
+    # The HTTP status of an answer to a request that failed with this error: a Tasuki error
+    # that says nothing more specific is Tasuki's own fault.
+    http_status = 500
 
 
 class ConfigError(TasukiError):
@@ -46,9 +60,13 @@ class FilterError(ConfigError):
 class DecodeError(TasukiError):
     """A message body could not be decoded into the expected model."""
 
+    http_status = 400
+
 
 class BrokerError(TasukiError):
-    """Something went wrong talking to RabbitMQ."""
+    """Something went wrong talking to RabbitMQ (the caller retries: the git host, or the bridge)."""
+
+    http_status = 503
 
 
 class BrokerUnavailable(BrokerError):
@@ -60,7 +78,9 @@ class PublishRefused(BrokerError):
 
 
 class StoreError(TasukiError):
-    """The store failed to read or write."""
+    """The store failed to read or write (the caller retries)."""
+
+    http_status = 503
 
 
 class FlowFileError(TasukiError):
@@ -70,13 +90,51 @@ class FlowFileError(TasukiError):
 class WebhookError(TasukiError):
     """A webhook delivery that cannot be accepted, with the HTTP status to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, http_status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = http_status
 
 
 class AuthError(TasukiError):
     """A push request came without a valid bearer token."""
+
+    http_status = 401
+
+
+class ActionError(TasukiError):
+    """What the web page or the API was asked cannot be done (no such run, a rule that exists
+    already, input that is not valid), with the HTTP status to answer (a 4xx)."""
+
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class NoSuchLetter(ActionError):
+    """The dead letter asked for is not in the queue (or does not say where to replay it)."""
+
+    http_status = 404
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.http_status, message)
+
+
+class HostUnavailable(TasukiError):
+    """A git host's API failed in a way that may pass (5xx, rate limit, timeout): retry later,
+    after `retry_after` seconds when the host said."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HostRefused(TasukiError):
+    """A git host's API refused a commit status for good (bad token, unknown commit): retrying
+    cannot help."""
+
+    http_status = 502
 
 
 class JobError(TasukiError):

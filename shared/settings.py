@@ -68,14 +68,14 @@ class Settings(BaseModel):
     # localhost or ::1.
     web_token: str = Field("", repr=False)
 
-    # The git hosts' APIs, for commit statuses (Bitbucket Data Center, GitHub Enterprise and
-    # self-hosted GitLab have their own).
-    bitbucket_api_url: str = "https://api.bitbucket.org/2.0"
-    github_api_url: str = "https://api.github.com"
-    gitlab_api_url: str = "https://gitlab.com/api/v4"
+    # The git hosts' APIs, for commit statuses, where they are not the host's public API (its
+    # `api_url` in shared/hosts/): Bitbucket Data Center, GitHub Enterprise, self-hosted GitLab.
+    bitbucket_api_url: str = ""
+    github_api_url: str = ""
+    gitlab_api_url: str = ""
 
     # RabbitMQ's consumer_timeout (seconds; 1800 unless the broker's configuration changes it). The
-    # bridge never keeps a delivery unacknowledged that long: it re-queues it before (local/bridge.py).
+    # bridge never keeps a delivery unacknowledged that long: it re-queues it before (local/bridge/).
     consumer_timeout: float = Field(1800.0, ge=60)
 
     # Ingress
@@ -147,6 +147,11 @@ class Settings(BaseModel):
         if explicit:
             return explicit
         return f"http://{self.host}:{getattr(self, f'{function}_port')}/"
+
+    def api_url(self, host: str) -> str:
+        """TASUKI_<HOST>_API_URL; "" when it is unset or there is no such setting (then
+        statuses go to the host's public API)."""
+        return getattr(self, f"{host}_api_url", "")
 
     @property
     def web_url(self) -> str:

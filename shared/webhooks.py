@@ -1,10 +1,10 @@
 """Reading a webhook delivery: pure, no I/O, every refusal a `WebhookError` with its HTTP status.
 
-`read()` takes the headers and the raw body and, in this order:
+`read()` takes the headers and the raw body (the ingress has already refused a body over
+`TASUKI_MAX_BODY_BYTES` with 413, before reading it whole) and refuses, in this order:
 
-    413  the body is over the limit
     415  the content type is not application/json
-    400  no event header of a host Tasuki knows (X-Event-Key, X-GitHub-Event, X-Gitlab-Event)
+    400  no event header of a host Tasuki knows (`shared/hosts/`: X-Event-Key, X-GitHub-Event, ...)
     400  the body is not a JSON object, or nests deeper than `MAX_DEPTH`
     404  the repository is not registered, and unknown repositories are refused
     401  the repository has a secret and the delivery is not signed with it (or lacks the token)
@@ -13,7 +13,7 @@
 
 and returns a `Delivery`: its normalised events (one per pushed ref), or why it is answered
 without publishing (an event Tasuki does not act on, GitHub's ping). The ingress function only
-adds deduplication and publishing around it.
+adds the body limit, deduplication and publishing around it.
 """
 
 from __future__ import annotations
@@ -71,12 +71,9 @@ def read(
     body: bytes,
     *,
     registry: Known,
-    max_body: int,
     unknown_repositories: Literal["accept", "reject"] = "accept",
 ) -> Delivery:
     headers = Headers(headers)
-    if len(body) > max_body:
-        raise WebhookError(413, f"the body is larger than the limit of {max_body} bytes (TASUKI_MAX_BODY_BYTES)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise WebhookError(
@@ -84,15 +81,14 @@ def read(
             f"expected Content-Type application/json, found {content_type or 'none'}: set the "
             f"webhook's content type to application/json",
         )
-    found = hosts.detect(headers)
-    if found is None:
-        names = ", ".join(a.EVENT_HEADER for a in hosts.ADAPTERS.values())
+    host = hosts.detect(headers)
+    if host is None:
+        names = ", ".join(each.event_header for each in hosts.HOSTS.values())
         raise WebhookError(400, f"no event header: expected one of {names}")
-    host, adapter = found
-    event_name = headers[adapter.EVENT_HEADER]
+    event_name = headers[host.event_header]
     payload = parse_json(body)
 
-    name = adapter.repository_name(payload)
+    name = host.repository_name(payload)
     if name is not None:
         known = registered(registry, name)
         if known is None and unknown_repositories == "reject":
@@ -102,29 +98,29 @@ def read(
                 f"registry (TASUKI_REPOSITORIES_FILE)",
             )
         if known is not None and known.secret:
-            adapter.verify(headers, body, known.secret)
-    delivery_id = adapter.delivery_id(headers, body)
+            host.verify(headers, body, known.secret)
+    delivery_id = host.delivery_id(headers, body)
     if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
         raise WebhookError(
             400,
-            f"the {host} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
+            f"the {host.name} delivery id is not an id: expected at most {MAX_DELIVERY_ID} printable ASCII "
             f"characters, found {len(delivery_id)} characters",
         )
 
     try:
-        result = adapter.parse(event_name, payload, delivery_id)
+        result = host.parse(event_name, payload, delivery_id)
     except WebhookError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise WebhookError(400, f"the {host} {event_name} delivery is not shaped as expected: {exc}") from None
-    delivery = Delivery(host=host, event_name=event_name, delivery_id=delivery_id, repository=name or "")
+        raise WebhookError(400, f"the {host.name} {event_name} delivery is not shaped as expected: {exc}") from None
+    delivery = Delivery(host=host.name, event_name=event_name, delivery_id=delivery_id, repository=name or "")
     if isinstance(result, Unpublished):
         delivery.unpublished = result
         return delivery
     for event in result:
         # The secret that was checked must be the one of the repository the events name.
         if event.repository.full_name != name:
-            raise WebhookError(400, f"the {host} {event_name} delivery names no repository")
+            raise WebhookError(400, f"the {host.name} {event_name} delivery names no repository")
         delivery.bodies.append(encoded(event))
     delivery.events = result
     return delivery

@@ -259,6 +259,40 @@ def first_push_headers() -> dict[str, str]:
 # --- the functions, served in-process (functions-framework's test client) ---------------------
 
 
+@pytest.fixture
+def tasuki_env(monkeypatch) -> Iterator[Callable[..., None]]:
+    """`tasuki_env(data_dir=..., push_key=...)`: the process's settings become exactly these
+    TASUKI_* variables (every other one removed), and `runtime()` is built afresh from them."""
+    from tasuki.shared.runtime import runtime
+
+    def use(**values: str) -> None:
+        for key in [k for k in os.environ if k.startswith("TASUKI_")]:
+            monkeypatch.delenv(key)
+        for name, value in values.items():
+            monkeypatch.setenv(f"TASUKI_{name.upper()}", value)
+        runtime.cache_clear()
+
+    yield use
+    runtime.cache_clear()
+
+
+def pushed(client, function: str, message, *, key: str, audience: str, attempt: int = 1):
+    """POST `message` to a pushed-to function's test client as the bridge does: in Pub/Sub's
+    push envelope, with a push token for `audience` signed with `key`; the answer."""
+    from tasuki.shared import codec, push, tokens
+
+    body = push.envelope(
+        codec.encode(message),
+        attributes={**message.attributes(), "type": message.TYPE},
+        message_id=uuid.uuid4().hex,
+        publish_ms=0,
+        subscription=f"projects/tasuki/subscriptions/{function}",
+        delivery_attempt=attempt,
+        ordering_key=message.ordering_key(),
+    )
+    return client.post("/", json=body, headers={"Authorization": f"Bearer {tokens.sign(key, audience)}"})
+
+
 def listen_to_runs(broker, queue: str = "test.runs") -> str:
     """Bind a queue to everything published on tasuki.runs, for a test to read with `take`."""
     with broker.channel() as ch:
@@ -296,22 +330,13 @@ class Functions:
     def push(self, function: str, message, attempt: int = 1) -> dict:
         from functions_framework import create_app
 
-        from tasuki.shared import codec, push, tokens
-
         if function not in self.clients:
             source = tasuki_functions.source(function)
             self.clients[function] = create_app(target=function, source=str(source)).test_client()
-        body = push.envelope(
-            codec.encode(message),
-            attributes={**message.attributes(), "type": message.TYPE},
-            message_id=uuid.uuid4().hex,
-            publish_ms=0,
-            subscription=f"projects/tasuki/subscriptions/{function}",
-            delivery_attempt=attempt,
-            ordering_key=message.ordering_key(),
+        audience = self.rt.settings.endpoint(function)
+        answer = pushed(
+            self.clients[function], function, message, key=self.rt.signing_key, audience=audience, attempt=attempt
         )
-        token = tokens.sign(self.rt.signing_key, self.rt.settings.endpoint(function))
-        answer = self.clients[function].post("/", json=body, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.get_data(as_text=True)
         return answer.get_json()
 

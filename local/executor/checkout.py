@@ -7,13 +7,13 @@ fetch into it, and only when it lacks the commit. A workspace is a local clone o
 they are now, committed or not.
 
 Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
-repository's API credentials in the registry and reach git through its environment only
-(`auth_env`); no message shows them. Failures raise `CheckoutFailed` with git's words.
+repository's API credentials in the registry, logged in as its host says (`GitHost.clone_login`
+in `shared/hosts/`), and reach git through its environment only (`auth_env`); no message shows
+them. Failures raise `CheckoutFailed` with git's words.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import os
@@ -24,9 +24,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.hosts import HOSTS, GitHost
+from tasuki.shared.hosts.common import basic
 from tasuki.shared.registry import RepositoryConfig
 
 GIT_TIMEOUT = 600
@@ -35,35 +36,19 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def auth_env(config: RepositoryConfig | None, clone_url: str = "") -> dict[str, str]:
+def auth_env(config: RepositoryConfig | None, host: GitHost | None) -> dict[str, str]:
     """Environment that lets git authenticate over HTTPS with a registered repository's API
-    credentials (its username and app password, or its token): an Authorization header passed
-    as git configuration through the environment, so it is in no argv and no config file.
-    SSH URLs use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
-    if config is None:
+    credentials, logged in as its host says: an Authorization header passed as git
+    configuration through the environment, so it is in no argv and no config file. SSH URLs
+    use the executor host's own SSH set-up (a deploy key in ~/.ssh)."""
+    login = host.clone_login(config) if config is not None and host is not None else None
+    if login is None:
         return {}
-    if config.username and config.app_password:
-        user, password = config.username, config.app_password
-    elif config.token:
-        user, password = config.username or token_user(clone_url), config.token
-    else:
-        return {}
-    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": "http.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        "GIT_CONFIG_VALUE_0": f"Authorization: {basic(*login)}",
     }
-
-
-def token_user(clone_url: str) -> str:
-    """The user name each host expects beside an access token when cloning over HTTPS."""
-    host = urlsplit(clone_url).hostname or ""
-    if "github" in host:
-        return "x-access-token"
-    if "gitlab" in host:
-        return "oauth2"
-    return "x-token-auth"  # Bitbucket's
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -127,12 +112,13 @@ class Checkouts:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def mirror(self, clone_url: str, commit: str = "") -> Path:
-        """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given)."""
+    def mirror(self, clone_url: str, commit: str = "", *, host: str = "") -> Path:
+        """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given);
+        `host` (an `Event.host`) says how to log in with the repository's registry credentials."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
         config = self.credentials(clone_url)
-        env = auth_env(config, clone_url)
+        env = auth_env(config, HOSTS.get(host))
         secrets = (config.token, config.app_password) if config else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
@@ -159,9 +145,9 @@ class Checkouts:
         except CheckoutFailed:
             return False
 
-    def read_file(self, clone_url: str, commit: str, path: str) -> bytes | None:
+    def read_file(self, clone_url: str, commit: str, path: str, *, host: str = "") -> bytes | None:
         """A file's content at a commit, straight from the mirror; None if it does not exist."""
-        mirror = self.mirror(clone_url, commit)
+        mirror = self.mirror(clone_url, commit, host=host)
         try:
             done = subprocess.run(
                 ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
@@ -170,21 +156,21 @@ class Checkouts:
             raise CheckoutFailed(f"cannot read {path} at {commit}: {exc}") from None
         return done.stdout if done.returncode == 0 else None
 
-    def changed_paths(self, clone_url: str, before: str, after: str) -> list[str] | None:
+    def changed_paths(self, clone_url: str, before: str, after: str, *, host: str = "") -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
         if not before or not after or set(before) == {"0"}:
             return None
-        mirror = self.mirror(clone_url, after)
+        mirror = self.mirror(clone_url, after, host=host)
         if not self.has_commit(mirror, before):
             return None
         return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
 
     @contextmanager
-    def workspace(self, clone_url: str, commit: str, name: str) -> Iterator[Path]:
+    def workspace(self, clone_url: str, commit: str, name: str, *, host: str = "") -> Iterator[Path]:
         """A working tree at `commit`, removed when the block ends."""
         if not commit:
             raise CheckoutFailed("no commit to check out (the event names none)")
-        mirror = self.mirror(clone_url, commit)
+        mirror = self.mirror(clone_url, commit, host=host)
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)

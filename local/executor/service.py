@@ -205,13 +205,13 @@ class Executor:
         event = order.event
         url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         try:
-            text = self.checkouts.read_file(url, event.after, order.flow_file)
+            text = self.checkouts.read_file(url, event.after, order.flow_file, host=event.host)
             if text is None:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
             flow = flowfile.parse(text, order.flow_file)
-            changed = self.checkouts.changed_paths(url, event.before, event.after)
+            changed = self.checkouts.changed_paths(url, event.before, event.after, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
@@ -289,7 +289,7 @@ class Executor:
         url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         started = time.monotonic()
         try:
-            with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}") as workspace:
+            with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}", host=event.host) as workspace:
                 checked_out = time.monotonic()
                 outcome = jobs.run_job(
                     self.docker,

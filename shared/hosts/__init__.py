@@ -1,38 +1,36 @@
-"""Git host adapters: each one turns a host's webhook delivery into Tasuki's `Event`s.
+"""The git hosts Tasuki knows, one module each, every one behind the protocol `GitHost`.
 
-An adapter module (`bitbucket`, `github`, `gitlab`) offers:
+A host's module holds everything about it: reading its webhooks and checking their signature
+or token, its commit-status API (the request, and what its answers mean), and how git logs in
+to clone over HTTPS with a repository's registry credentials. `protocol.py` defines `GitHost`
+and the data it speaks; `common.py` holds what hosts share.
 
-- `HOST`, and `EVENT_HEADER`: the header that names the event, which also tells which host
-  sent the delivery;
-- `delivery_id(headers, body)`: the host's id for this delivery (the dedupe key), the same
-  when the host sends the delivery again;
-- `verify(headers, body, secret)`: raise `WebhookError(401)` unless the delivery is signed
-  with (or carries) the repository's secret;
-- `repository_name(payload)`: the repository's full name, to find its secret; None when the
-  delivery names none (a GitHub App's ping);
-- `parse(event_name, payload, delivery_id)`: the normalised events (one per pushed ref), or
-  `Unpublished` for a delivery that is answered but not published. A payload that is not
-  shaped as the event requires raises `WebhookError(400)`.
+    bitbucket.py   Bitbucket Cloud         X-Event-Key        signed (X-Hub-Signature)
+    github.py      GitHub                  X-GitHub-Event     signed (X-Hub-Signature-256)
+    gitlab.py      GitLab                  X-Gitlab-Event     token  (X-Gitlab-Token)
 
-Adapters are pure: no I/O, no clock. `shared.webhooks.read` runs them.
+Generic code reaches a host only through `HOSTS` (or `detect()`): `shared/webhooks.py`,
+`shared/statuses.py` (the reporter) and `local/executor/checkout.py` name no host. Adding a
+host is one new module with a class that implements `GitHost`, and one line in `HOSTS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import ModuleType
 
-from tasuki.shared.hosts import bitbucket, github, gitlab
-from tasuki.shared.hosts.common import Unpublished
+from tasuki.shared.hosts.bitbucket import Bitbucket
+from tasuki.shared.hosts.github import GitHub
+from tasuki.shared.hosts.gitlab import GitLab
+from tasuki.shared.hosts.protocol import CommitStatus, GitHost, StatusAnswer, StatusRequest, Unpublished
 
-ADAPTERS: dict[str, ModuleType] = {"bitbucket": bitbucket, "github": github, "gitlab": gitlab}
+HOSTS: dict[str, GitHost] = {host.name: host for host in (Bitbucket(), GitHub(), GitLab())}
 
-__all__ = ["ADAPTERS", "Unpublished", "detect"]
+__all__ = ["HOSTS", "CommitStatus", "GitHost", "StatusAnswer", "StatusRequest", "Unpublished", "detect"]
 
 
-def detect(headers: Mapping[str, str]) -> tuple[str, ModuleType] | None:
+def detect(headers: Mapping[str, str]) -> GitHost | None:
     """Which host sent this delivery, by its event header; None if none we know."""
-    for name, adapter in ADAPTERS.items():
-        if headers.get(adapter.EVENT_HEADER):
-            return name, adapter
+    for host in HOSTS.values():
+        if headers.get(host.event_header):
+            return host
     return None

@@ -1,4 +1,6 @@
-"""Bitbucket Cloud webhooks: `X-Event-Key` names the event, `X-Hub-Signature` signs the body.
+"""Bitbucket Cloud: `X-Event-Key` names the event, `X-Hub-Signature` signs the body.
+
+Webhooks:
 
     repo:push                 one Event per change (pushed ref): kind push, or tag for the
                               ref types tag and annotated_tag; `old: null` is a new ref
@@ -11,6 +13,14 @@
 Every other event key is answered "ignored". Routing keys are `bitbucket.repo.push`,
 `bitbucket.pullrequest.created` and so on. Bitbucket lists a change's commits newest first;
 events list them oldest first, so that the last commit is the head.
+
+Commit statuses (build statuses), with a username and app password (Basic) or an access token
+(Bearer):
+
+    POST {api}/repositories/{workspace}/{slug}/commit/{sha}/statuses/build
+    {key, state: INPROGRESS|SUCCESSFUL|FAILED|STOPPED, name, url, description, refname}
+
+Clones over HTTPS: the username and app password, or the access token as `x-token-auth`.
 """
 
 from __future__ import annotations
@@ -19,8 +29,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, text, verify_hmac
+from tasuki.shared.hosts.common import (
+    api_headers,
+    basic,
+    bearer,
+    digest,
+    get,
+    items,
+    login,
+    number,
+    outcome,
+    person,
+    text,
+    verify_hmac,
+)
+from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.registry import RepositoryConfig
 
 HOST = "bitbucket"
 EVENT_HEADER = "X-Event-Key"
@@ -30,32 +55,72 @@ PULL_REQUEST_ACTIONS = {"created": "opened", "updated": "updated", "fulfilled": 
 PULL_REQUEST_STATES = {"OPEN": "open", "MERGED": "merged", "DECLINED": "closed", "SUPERSEDED": "closed"}
 
 
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    """`X-Request-UUID` is per delivery; older deliveries only carry the hook's `X-Hook-UUID`,
-    which is the same for every delivery of a hook, so it is combined with the digest of the
-    event key and the body."""
-    request = headers.get("X-Request-UUID")
-    if request:
-        return f"bitbucket:{request}"
-    hook = headers.get("X-Hook-UUID", "")
-    return f"bitbucket:{hook}:{digest(headers.get(EVENT_HEADER, ''), body)}"
+# Tasuki's statuses as Bitbucket's build states.
+STATES = {
+    "pending": "INPROGRESS",
+    "queued": "INPROGRESS",
+    "running": "INPROGRESS",
+    "success": "SUCCESSFUL",
+    "skipped": "SUCCESSFUL",
+    "failure": "FAILED",
+    "error": "FAILED",
+    "timeout": "FAILED",
+    "cancelled": "STOPPED",
+}
 
 
-def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
-    verify_hmac(headers, SIGNATURE_HEADER, body, secret)
+class Bitbucket:
+    name = HOST
+    title = "Bitbucket"
+    event_header = EVENT_HEADER
+    api_url = "https://api.bitbucket.org/2.0"
 
+    def delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
+        """`X-Request-UUID` is per delivery; older deliveries only carry the hook's `X-Hook-UUID`,
+        which is the same for every delivery of a hook, so it is combined with the digest of the
+        event key and the body."""
+        request = headers.get("X-Request-UUID")
+        if request:
+            return f"bitbucket:{request}"
+        hook = headers.get("X-Hook-UUID", "")
+        return f"bitbucket:{hook}:{digest(headers.get(EVENT_HEADER, ''), body)}"
 
-def repository_name(payload: Mapping[str, Any]) -> str | None:
-    return text(payload, "repository", "full_name") or None
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+        verify_hmac(headers, SIGNATURE_HEADER, body, secret)
 
+    def repository_name(self, payload: Mapping[str, Any]) -> str | None:
+        return text(payload, "repository", "full_name") or None
 
-def parse(event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
-    if event_name == "repo:push":
-        return _push(payload, delivery)
-    kind, _, action = event_name.partition(":")
-    if kind == "pullrequest" and action in PULL_REQUEST_ACTIONS:
-        return [_pull_request(action, payload, delivery)]
-    return Unpublished("ignored", f"Tasuki does not act on Bitbucket {event_name} events")
+    def parse(self, event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
+        if event_name == "repo:push":
+            return _push(payload, delivery)
+        kind, _, action = event_name.partition(":")
+        if kind == "pullrequest" and action in PULL_REQUEST_ACTIONS:
+            return [_pull_request(action, payload, delivery)]
+        return Unpublished("ignored", f"Tasuki does not act on Bitbucket {event_name} events")
+
+    def status_request(self, status: CommitStatus, api_url: str, credentials: RepositoryConfig) -> StatusRequest:
+        body = {
+            "key": status.key,
+            "state": STATES[status.state],
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+        }
+        if status.refname:
+            body["refname"] = status.refname
+        if credentials.username and credentials.app_password:
+            auth = {"Authorization": basic(credentials.username, credentials.app_password)}
+        else:
+            auth = bearer(credentials.token)
+        url = f"{api_url}/repositories/{status.repository}/commit/{status.commit}/statuses/build"
+        return StatusRequest("POST", url, api_headers(auth), body)
+
+    def status_outcome(self, answer: StatusAnswer) -> Outcome:
+        return outcome(answer)
+
+    def clone_login(self, credentials: RepositoryConfig) -> tuple[str, str] | None:
+        return login(credentials, "x-token-auth")
 
 
 def _repository(payload: Mapping[str, Any], what: str) -> Repository:

@@ -1,28 +1,23 @@
-"""What the host adapters share: reading nested JSON safely, signatures, delivery keys, SHAs.
+"""What the hosts share: reading nested JSON safely, signatures, delivery keys, SHAs, and the
+usual ways of answering statuses and logging in.
 
 Payloads come from the network, so every read here tolerates a missing key or a value of the
 wrong type: `get()` answers None, `text()` answers "" (or raises `WebhookError(400)` when the
-value is required), and no adapter ever indexes a payload directly.
+value is required), and no host ever indexes a payload directly.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tasuki.shared.errors import WebhookError
-
-
-@dataclass(frozen=True)
-class Unpublished:
-    """A delivery that is answered but not published: an event Tasuki does not act on
-    (`status="ignored"`), or a host's hello (`status="pong"`)."""
-
-    status: str
-    reason: str
+from tasuki.shared.hosts.protocol import Outcome, StatusAnswer
+from tasuki.shared.registry import RepositoryConfig
 
 
 def get(data: Any, *path: str) -> Any:
@@ -107,3 +102,55 @@ def verify_token(headers: Mapping[str, str], header: str, secret: str) -> None:
             f"{header} is not this repository's secret: check the webhook's secret token on the "
             f"host and in the repository registry",
         )
+
+
+# --- commit statuses and clones ----------------------------------------------------------------
+
+
+def api_headers(authorization: Mapping[str, str], accept: str = "application/json") -> dict[str, str]:
+    """The headers of a request to a host's API, with its authentication."""
+    return {"Accept": accept, "User-Agent": "Tasuki", **authorization}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An `Authorization: Bearer` header with `token`; none without one."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def basic(user: str, password: str) -> str:
+    """An HTTP Basic `Authorization` value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def outcome(answer: StatusAnswer) -> Outcome:
+    """How an API's answer reads unless the host says otherwise: 2xx done; 429 (rate limit)
+    and 5xx may pass; any other 4xx (bad token, unknown commit, invalid field) is for good."""
+    if answer.code < 300:
+        return "done"
+    if answer.code == 429 or answer.code >= 500:
+        return "retry"
+    return "refused"
+
+
+def said(answer: StatusAnswer) -> str:
+    """The host's own words in an answer (`message`, or `error.message`), at most 300 characters."""
+    try:
+        doc = json.loads(answer.text)
+    except ValueError:
+        return answer.text[:300]
+    if isinstance(doc, dict):
+        error = doc.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error)[:300]
+        return str(doc.get("message") or error or doc)[:300]
+    return str(doc)[:300]
+
+
+def login(credentials: RepositoryConfig, token_user: str) -> tuple[str, str] | None:
+    """The HTTPS login of most hosts: a username with an app password, or else the token beside
+    the registered username (or `token_user`, the name the host expects beside a token)."""
+    if credentials.username and credentials.app_password:
+        return credentials.username, credentials.app_password
+    if credentials.token:
+        return credentials.username or token_user, credentials.token
+    return None

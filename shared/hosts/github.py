@@ -1,4 +1,7 @@
-"""GitHub webhooks: `X-GitHub-Event` names the event, `X-Hub-Signature-256` signs the body.
+"""GitHub (and GitHub Enterprise): `X-GitHub-Event` names the event, `X-Hub-Signature-256` signs
+the body.
+
+Webhooks:
 
     push            one Event: kind push for refs/heads/*, tag for refs/tags/*; a created ref
                     has before "", a deleted one after ""; for an annotated tag, after is the
@@ -11,6 +14,14 @@
 Every other event (create, delete, workflow_dispatch, ...) and pull-request action (edited,
 labeled, ...) is answered "ignored". Routing keys: `github.push`, `github.pull_request.opened`.
 `X-GitHub-Delivery` is the same when a delivery is redelivered, so it is the dedupe key.
+
+Commit statuses, with a token (Bearer); a 403 with `X-RateLimit-Remaining: 0` is the rate limit
+(retry later), not a refusal:
+
+    POST {api}/repos/{owner}/{repo}/statuses/{sha}
+    {state: pending|success|failure|error, context, target_url, description}
+
+Clones over HTTPS: the token as `x-access-token` (what GitHub App installation tokens need).
 """
 
 from __future__ import annotations
@@ -19,8 +30,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_hmac
+from tasuki.shared.hosts.common import (
+    api_headers,
+    bearer,
+    digest,
+    get,
+    items,
+    login,
+    number,
+    outcome,
+    person,
+    sha,
+    text,
+    verify_hmac,
+)
+from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.registry import RepositoryConfig
 
 HOST = "github"
 EVENT_HEADER = "X-GitHub-Event"
@@ -31,30 +57,66 @@ PULL_REQUEST_ACTIONS = ("opened", "synchronize", "reopened", "closed")
 MAX_COMMITS = 2048
 
 
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    given = headers.get(DELIVERY_HEADER)
-    return f"github:{given}" if given else f"github:{digest(headers.get(EVENT_HEADER, ''), body)}"
+# Tasuki's statuses as GitHub's commit states.
+STATES = {
+    "pending": "pending",
+    "queued": "pending",
+    "running": "pending",
+    "success": "success",
+    "skipped": "success",
+    "failure": "failure",
+    "timeout": "failure",
+    "error": "error",
+    "cancelled": "error",
+}
 
 
-def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
-    verify_hmac(headers, SIGNATURE_HEADER, body, secret)
+class GitHub:
+    name = HOST
+    title = "GitHub"
+    event_header = EVENT_HEADER
+    api_url = "https://api.github.com"
 
+    def delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
+        given = headers.get(DELIVERY_HEADER)
+        return f"github:{given}" if given else f"github:{digest(headers.get(EVENT_HEADER, ''), body)}"
 
-def repository_name(payload: Mapping[str, Any]) -> str | None:
-    return text(payload, "repository", "full_name") or None
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+        verify_hmac(headers, SIGNATURE_HEADER, body, secret)
 
+    def repository_name(self, payload: Mapping[str, Any]) -> str | None:
+        return text(payload, "repository", "full_name") or None
 
-def parse(event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
-    if event_name == "ping":
-        return Unpublished("pong", text(payload, "zen") or "GitHub says hello")
-    if event_name == "push":
-        return _push(payload, delivery)
-    if event_name == "pull_request":
-        action = text(payload, "action")
-        if action in PULL_REQUEST_ACTIONS:
-            return [_pull_request(action, payload, delivery)]
-        return Unpublished("ignored", f"Tasuki does not act on pull requests being {action or '(no action)'}")
-    return Unpublished("ignored", f"Tasuki does not act on GitHub {event_name} events")
+    def parse(self, event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
+        if event_name == "ping":
+            return Unpublished("pong", text(payload, "zen") or "GitHub says hello")
+        if event_name == "push":
+            return _push(payload, delivery)
+        if event_name == "pull_request":
+            action = text(payload, "action")
+            if action in PULL_REQUEST_ACTIONS:
+                return [_pull_request(action, payload, delivery)]
+            return Unpublished("ignored", f"Tasuki does not act on pull requests being {action or '(no action)'}")
+        return Unpublished("ignored", f"Tasuki does not act on GitHub {event_name} events")
+
+    def status_request(self, status: CommitStatus, api_url: str, credentials: RepositoryConfig) -> StatusRequest:
+        body = {
+            "state": STATES[status.state],
+            "context": status.name,
+            "target_url": status.url,
+            "description": status.description,
+        }
+        url = f"{api_url}/repos/{status.repository}/statuses/{status.commit}"
+        headers = api_headers(bearer(credentials.token), accept="application/vnd.github+json")
+        return StatusRequest("POST", url, headers, body)
+
+    def status_outcome(self, answer: StatusAnswer) -> Outcome:
+        if answer.code == 403 and answer.headers.get("X-RateLimit-Remaining") == "0":
+            return "retry"  # the rate limit is used up until it resets
+        return outcome(answer)
+
+    def clone_login(self, credentials: RepositoryConfig) -> tuple[str, str] | None:
+        return login(credentials, "x-access-token")
 
 
 def _repository(payload: Mapping[str, Any], what: str) -> Repository:

@@ -1,6 +1,7 @@
-"""GitLab webhooks: `X-Gitlab-Event` names the event, `X-Gitlab-Token` carries the secret.
+"""GitLab (gitlab.com or self-hosted): `X-Gitlab-Event` names the event, `X-Gitlab-Token` carries
+the secret.
 
-GitLab does not sign deliveries: the token is the webhook's secret itself, compared in
+Webhooks: GitLab does not sign deliveries: the token is the webhook's secret itself, compared in
 constant time. The event's own name is the payload's `object_kind`:
 
     Push Hook            push            kind push (refs/heads/*); before "" for a new branch,
@@ -16,16 +17,40 @@ Routing keys: `gitlab.push`, `gitlab.tag_push`, `gitlab.merge_request.open`, ...
 Delivery ids: `Idempotency-Key` stays the same when GitLab retries or resends a delivery.
 Older GitLab sends only `X-Gitlab-Event-UUID`, which recursive hooks share, so it is combined
 with the body's digest (as is the per-webhook `X-Gitlab-Webhook-UUID` when nothing else is sent).
+
+Commit statuses, with a token (`PRIVATE-TOKEN`); a 400 saying the status "cannot transition" is
+the commit already having that state (a redelivered notice), which is done, not refused:
+
+    POST {api}/projects/{url-encoded path}/statuses/{sha}
+    {state: pending|running|success|failed|canceled|skipped, name, target_url, description, ref}
+
+Clones over HTTPS: the token as `oauth2`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts.common import Unpublished, digest, get, items, number, person, sha, text, verify_token
+from tasuki.shared.hosts.common import (
+    api_headers,
+    digest,
+    get,
+    items,
+    login,
+    number,
+    outcome,
+    person,
+    said,
+    sha,
+    text,
+    verify_token,
+)
+from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
+from tasuki.shared.registry import RepositoryConfig
 
 HOST = "gitlab"
 EVENT_HEADER = "X-Gitlab-Event"
@@ -41,36 +66,76 @@ MERGE_REQUEST_ACTIONS = {
 MERGE_REQUEST_STATES = {"opened": "open", "merged": "merged", "closed": "closed", "locked": "closed"}
 
 
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    key = headers.get("Idempotency-Key")
-    if key:
-        return f"gitlab:{key}"
-    event = headers.get("X-Gitlab-Event-UUID") or headers.get("X-Gitlab-Webhook-UUID", "")
-    return f"gitlab:{event}:{digest(headers.get(EVENT_HEADER, ''), body)}"
+# Tasuki's statuses as GitLab's commit states.
+STATES = {
+    "pending": "pending",
+    "queued": "pending",
+    "running": "running",
+    "success": "success",
+    "skipped": "skipped",
+    "failure": "failed",
+    "error": "failed",
+    "timeout": "failed",
+    "cancelled": "canceled",
+}
 
 
-def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
-    verify_token(headers, TOKEN_HEADER, secret)
+class GitLab:
+    name = HOST
+    title = "GitLab"
+    event_header = EVENT_HEADER
+    api_url = "https://gitlab.com/api/v4"
 
+    def delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
+        key = headers.get("Idempotency-Key")
+        if key:
+            return f"gitlab:{key}"
+        event = headers.get("X-Gitlab-Event-UUID") or headers.get("X-Gitlab-Webhook-UUID", "")
+        return f"gitlab:{event}:{digest(headers.get(EVENT_HEADER, ''), body)}"
 
-def repository_name(payload: Mapping[str, Any]) -> str | None:
-    return text(payload, "project", "path_with_namespace") or None
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+        verify_token(headers, TOKEN_HEADER, secret)
 
+    def repository_name(self, payload: Mapping[str, Any]) -> str | None:
+        return text(payload, "project", "path_with_namespace") or None
 
-def parse(event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
-    object_kind = text(payload, "object_kind")
-    if event_name == "System Hook":
-        kind = object_kind if object_kind in HOOKS.values() else ""
-    else:
-        kind = HOOKS.get(event_name, "")
-        if kind and object_kind and object_kind != kind:
-            raise WebhookError(400, f"{EVENT_HEADER} says {event_name}, but the payload's object_kind is {object_kind}")
-    if kind in ("push", "tag_push"):
-        return _push(kind, payload, delivery)
-    if kind == "merge_request":
-        return _merge_request(payload, delivery)
-    what = f"{event_name} ({object_kind})" if event_name == "System Hook" else event_name
-    return Unpublished("ignored", f"Tasuki does not act on GitLab {what} events")
+    def parse(self, event_name: str, payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublished:
+        object_kind = text(payload, "object_kind")
+        if event_name == "System Hook":
+            kind = object_kind if object_kind in HOOKS.values() else ""
+        else:
+            kind = HOOKS.get(event_name, "")
+            if kind and object_kind and object_kind != kind:
+                raise WebhookError(
+                    400, f"{EVENT_HEADER} says {event_name}, but the payload's object_kind is {object_kind}"
+                )
+        if kind in ("push", "tag_push"):
+            return _push(kind, payload, delivery)
+        if kind == "merge_request":
+            return _merge_request(payload, delivery)
+        what = f"{event_name} ({object_kind})" if event_name == "System Hook" else event_name
+        return Unpublished("ignored", f"Tasuki does not act on GitLab {what} events")
+
+    def status_request(self, status: CommitStatus, api_url: str, credentials: RepositoryConfig) -> StatusRequest:
+        body = {
+            "state": STATES[status.state],
+            "name": status.name,
+            "target_url": status.url,
+            "description": status.description,
+        }
+        if status.refname:
+            body["ref"] = status.refname
+        auth = {"PRIVATE-TOKEN": credentials.token} if credentials.token else {}
+        url = f"{api_url}/projects/{quote(status.repository, safe='')}/statuses/{status.commit}"
+        return StatusRequest("POST", url, api_headers(auth), body)
+
+    def status_outcome(self, answer: StatusAnswer) -> Outcome:
+        if answer.code == 400 and "cannot transition status" in said(answer).lower():
+            return "done"  # the commit already has this state: nothing to do
+        return outcome(answer)
+
+    def clone_login(self, credentials: RepositoryConfig) -> tuple[str, str] | None:
+        return login(credentials, "oauth2")
 
 
 def _repository(payload: Mapping[str, Any], what: str) -> Repository:

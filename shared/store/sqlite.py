@@ -165,10 +165,6 @@ class SQLiteStore:
             raise StoreError(f"store write failed ({self.path}): {exc}") from None
         return cur.rowcount == 1
 
-    def forget_delivery(self, key: str) -> None:
-        with self._tx() as conn:
-            conn.execute("DELETE FROM deliveries WHERE key = ?", (key,))
-
     def seen_delivery(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM deliveries WHERE key = ?", (key,)))
 

@@ -1,7 +1,7 @@
 """What the page and the API do to the system; both call these, so they always agree.
 
 Each action validates its input and raises `ActionError` (a 4xx with a message a person can act
-on) or the usual Tasuki errors (broker or store unavailable: 503).
+on; `NoSuchLetter` is one) or the usual Tasuki errors (broker or store unavailable: 503).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgpack
 from pydantic import ValidationError
 
 from tasuki.shared import deadletters
-from tasuki.shared.errors import ConfigError, first_problem
+from tasuki.shared.errors import ActionError, ConfigError, first_problem
 from tasuki.shared.messages import RUN_FINAL, RunCancel, RunRequested
 from tasuki.shared.recipes import Rule, load_rules
 from tasuki.shared.registry import RepositoryConfig
@@ -23,12 +23,6 @@ from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import RunRecord
 
 FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
-
-
-class ActionError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def get_run(rt: Runtime, run_id: str) -> RunRecord:
@@ -150,10 +144,7 @@ def letter(rt: Runtime, letter_id: str) -> deadletters.Letter:
 
 
 def replay(rt: Runtime, letter_id: str | None) -> list[str]:
-    try:
-        return deadletters.replay(rt.settings.amqp_url, letter_id)
-    except deadletters.NoSuchLetter as exc:
-        raise ActionError(404, str(exc)) from None
+    return deadletters.replay(rt.settings.amqp_url, letter_id)
 
 
 def letter_body(found: deadletters.Letter) -> Any:

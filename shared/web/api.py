@@ -7,6 +7,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from tasuki.shared.errors import ActionError
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
@@ -58,9 +59,9 @@ def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(request.get_data() or b"{}")
     except ValueError as exc:
-        raise actions.ActionError(400, f"expected a JSON object: {exc}") from None
+        raise ActionError(400, f"expected a JSON object: {exc}") from None
     if not isinstance(body, dict):
-        raise actions.ActionError(400, "expected a JSON object")
+        raise ActionError(400, "expected a JSON object")
     return body
 
 
@@ -68,7 +69,7 @@ def runs(rt: Runtime, request: Request) -> Response:
     try:
         limit = min(max(int(request.args.get("limit", 50)), 1), 500)
     except ValueError:
-        raise actions.ActionError(400, "limit must be a number from 1 to 500") from None
+        raise ActionError(400, "limit must be a number from 1 to 500") from None
     records = rt.store.list_runs(
         repository=request.args.get("repo") or None, status=request.args.get("status") or None, limit=limit
     )
@@ -91,11 +92,11 @@ def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
     try:
         after = int(request.args.get("after", -1))
     except ValueError:
-        raise actions.ActionError(400, "after must be a chunk number") from None
+        raise ActionError(400, "after must be a chunk number") from None
     chunks = rt.store.read_log(run_id, job, after)
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
-        raise actions.ActionError(404, f"run {run_id} has no job {job!r}")
+        raise ActionError(404, f"run {run_id} has no job {job!r}")
     done = record.status in RUN_FINAL or jobs[job].status in (
         "success",
         "failure",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasuki.shared.hosts import HOSTS
+
 RUN_STATUS = ["queued", "running", "success", "failure", "cancelled", "error"]
 JOB_STATUS = ["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 
@@ -31,7 +33,7 @@ RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "
 LETTER_ID = {"name": "letter_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_FIELDS = {
-    "host": {"type": "string", "description": "bitbucket, github, gitlab or * (any)"},
+    "host": {"type": "string", "description": f"{', '.join(HOSTS)} or * (any)"},
     "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
     "repository": {"type": "string", "description": "full name or glob, e.g. acme/*"},
     "branch": {"type": "string"},

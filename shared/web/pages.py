@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
+from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.web import access, actions, graph, present
@@ -156,6 +157,7 @@ def rules(rt: Runtime, request: Request) -> Response:
         section="Rules",
         rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
         repositories=sorted(rt.registry.all()),
+        hosts=[(host.name, host.title) for host in HOSTS.values()],
     )
 
 

@@ -14,9 +14,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from tasuki.shared.errors import BrokerError, ConfigError, StoreError, TasukiError
+from tasuki.shared.errors import ActionError, ConfigError, TasukiError
 from tasuki.shared.runtime import Runtime
-from tasuki.shared.web import access, actions, api, pages
+from tasuki.shared.web import access, api, pages
 
 log = logging.getLogger("tasuki.web")
 
@@ -86,10 +86,8 @@ def handle(request: Request, rt: Runtime) -> Response:
                 "the form is stale or from another site; reload the page and try again",
             )
         return VIEWS[endpoint](rt, request, **args)
-    except actions.ActionError as exc:
-        if is_api or request.method == "GET":
-            return _error(rt, request, is_api, exc.status, "Not possible", str(exc))
-        return pages.back(request.referrer or "/runs", str(exc), "error")
+    except TasukiError as exc:
+        return _failed(rt, request, is_api, exc)
     except NotFound:
         return _error(rt, request, is_api, 404, "Not found", f"nothing at {request.path}")
     except MethodNotAllowed:
@@ -98,13 +96,23 @@ def handle(request: Request, rt: Runtime) -> Response:
         )
     except HTTPException as exc:
         return _error(rt, request, is_api, exc.code or 400, exc.name, exc.description or "")
-    except (BrokerError, StoreError) as exc:
+
+
+def _failed(rt: Runtime, request: Request, is_api: bool, exc: TasukiError) -> Response:
+    """A Tasuki error, answered with its own `http_status` (`shared/errors.py`). An action the
+    page's form asked for and that cannot be done goes back to the page with the reason."""
+    code = exc.http_status
+    if isinstance(exc, ActionError):
+        if is_api or request.method == "GET":
+            return _error(rt, request, is_api, code, "Not possible", str(exc))
+        return pages.back(request.referrer or "/runs", str(exc), "error")
+    if code >= 500:
         log.error("web: %s", exc)
-        return _error(rt, request, is_api, 503, "Unavailable", f"{exc}; try again in a moment")
-    except ConfigError as exc:
-        return _error(rt, request, is_api, 500, "Misconfigured", str(exc))
-    except TasukiError as exc:
-        return _error(rt, request, is_api, 400, "Refused", str(exc))
+    if code == 503:
+        return _error(rt, request, is_api, code, "Unavailable", f"{exc}; try again in a moment")
+    if isinstance(exc, ConfigError):
+        return _error(rt, request, is_api, code, "Misconfigured", str(exc))
+    return _error(rt, request, is_api, code, "Refused" if code < 500 else "Failed", str(exc))
 
 
 def _error(rt: Runtime, request: Request, is_api: bool, code: int, title: str, message: str) -> Response:

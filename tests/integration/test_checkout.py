@@ -15,6 +15,7 @@ import pytest
 
 from tasuki.local.executor.checkout import Checkouts, auth_env, redact, working_copy
 from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.hosts import HOSTS
 from tasuki.shared.registry import Registry, RepositoryConfig
 from tests.conftest import git
 
@@ -145,7 +146,7 @@ def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secre
     _server, url, commit = private_repo
     registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
     co = checkouts(tmp_path, credentials=registry.credentials_for)
-    with co.workspace(url, commit, "run-1-build") as ws:
+    with co.workspace(url, commit, "run-1-build", host="bitbucket") as ws:
         assert (ws / "README").read_text() == "private\n"
     # The password is in no file of the mirror (its config names the URL only) and no repr
     mirror = co.mirror_path(url)
@@ -157,11 +158,11 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
     server, url, commit = private_repo
     wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
     with pytest.raises(CheckoutFailed) as failed:
-        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w"):
+        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w", host="bitbucket"):
             pass
     assert "cannot fetch" in str(failed.value) and "not-the-token-77" not in str(failed.value)
     with pytest.raises(CheckoutFailed, match="cannot fetch"):
-        with checkouts(tmp_path / "other").workspace(url, commit, "w"):
+        with checkouts(tmp_path / "other").workspace(url, commit, "w", host="bitbucket"):
             pass
     assert server.refused >= 2
 
@@ -171,12 +172,14 @@ def test_credentials_reach_git_only_through_its_environment():
         assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
         return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
 
-    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"))) == "bob:p@ss"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://bitbucket.org/a/b.git")) == "x-token-auth:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://github.com/a/b.git")) == "x-access-token:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), "https://gitlab.com/a/b.git")) == "oauth2:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), "https://gitlab.com/a/b.git")) == "ci:t1"
-    assert auth_env(None) == {} and auth_env(RepositoryConfig(clone_url="x")) == {}
+    bitbucket, github, gitlab = HOSTS["bitbucket"], HOSTS["github"], HOSTS["gitlab"]
+    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"), bitbucket)) == "bob:p@ss"
+    assert basic(auth_env(RepositoryConfig(token="t1"), bitbucket)) == "x-token-auth:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), github)) == "x-access-token:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), gitlab)) == "oauth2:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), gitlab)) == "ci:t1"
+    assert auth_env(None, github) == {} and auth_env(RepositoryConfig(clone_url="x"), github) == {}
+    assert auth_env(RepositoryConfig(token="t1"), None) == {}  # no host known: no guessing
     assert (
         redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
     )

@@ -10,9 +10,11 @@ import hmac
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, bitbucket
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.conftest import first_push_headers
 from tests.deliveries import fixture, fixture_body
+
+bitbucket = HOSTS["bitbucket"]
 
 NEW = "709d658dc5b6d6afcd46049c2f332ee3f515a67d"
 OLD = "1e65c05c1d5171631d92438a13901ca7dae9618c"
@@ -158,7 +160,7 @@ def test_a_malformed_push_is_a_400(changes):
     payload["push"]["changes"] = changes
     with pytest.raises(WebhookError) as caught:
         bitbucket.parse("repo:push", payload, "d")
-    assert caught.value.status == 400
+    assert caught.value.http_status == 400
 
 
 @pytest.mark.parametrize(
@@ -210,6 +212,6 @@ def test_the_signature_is_checked_against_the_body():
     for headers in ({}, {"X-Hub-Signature": good.replace("sha256=", "sha1=")}, {"X-Hub-Signature": "sha256=00"}):
         with pytest.raises(WebhookError) as caught:
             bitbucket.verify(headers, body, "s3cret")
-        assert caught.value.status == 401
+        assert caught.value.http_status == 401
     with pytest.raises(WebhookError):
         bitbucket.verify({"X-Hub-Signature": good}, body + b" ", "s3cret")

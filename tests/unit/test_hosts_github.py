@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, github
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.deliveries import fixture
+
+github = HOSTS["github"]
 
 AFTER = "fd489864e7642b48eaad6e3f155c10e46810ec72"
 BEFORE = "737d38c599c1b2991664dfc6155d6bf516fcce36"
@@ -170,7 +172,7 @@ def test_create_delete_and_workflow_dispatch_are_ignored(name):
 def test_a_malformed_push_is_a_400(edit):
     with pytest.raises(WebhookError) as caught:
         github.parse("push", push(**edit), "d")
-    assert caught.value.status == 400
+    assert caught.value.http_status == 400
 
 
 def test_a_pull_request_without_its_branches_is_a_400():
@@ -178,4 +180,4 @@ def test_a_pull_request_without_its_branches_is_a_400():
     del payload["pull_request"]["head"]
     with pytest.raises(WebhookError) as caught:
         github.parse("pull_request", payload, "d")
-    assert caught.value.status == 400 and "head.ref" in str(caught.value)
+    assert caught.value.http_status == 400 and "head.ref" in str(caught.value)

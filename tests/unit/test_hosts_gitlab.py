@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tasuki.shared.errors import WebhookError
-from tasuki.shared.hosts import Unpublished, gitlab
+from tasuki.shared.hosts import HOSTS, Unpublished
 from tests.deliveries import fixture
+
+gitlab = HOSTS["gitlab"]
 
 ZERO = "0" * 40
 BEFORE = "95790bf891e76fee5e1747ab589903a6a1f80f22"
@@ -97,7 +99,7 @@ def test_a_system_hook_is_read_by_its_object_kind():
 def test_an_event_header_that_contradicts_the_payload_is_a_400():
     with pytest.raises(WebhookError) as caught:
         gitlab.parse("Push Hook", fixture("gitlab", "merge-request-event.json"), "d")
-    assert caught.value.status == 400 and "merge_request" in str(caught.value)
+    assert caught.value.http_status == 400 and "merge_request" in str(caught.value)
 
 
 def test_the_merge_request_fixture_parses_field_by_field():
@@ -176,11 +178,11 @@ def test_the_token_is_compared_with_the_secret():
     for headers in ({}, {"X-Gitlab-Token": "s3cre"}, {"X-Gitlab-Token": "s3cret "}):
         with pytest.raises(WebhookError) as caught:
             gitlab.verify(headers, b"{}", "s3cret")
-        assert caught.value.status == 401
+        assert caught.value.http_status == 401
 
 
 @pytest.mark.parametrize("edit", [{"project": None}, {"ref": None}, {"project": {"path_with_namespace": 3}}])
 def test_a_malformed_push_is_a_400(edit):
     with pytest.raises(WebhookError) as caught:
         gitlab.parse("Push Hook", push(**edit), "d")
-    assert caught.value.status == 400
+    assert caught.value.http_status == 400

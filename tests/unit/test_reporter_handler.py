@@ -8,10 +8,11 @@ import json
 import pytest
 from functions_framework import create_app
 
-from tasuki.shared import codec, push, tokens
+from tasuki.shared import push
 from tasuki.shared.messages import Event, JobUpdated, Ref, Repository, RunUpdated
 from tasuki.shared.runtime import runtime
 from tasuki.shared.store.sqlite import SQLiteStore
+from tests.conftest import pushed
 from tests.fake_hosts import FakeHosts
 
 SHA = "c" * 40
@@ -70,15 +71,7 @@ def notice(host: str, repo: str, status: str = "running", job: str = "build"):
 
 
 def post(client, message):
-    body = push.envelope(
-        codec.encode(message),
-        attributes={"type": message.TYPE},
-        message_id="m",
-        publish_ms=0,
-        subscription="projects/tasuki/subscriptions/reporter",
-        delivery_attempt=1,
-    )
-    return client.post("/", json=body, headers={"Authorization": f"Bearer {tokens.sign(KEY, AUDIENCE)}"})
+    return pushed(client, "reporter", message, key=KEY, audience=AUDIENCE)
 
 
 @pytest.mark.parametrize(
