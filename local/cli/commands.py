@@ -386,6 +386,12 @@ def parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")
     deploy.add_argument("action", choices=["bundle", "aws"], help="bundle: build the bundles; aws: build, then deploy")
     deploy.add_argument("--out", default="build/bundles", help="the bundles' folder (default: build/bundles)")
+    deploy.add_argument("--bucket", help="aws: the S3 bucket for bundles and layers (made if missing)")
+    deploy.add_argument("--region", help="aws: default AWS_REGION or the AWS configuration")
+    deploy.add_argument("--prefix", default="tasuki-", help="aws: prefix of the functions', layer's and role's names")
+    deploy.add_argument("--env-file", help="aws: TASUKI_*=value lines, the settings of every function")
+    deploy.add_argument("--memory", type=int, default=512, help="aws: MB per function (default 512)")
+    deploy.add_argument("--timeout", type=int, default=60, help="aws: seconds per invocation (default 60)")
     deploy.set_defaults(fn=cmd_deploy)
     return p
 
