@@ -40,8 +40,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasuki.local.deploy.bundle import write_zip
-from tasuki.shared import topics
+from tasuki.local.deploy.bundle import pushed_functions, write_zip
 from tasuki.shared.errors import ConfigError, TasukiError
 from tasuki.shared.settings import Settings
 
@@ -80,10 +79,6 @@ class Deployed:
     def bridge_settings(self) -> dict[str, str]:
         """The bridge's settings that point it at the deployed functions."""
         return {f"TASUKI_{name.upper()}_URL": self.urls[name] for name in pushed_functions() if name in self.urls}
-
-
-def pushed_functions() -> list[str]:
-    return sorted({s.endpoint for s in topics.SUBSCRIPTIONS})
 
 
 def read_env_file(path: Path | None) -> dict[str, str]:

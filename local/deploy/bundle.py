@@ -1,7 +1,8 @@
 """Deployable bundles: one self-contained folder and zip per function (`tasuki deploy bundle`).
 
     build/bundles/
-        manifest.json        every function: its folder, zip, target and the zip's sha256; the
+        manifest.json        every function: its folder, zip, target, the zip's sha256 and whether
+                             the bridge pushes to it (then TASUKI_<NAME>_URL points at it); the
                              Python version; the clock's schedules (read by infra/gcp and
                              `tasuki deploy aws`)
         router/              what a platform runs, and nothing else:
@@ -30,6 +31,7 @@ from pathlib import Path
 from tasuki import functions
 from tasuki.local.deploy import requirements
 from tasuki.local.deploy.clock import schedules
+from tasuki.shared import topics
 
 PACKAGES = ("tasuki.functions", "tasuki.shared")
 DEFAULT_OUT = Path("build/bundles")
@@ -59,6 +61,11 @@ class Bundle:
     sha256: str
 
 
+def pushed_functions() -> list[str]:
+    """The functions the bridge pushes to (each has a TASUKI_<NAME>_URL setting)."""
+    return sorted({s.endpoint for s in topics.SUBSCRIPTIONS})
+
+
 def package_folder(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -86,10 +93,18 @@ def build(out: Path = DEFAULT_OUT) -> list[Bundle]:
     pins = requirements.pinned(path for name, path in files.items() if name.endswith(".py"))
     out.mkdir(parents=True, exist_ok=True)
     bundles = [build_one(name, out, files, pins) for name in functions.NAMES]
+    pushed = pushed_functions()
     manifest = {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "functions": {
-            b.name: {"folder": b.name, "zip": b.zip.name, "target": b.name, "sha256": b.sha256} for b in bundles
+            b.name: {
+                "folder": b.name,
+                "zip": b.zip.name,
+                "target": b.name,
+                "sha256": b.sha256,
+                "pushed": b.name in pushed,
+            }
+            for b in bundles
         },
         "schedules": schedules(),
     }
