@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tasuki.local.deploy import clock
 from tasuki.shared import codec, push, topics
 from tasuki.shared import messages as tasuki_messages
