@@ -292,17 +292,18 @@ def load_rules_file(rt: Runtime, path: Path) -> None:
 
 def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
     try:
+        from tasuki.local.deploy import aws as to_aws
         from tasuki.local.deploy import bundle
     except ImportError as exc:
         raise ConfigError(f"tasuki deploy needs its extra: pip install 'tasuki[deploy]' ({exc})") from None
+    target = to_aws.target_from(args) if args.action == "aws" else None
     bundles = bundle.build(Path(args.out))
     for built in bundles:
         print(f"{built.name:<12} {built.folder}/  {built.zip}  sha256 {built.sha256[:12]}")
     print(f"{len(bundles)} bundles and {Path(args.out) / 'manifest.json'}", flush=True)
-    if args.action == "aws":
-        from tasuki.local.deploy import aws
-
-        return aws.main(args, Path(args.out))
+    if target is not None:
+        print(f"deploying to AWS Lambda in {target.region}:", flush=True)
+        to_aws.report(to_aws.deploy(target, Path(args.out)))
     return 0
 
 

@@ -357,13 +357,14 @@ def deploy(target: Target, bundles: Path, session: Any = None, say: Callable[[st
         raise DeployError(f"AWS: {exc}") from None
 
 
-def main(args: argparse.Namespace, bundles: Path) -> int:
+def target_from(args: argparse.Namespace) -> Target:
+    """The deploy's target from `tasuki deploy aws`'s options, checked before anything is built."""
     if not args.bucket:
         raise ConfigError("tasuki deploy aws needs --bucket: the S3 bucket for the bundles (made if missing)")
     region = args.region or boto3.session.Session().region_name
     if not region:
         raise ConfigError("tasuki deploy aws needs a region: --region, AWS_REGION or the AWS configuration")
-    target = Target(
+    return Target(
         bucket=args.bucket,
         region=region,
         prefix=args.prefix,
@@ -371,12 +372,12 @@ def main(args: argparse.Namespace, bundles: Path) -> int:
         memory=args.memory,
         timeout=args.timeout,
     )
-    print(f"deploying to AWS Lambda in {region}:", flush=True)
-    done = deploy(target, bundles)
+
+
+def report(done: Deployed) -> None:
     print("nothing to change" if not done.changes else f"{len(done.changes)} changes", flush=True)
     for name, url in sorted(done.urls.items()):
         print(f"{name:<12} {url}")
     print("the bridge's settings:")
     for name, value in done.bridge_settings().items():
         print(f"  {name}={value}")
-    return 0

@@ -128,3 +128,27 @@ def test_settings_are_checked_before_anything_is_deployed(tmp_path):
     env.write_text("AMQP_URL=amqps://mq.example/\n")
     with pytest.raises(ConfigError, match=r"functions.env:1: expected TASUKI_NAME=value"):
         aws.read_env_file(env)
+
+
+def test_tasuki_deploy_aws_builds_deploys_and_prints_the_bridge_settings(session, tmp_path, capsys):
+    from tasuki.local.cli import commands
+
+    env = tmp_path / "functions.env"
+    env.write_text("TASUKI_AMQP_URL=amqps://mq.example/\nTASUKI_PUSH_KEY=" + "k" * 40 + "\n")
+    argv = [
+        "deploy",
+        "aws",
+        "--bucket",
+        BUCKET,
+        "--region",
+        REGION,
+        "--env-file",
+        str(env),
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    assert commands.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "changes\n" in first and "the bridge's settings:\n  TASUKI_DISPATCHER_URL=https://" in first
+    assert commands.main(argv) == 0
+    assert "nothing to change" in capsys.readouterr().out
