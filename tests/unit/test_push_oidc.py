@@ -5,15 +5,14 @@ set served on loopback (tests/google_keys.py), found through TASUKI_PUSH_OIDC_CE
 
 from __future__ import annotations
 
-import functions_framework
 import pytest
 
-from tasuki import functions as tasuki_functions
-from tasuki.shared import oidc, push, tokens, topics
+from tasuki.shared import oidc, tokens, topics
 from tasuki.shared.errors import AuthError
 from tasuki.shared.runtime import runtime
 from tasuki.shared.settings import Settings
 from tests.google_keys import KeySet, SigningKey
+from tests.unit.test_push_auth import body, client
 
 KEY = "handler-test-key-of-at-least-32-bytes"
 ACCOUNT = "tasuki-push@acme-ci.iam.gserviceaccount.com"
@@ -51,16 +50,8 @@ def configure(monkeypatch, tmp_path, keys):
 
 
 def post(function: str, token: str):
-    client = functions_framework.create_app(function, str(tasuki_functions.source(function))).test_client()
-    body = push.envelope(
-        b"\xc1 not msgpack",
-        attributes={"type": "run.requested"},
-        message_id="m",
-        publish_ms=0,
-        subscription="projects/acme-ci/subscriptions/x",
-        delivery_attempt=1,
-    )
-    return client.post("/", json=body, headers={"Authorization": f"Bearer {token}"})
+    """Push an undecodable message (400 once authenticated) with this token, as the bridge would."""
+    return client(function).post("/", json=body(), headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.mark.parametrize("function", PUSHED)
