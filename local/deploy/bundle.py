@@ -32,6 +32,7 @@ from tasuki import functions
 from tasuki.local.deploy import requirements
 from tasuki.local.deploy.clock import schedules
 from tasuki.shared import topics
+from tasuki.shared.errors import ConfigError
 
 PACKAGES = ("tasuki.functions", "tasuki.shared")
 DEFAULT_OUT = Path("build/bundles")
@@ -90,7 +91,13 @@ def package_files() -> dict[str, Path]:
 def build(out: Path = DEFAULT_OUT) -> list[Bundle]:
     """Build every function's bundle under `out` (its previous content replaced)."""
     files = package_files()
-    pins = requirements.pinned(path for name, path in files.items() if name.endswith(".py"))
+    sources = [path for name, path in files.items() if name.endswith(".py")]
+    outside = sorted(
+        m for m in requirements.imported_modules(sources) if m.startswith("tasuki.") and not m.startswith(PACKAGES)
+    )
+    if outside:
+        raise ConfigError(f"the functions import {', '.join(outside)}, which bundles leave out: import from {PACKAGES}")
+    pins = requirements.pinned(sources)
     out.mkdir(parents=True, exist_ok=True)
     bundles = [build_one(name, out, files, pins) for name in functions.NAMES]
     pushed = pushed_functions()
