@@ -24,6 +24,11 @@ from packaging.utils import canonicalize_name
 
 from tasuki.shared.errors import ConfigError
 
+# Extras a bundle asks for beyond what the functions import: a FaaS platform has no system libpq
+# for psycopg to load, psycopg[binary] brings its own. A requirement such an extra adds need not
+# be installed here: it is pinned by its own exact specifier (psycopg-binary==<psycopg's version>).
+PLATFORM_EXTRAS = {"psycopg": frozenset({"binary"})}
+
 
 def imported_modules(sources: Iterable[Path]) -> set[str]:
     """Absolute module names imported anywhere in these files (inside functions too)."""
@@ -62,27 +67,38 @@ def distribution_of(module: str) -> str:
 
 
 def closure(roots: Iterable[str]) -> dict[str, str]:
-    """Canonical name -> installed version of these distributions and all they require here."""
+    """Canonical name -> version of these distributions and all they require here: installed
+    ones at their installed version; one that only a platform extra asks for, at its exact pin."""
+    environment = default_environment()
     pinned: dict[str, str] = {}
-    pending: list[tuple[str, frozenset[str]]] = [(root, frozenset()) for root in roots]
+    # (requirement, extras asked of it, whether only a platform extra brought it)
+    pending = [(Requirement(root), frozenset[str](), False) for root in roots]
     seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
-        name, extras = pending.pop()
-        key = (canonicalize_name(name), extras)
-        if key in seen:
+        requirement, extras, by_platform_extra = pending.pop()
+        name = canonicalize_name(requirement.name)
+        platform = PLATFORM_EXTRAS.get(name, frozenset())
+        extras |= platform
+        if (name, extras) in seen:
             continue
-        seen.add(key)
+        seen.add((name, extras))
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise ConfigError(f"the functions need {name}, which is not installed: install it") from None
-        pinned[key[0]] = dist.version
+            exact = [s.version for s in requirement.specifier if s.operator == "=="]
+            if not (by_platform_extra and exact):
+                raise ConfigError(f"the functions need {requirement.name}, which is not installed: install it") from None
+            pinned[name] = exact[0]
+            continue
+        pinned[name] = dist.version
         for line in dist.requires or ():
-            requirement = Requirement(line)
-            if requirement.marker is None or any(
-                requirement.marker.evaluate({**default_environment(), "extra": extra}) for extra in (extras or {""})
-            ):
-                pending.append((requirement.name, frozenset(requirement.extras)))
+            needed = Requirement(line)
+            if needed.marker is None or needed.marker.evaluate({**environment, "extra": ""}):
+                pending.append((needed, frozenset(needed.extras), False))
+                continue
+            asked_by = {e for e in extras if needed.marker.evaluate({**environment, "extra": e})}
+            if asked_by:
+                pending.append((needed, frozenset(needed.extras), asked_by <= platform))
     return pinned
 
 
