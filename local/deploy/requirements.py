@@ -87,7 +87,9 @@ def closure(roots: Iterable[str]) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             exact = [s.version for s in requirement.specifier if s.operator == "=="]
             if not (by_platform_extra and exact):
-                raise ConfigError(f"the functions need {requirement.name}, which is not installed: install it") from None
+                raise ConfigError(
+                    f"the functions need {requirement.name}, which is not installed: install it"
+                ) from None
             pinned[name] = exact[0]
             continue
         pinned[name] = dist.version
