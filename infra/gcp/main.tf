@@ -7,9 +7,10 @@ locals {
   functions = local.manifest.functions
   runtime   = "python${replace(local.manifest.python, ".", "")}"
 
-  # 2nd gen functions have this URL from their name alone, so every function (and the bridge)
-  # can be told every URL before any function exists.
-  urls = { for name, _ in local.functions : name => "https://${var.region}-${var.project}.cloudfunctions.net/${var.name_prefix}${name}" }
+  # A 2nd gen function is a Cloud Run service, whose deterministic URL follows from its name, so
+  # every function (and the bridge) can be told every URL before any function exists. (Its
+  # cloudfunctions.net URL puts the function's name in the path, and the web page's links are absolute.)
+  urls = { for name, _ in local.functions : name => "https://${var.name_prefix}${name}-${data.google_project.this.number}.${var.region}.run.app/" }
 
   # What follows from the URLs and the platform, then the operator's own settings.
   environment = merge(
@@ -17,7 +18,7 @@ locals {
       TASUKI_HOST                      = "0.0.0.0" # beyond this machine: the web page needs TASUKI_WEB_TOKEN
       TASUKI_DATA_DIR                  = "/tmp/tasuki"
       TASUKI_WEBHOOK_URL               = lookup(local.urls, "ingress", "")
-      TASUKI_PUBLIC_URL                = lookup(local.urls, "web", "")
+      TASUKI_PUBLIC_URL                = trimsuffix(lookup(local.urls, "web", ""), "/")
       TASUKI_PUSH_OIDC_SERVICE_ACCOUNT = google_service_account.push.email
     },
     { for name, function in local.functions : "TASUKI_${upper(name)}_URL" => local.urls[name] if function.pushed },
@@ -25,6 +26,8 @@ locals {
   )
   secret_names = nonsensitive(toset(keys(var.secrets)))
 }
+
+data "google_project" "this" {}
 
 resource "google_project_service" "needed" {
   for_each = toset([

@@ -49,3 +49,11 @@ def test_a_function_importing_what_bundles_leave_out_is_refused(tmp_path, monkey
     monkeypatch.setattr(bundle, "package_files", lambda: files)
     with pytest.raises(ConfigError, match=r"the functions import tasuki.local.cli, which bundles leave out"):
         bundle.build(tmp_path / "out")
+
+
+def test_a_platform_extra_adds_its_requirements_and_refuses_one_it_cannot_pin(monkeypatch):
+    monkeypatch.setattr(requirements, "PLATFORM_EXTRAS", {"google-auth": frozenset({"pyjwt"})})
+    assert "pyjwt" in requirements.closure(["google-auth"])  # installed: at its installed version
+    monkeypatch.setattr(requirements, "PLATFORM_EXTRAS", {"google-auth": frozenset({"reauth"})})
+    with pytest.raises(ConfigError, match="the functions need pyu2f, which is not installed"):
+        requirements.closure(["google-auth"])  # neither installed nor pinned exactly by the extra
