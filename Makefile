@@ -7,14 +7,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 setup:
 	@bash local/setup.sh
 
-# Lint and type gate: ruff (lint and format) on the whole tree, mypy on tasuki.shared. mypy finds
-# tasuki.* through a folder of links, since the package maps the top-level folders to tasuki.*.
+# Lint and type gate: ruff (lint and format) on the whole tree, mypy on the whole package (tasuki.shared,
+# tasuki.functions, tasuki.local). mypy finds tasuki.* through a folder of links, since the package maps
+# the top-level folders to tasuki.*.
 TYPECHECK := $(VENV)/typecheck
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@mkdir -p $(TYPECHECK)/tasuki && for d in functions shared local; do ln -sfn $(CURDIR)/$$d $(TYPECHECK)/tasuki/$$d; done
-	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p tasuki.shared
+	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p tasuki.shared -p tasuki.functions -p tasuki.local
 
 # The fast tier: no network, no Docker, no RabbitMQ.
 unit:

@@ -13,12 +13,21 @@ import functions_framework
 
 from tasuki.shared import push, scheduler
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.messages import MODELS, RunMessage, utcnow
+from tasuki.shared.messages import (
+    JobFinished,
+    JobStarted,
+    RunCancel,
+    RunMessage,
+    RunPlanned,
+    RunRequested,
+    RunWake,
+    utcnow,
+)
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
-ACCEPTS = {
-    t: MODELS[t] for t in ("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished")
+ACCEPTS: dict[str, type[RunMessage]] = {
+    m.TYPE: m for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobFinished)
 }
 
 
@@ -27,7 +36,7 @@ ACCEPTS = {
 def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
-    message: RunMessage = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
+    message = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
@@ -43,11 +52,15 @@ def dispatcher(request):
         run = decision.run
     for job in decision.jobs:
         rt.store.put_job(job)
-    # 5. The steps that need the other runs of the repository (all idempotent, after recording).
-    cancelled = supersede(rt, run) if decision.supersede else []
-    started = admit(rt, run) if decision.admit and run.id not in cancelled else False
-    if decision.release or started:
-        wake(rt, run)
+    # 5. The steps that need the other runs of the repository (all idempotent, after recording);
+    #    none for a message about a run that was never requested.
+    cancelled: list[str] = []
+    started = False
+    if run is not None:
+        cancelled = supersede(rt, run) if decision.supersede else []
+        started = admit(rt, run) if decision.admit and run.id not in cancelled else False
+        if decision.release or started:
+            wake(rt, run)
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )

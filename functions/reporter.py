@@ -18,11 +18,11 @@ import functions_framework
 from tasuki.shared import push, statuses
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import HostRefused, HostUnavailable
-from tasuki.shared.messages import MODELS
+from tasuki.shared.messages import JobUpdated, RunUpdated
 from tasuki.shared.runtime import runtime
 
 log = logging.getLogger("tasuki.reporter")
-ACCEPTS = {t: MODELS[t] for t in ("run.updated", "job.updated")}
+ACCEPTS: dict[str, type[RunUpdated | JobUpdated]] = {m.TYPE: m for m in (RunUpdated, JobUpdated)}
 
 
 @functions_framework.http

@@ -8,6 +8,12 @@ not (a nack, or `mandatory` and no queue bound). Every pika error is translated 
 
 AMQP headers carry the Pub/Sub attributes as strings. Headers starting with `x-` are Tasuki's
 own bookkeeping (ordering key, publish time, dead-letter history) and are not attributes.
+
+The base classes `Publishing` and `MessageBroker` say what callers may count on, whichever broker
+they are given: `Broker` here, the pipelined `shared.publisher.Publisher`, or
+`shared.memory.MemoryBroker` (the same routing in this process, for tests). They publish once
+for all of them, through `outgoing()`, so the properties and headers are the same whoever
+publishes; each broker says only how it hands messages over.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -58,10 +66,22 @@ def connect(url: str) -> pika.BlockingConnection:
     except pe.ProbableAccessDeniedError as exc:
         raise BrokerUnavailable(f"RabbitMQ at {redact(url)} denied access (vhost?): {exc}") from None
     except _CONNECTION_ERRORS as exc:
-        raise BrokerUnavailable(
-            f"cannot reach RabbitMQ at {redact(url)} ({type(exc).__name__}: {exc or 'no answer'}); "
-            f"is it running? (`rabbitmqctl status`)"
-        ) from None
+        raise unreachable(url, exc) from None
+
+
+def unreachable(url: str, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"cannot reach RabbitMQ at {redact(url)} ({type(exc).__name__}: {exc or 'no answer'}); "
+        f"is it running? (`rabbitmqctl status`)"
+    )
+
+
+def unroutable(exchange: str, routing_key: str) -> str:
+    """Why a mandatory message that no queue would take is refused."""
+    return (
+        f"no queue is bound to {exchange} for routing key {routing_key!r}: the message "
+        f"would be lost; declare the topology (`tasuki topology declare`)"
+    )
 
 
 def redact(url: str) -> str:
@@ -88,7 +108,133 @@ def headers_of(message: Message, attributes: Mapping[str, str] | None = None) ->
     return headers
 
 
-class Broker:
+@dataclass(frozen=True)
+class Outgoing:
+    """One message ready to publish: where to, its body and properties, whether a queue must take it."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    mandatory: bool
+
+
+def properties(
+    message_id: str, message_type: str = "", headers: Mapping[str, Any] | None = None, timestamp: int | None = None
+) -> pika.BasicProperties:
+    """The AMQP properties of every publish: persistent, msgpack, its id and type, and the time it
+    was published (`PUBLISHED_HEADER`, kept when the headers carry one already, as a replay's do)."""
+    now = time.time()
+    headers = dict(headers or {})
+    headers.setdefault(PUBLISHED_HEADER, int(now * 1000))
+    return pika.BasicProperties(
+        content_type=codec.CONTENT_TYPE,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message_id,
+        timestamp=timestamp or int(now),
+        type=message_type or None,
+        headers=headers,
+    )
+
+
+def outgoing(
+    message: Message,
+    *,
+    message_id: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    mandatory: bool | None = None,
+    body: bytes | None = None,
+) -> Outgoing:
+    """A model as it is published: encoded (unless `body` is that encoding already), a new message
+    id unless given, its headers (`headers_of`), mandatory as its model says unless told."""
+    return Outgoing(
+        exchange=message.EXCHANGE,
+        routing_key=message.routing_key,
+        body=codec.encode(message) if body is None else body,
+        properties=properties(message_id or uuid.uuid4().hex, message.TYPE, headers_of(message, attributes)),
+        mandatory=message.MANDATORY if mandatory is None else mandatory,
+    )
+
+
+# -- what every broker promises ------------------------------------------------------------------
+
+
+class Publishing(ABC):
+    """What a caller may count on when it publishes, whichever broker it was given.
+
+    - `publish` returns the message id (the given one, or a new unique one) only once the broker
+      took responsibility for the message; `publish_all` returns once it took every one, and
+      messages published together reach a queue in the order given.
+    - A message goes to its model's exchange (`EXCHANGE`) under its routing key, and reaches every
+      queue bound to that exchange with a matching topic pattern (`*` one word, `#` any number).
+    - A `mandatory` message (the model's `MANDATORY` unless said otherwise) that would reach no
+      queue raises `PublishRefused`, and so does a message for an exchange that does not exist;
+      an unreachable broker raises `BrokerUnavailable`. Nothing else escapes.
+    - The message carries the AMQP properties and headers of `outgoing()`: persistent, msgpack,
+      its id, its `type`, its attributes as headers, `ORDERING_HEADER`, `PUBLISHED_HEADER`.
+
+    A broker says only how it hands messages over (`_send`) and lets go of its connections (`close`).
+    """
+
+    def publish(
+        self,
+        message: Message,
+        *,
+        message_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        mandatory: bool | None = None,
+        body: bytes | None = None,
+    ) -> str:
+        """Publish a model; `body` is its encoding (`codec.encode`) when the caller has it already."""
+        out = outgoing(message, message_id=message_id, attributes=attributes, mandatory=mandatory, body=body)
+        self._send([out])
+        return str(out.properties.message_id)
+
+    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
+        """Publish (message, message id, body already encoded or None) together, in order. On an
+        error some may have been published: publishing them again under the same ids is how a
+        caller retries."""
+        self._send([outgoing(message, message_id=message_id, body=body) for message, message_id, body in messages])
+
+    def publish_raw(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str = "",
+        headers: Mapping[str, Any] | None = None,
+        mandatory: bool = True,
+        timestamp: int | None = None,
+    ) -> None:
+        """Publish bytes as they are (used to dead-letter and replay without re-encoding)."""
+        self._send(
+            [Outgoing(exchange, routing_key, body, properties(message_id, message_type, headers, timestamp), mandatory)]
+        )
+
+    @abstractmethod
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Hand the messages over in order; return once the broker took every one."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of connections; the next publish opens what it needs again."""
+
+
+class MessageBroker(Publishing):
+    """A broker that can also declare Tasuki's topology (`declare_topology`)."""
+
+    @abstractmethod
+    def declare(
+        self, pools: tuple[str, ...] = ("default",), subscriptions: tuple[topics.Subscription, ...] | None = None
+    ) -> None: ...
+
+
+# -- RabbitMQ ----------------------------------------------------------------------------------------
+
+
+class Broker(MessageBroker):
     """Publishes messages to Tasuki's exchanges; one lazily opened connection per thread."""
 
     def __init__(self, url: str) -> None:
@@ -132,63 +278,22 @@ class Broker:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-    ) -> str:
-        """Publish a model; returns its message id once RabbitMQ confirmed it."""
-        headers = headers_of(message, attributes)
-        message_id = message_id or uuid.uuid4().hex
-        self.publish_raw(
-            message.EXCHANGE,
-            message.routing_key,
-            codec.encode(message),
-            message_id=message_id,
-            message_type=message.TYPE,
-            headers=headers,
-            mandatory=message.MANDATORY if mandatory is None else mandatory,
-        )
-        return message_id
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Each in turn, each confirmed before the next (`Publisher` overlaps the confirms)."""
+        for out in batch:
+            self._send_one(out)
 
-    def publish_raw(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str = "",
-        headers: Mapping[str, Any] | None = None,
-        mandatory: bool = True,
-        timestamp: int | None = None,
-    ) -> None:
-        """Publish bytes as they are (used to dead-letter and replay without re-encoding)."""
-        now = time.time()
-        headers = dict(headers or {})
-        headers.setdefault(PUBLISHED_HEADER, int(now * 1000))
-        properties = pika.BasicProperties(
-            content_type=codec.CONTENT_TYPE,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message_id,
-            timestamp=timestamp or int(now),
-            type=message_type or None,
-            headers=headers,
-        )
+    def _send_one(self, out: Outgoing) -> None:
         for attempt in (1, 2):
             try:
-                self._channel().basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+                self._channel().basic_publish(
+                    out.exchange, out.routing_key, out.body, out.properties, mandatory=out.mandatory
+                )
                 return
             except pe.UnroutableError:
-                raise PublishRefused(
-                    f"no queue is bound to {exchange} for routing key {routing_key!r}: the message "
-                    f"would be lost; declare the topology (`tasuki topology declare`)"
-                ) from None
+                raise PublishRefused(unroutable(out.exchange, out.routing_key)) from None
             except pe.NackError:
-                raise PublishRefused(f"RabbitMQ refused the message for {exchange} {routing_key!r}") from None
+                raise PublishRefused(f"RabbitMQ refused the message for {out.exchange} {out.routing_key!r}") from None
             except pe.ChannelClosedByBroker as exc:
                 self.close()
                 raise PublishRefused(f"RabbitMQ closed the channel: {exc.reply_text}") from None

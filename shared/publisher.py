@@ -27,8 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -38,75 +37,28 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from tasuki.shared import codec
-from tasuki.shared.broker import PUBLISHED_HEADER, connection_parameters, headers_of, redact
+from tasuki.shared.broker import Outgoing, Publishing, connection_parameters, redact, unreachable, unroutable
 from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
-from tasuki.shared.messages import Message
 
 
 @dataclass(eq=False)
 class _Pending:
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: pika.BasicProperties
-    mandatory: bool
+    out: Outgoing
     future: Future = field(default_factory=Future)
     returned: str = ""  # why RabbitMQ returned it (unroutable), before it confirms it
 
 
-class Publisher:
+class Publisher(Publishing):
     def __init__(self, url: str, *, timeout: float = 8.0) -> None:
         self.url = url
         self.timeout = timeout
         self._lock = threading.Lock()
         self._link: _Link | None = None
 
-    def publish(
-        self,
-        message: Message,
-        *,
-        message_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        mandatory: bool | None = None,
-        body: bytes | None = None,
-    ) -> str:
-        """Publish a model; returns its message id once RabbitMQ confirmed it. `body` is the
-        model already encoded (`codec.encode`), when the caller has it."""
-        pending = self._pending(message, message_id, attributes, mandatory, body)
-        self._send_and_wait([pending])
-        return pending.properties.message_id
-
-    def publish_all(self, messages: Sequence[tuple[Message, str, bytes | None]]) -> None:
-        """Publish (message, message id, body or None) together, and return once RabbitMQ
-        confirmed every one, within one `timeout`. On an error some may have been published:
-        publishing them again under the same ids is how a caller retries."""
-        self._send_and_wait([self._pending(m, message_id, None, None, body) for m, message_id, body in messages])
-
-    def _pending(
-        self,
-        message: Message,
-        message_id: str | None,
-        attributes: Mapping[str, str] | None,
-        mandatory: bool | None,
-        body: bytes | None,
-    ) -> _Pending:
-        now = time.time()
-        headers = {**headers_of(message, attributes), PUBLISHED_HEADER: int(now * 1000)}
-        return _Pending(
-            exchange=message.EXCHANGE,
-            routing_key=message.routing_key,
-            body=codec.encode(message) if body is None else body,
-            properties=pika.BasicProperties(
-                content_type=codec.CONTENT_TYPE,
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=message_id or uuid.uuid4().hex,
-                timestamp=int(now),
-                type=message.TYPE,
-                headers=headers,
-            ),
-            mandatory=message.MANDATORY if mandatory is None else mandatory,
-        )
+    def _send(self, batch: Sequence[Outgoing]) -> None:
+        """Hand the whole batch to the I/O thread; return once RabbitMQ confirmed every one,
+        within one `timeout`."""
+        self._send_and_wait([_Pending(out) for out in batch])
 
     def _send_and_wait(self, batch: list[_Pending]) -> None:
         deadline = time.monotonic() + self.timeout
@@ -216,12 +168,7 @@ class _Link:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: self._opened.set())
 
     def _on_open_error(self, _connection: Any, error: Exception) -> None:
-        self._fail(
-            BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact(self.url)} ({type(error).__name__}: {error or 'no answer'}); "
-                f"is it running? (`rabbitmqctl status`)"
-            )
-        )
+        self._fail(unreachable(self.url, error))
         self._connection.ioloop.stop()
 
     def _on_connection_closed(self, _connection: Any, reason: Exception) -> None:
@@ -245,8 +192,9 @@ class _Link:
                 continue
             self._tag += 1
             self._in_flight[self._tag] = pending
+            out = pending.out
             self._channel.basic_publish(
-                pending.exchange, pending.routing_key, pending.body, pending.properties, mandatory=pending.mandatory
+                out.exchange, out.routing_key, out.body, out.properties, mandatory=out.mandatory
             )
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
@@ -254,14 +202,11 @@ class _Link:
         for pending in self._in_flight.values():
             if (
                 not pending.returned
-                and pending.properties.message_id == properties.message_id
-                and pending.routing_key == method.routing_key
-                and pending.exchange == method.exchange
+                and pending.out.properties.message_id == properties.message_id
+                and pending.out.routing_key == method.routing_key
+                and pending.out.exchange == method.exchange
             ):
-                pending.returned = (
-                    f"no queue is bound to {method.exchange} for routing key {method.routing_key!r}: the message "
-                    f"would be lost; declare the topology (`tasuki topology declare`)"
-                )
+                pending.returned = unroutable(method.exchange, method.routing_key)
                 return
 
     def _on_confirm(self, frame: Any) -> None:
@@ -274,7 +219,9 @@ class _Link:
                 continue
             if nack:
                 pending.future.set_exception(
-                    PublishRefused(f"RabbitMQ refused the message for {pending.exchange} {pending.routing_key!r}")
+                    PublishRefused(
+                        f"RabbitMQ refused the message for {pending.out.exchange} {pending.out.routing_key!r}"
+                    )
                 )
             elif pending.returned:
                 pending.future.set_exception(PublishRefused(pending.returned))

@@ -3,6 +3,11 @@
 Nothing here connects at import. Function modules call `runtime()` inside the request path;
 `runtime()` reads the environment once (the process boundary) and caches the result. Tests that
 change the environment call `runtime.cache_clear()`.
+
+A runtime can also be given its broker: `Runtime(settings, broker=MemoryBroker())` publishes in
+memory (`shared.memory`), and `set_runtime(rt)` makes the functions of this process use it. That
+is how the unit tests run the handlers without RabbitMQ. It is not a setting on purpose: a
+deployed ingress with an in-memory broker would answer 202 and lose every webhook.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 from functools import cache, cached_property
 
 from tasuki.shared import oidc, tokens
-from tasuki.shared.broker import Broker
+from tasuki.shared.broker import Broker, MessageBroker, Publishing
 from tasuki.shared.publisher import Publisher
 from tasuki.shared.registry import Repositories, load_registry
 from tasuki.shared.settings import Settings
@@ -19,12 +24,14 @@ from tasuki.shared.store import Store, open_store
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, broker: MessageBroker | None = None) -> None:
         self.settings = settings
+        self._broker = broker
 
     @cached_property
-    def broker(self) -> Broker:
-        return Broker(self.settings.amqp_url)
+    def broker(self) -> MessageBroker:
+        """RabbitMQ at `amqp_url`, one connection per thread (or the broker this runtime was given)."""
+        return self._broker if self._broker is not None else Broker(self.settings.amqp_url)
 
     @cached_property
     def store(self) -> Store:
@@ -53,11 +60,22 @@ class Runtime:
         return tokens.Verifier(self.signing_key, self.settings.endpoint(function), self.google_tokens)
 
     @cached_property
-    def publisher(self) -> Publisher:
-        """One connection shared by every thread, confirms pipelined (for busy handlers)."""
-        return Publisher(self.settings.amqp_url)
+    def publisher(self) -> Publishing:
+        """One connection shared by every thread, confirms pipelined (for busy handlers); or the
+        broker this runtime was given."""
+        return self._broker if self._broker is not None else Publisher(self.settings.amqp_url)
+
+
+_given: Runtime | None = None
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    """Make `runtime()` return `rt` in this process; None: build it from the environment again."""
+    global _given
+    _given = rt
+    runtime.cache_clear()
 
 
 @cache
 def runtime() -> Runtime:
-    return Runtime(Settings.from_env(os.environ))
+    return _given if _given is not None else Runtime(Settings.from_env(os.environ))

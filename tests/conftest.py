@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tasuki import functions as tasuki_functions
 from tasuki.shared.settings import Settings
 
 HERE = Path(__file__).parent
@@ -256,7 +255,7 @@ def first_push_headers() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if ": " in line)
 
 
-# --- the functions, served in-process (functions-framework's test client) ---------------------
+# --- reading tasuki.runs from a real RabbitMQ ------------------------------------------------------
 
 
 @pytest.fixture
@@ -316,47 +315,3 @@ def take(broker, queue: str) -> list:
             message = codec.decode(body, MODELS[props.type])
             assert (props.headers or {}).get(ORDERING_HEADER, "") == message.ordering_key()
             taken.append(message)
-
-
-class Functions:
-    """The handlers with real RabbitMQ (a fresh vhost) and a real store: push a message to one as
-    the bridge would, and read what it published from the queues (`test.runs` has tasuki.runs)."""
-
-    def __init__(self, rt) -> None:
-        self.rt = rt
-        self.clients: dict = {}
-        listen_to_runs(rt.broker)
-
-    def push(self, function: str, message, attempt: int = 1) -> dict:
-        from functions_framework import create_app
-
-        if function not in self.clients:
-            source = tasuki_functions.source(function)
-            self.clients[function] = create_app(target=function, source=str(source)).test_client()
-        audience = self.rt.settings.endpoint(function)
-        answer = pushed(
-            self.clients[function], function, message, key=self.rt.signing_key, audience=audience, attempt=attempt
-        )
-        assert answer.status_code == 200, answer.get_data(as_text=True)
-        return answer.get_json()
-
-    def take(self, queue: str) -> list:
-        return take(self.rt.broker, queue)
-
-
-@pytest.fixture
-def functions(vhost, tmp_path, monkeypatch) -> Iterator[Functions]:
-    from tasuki.shared.runtime import runtime
-
-    for key in [k for k in os.environ if k.startswith("TASUKI_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_AMQP_URL", vhost)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TASUKI_PUSH_KEY", "a-push-key-for-tests-that-is-long-enough")
-    runtime.cache_clear()
-    rt = runtime()
-    rt.broker.declare()
-    yield Functions(rt)
-    rt.broker.close()
-    rt.store.close()
-    runtime.cache_clear()

@@ -60,7 +60,8 @@ class FakeHosts:
         self._gitlab_state: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next look at its flag: every 50 ms, not the default 500
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base(self) -> str:

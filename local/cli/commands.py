@@ -254,7 +254,8 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
         option = {"repository": "repo"}.get(field, field).replace("_", "-")
         raise ConfigError(f"{'--' + option + ': ' if option else ''}{problem}") from None
     if not rt.store.add_rule(rule):
-        print(f"this rule exists already: {rule.id}  {rt.store.get_rule(rule.id).sentence()}", file=sys.stderr)
+        existing = rt.store.get_rule(rule.id) or rule  # (or deleted since, by someone else)
+        print(f"this rule exists already: {rule.id}  {existing.sentence()}", file=sys.stderr)
         return 1
     print(f"created {rule.id}  {rule.sentence()}")
     return 0

@@ -17,6 +17,7 @@ import importlib.metadata as metadata
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -66,10 +67,14 @@ def distribution_of(module: str) -> str:
     return candidates[0]
 
 
+def marker_environment(extra: str) -> dict[str, Any]:
+    """This interpreter's environment markers, asked for `extra` ("" for none)."""
+    return {**default_environment(), "extra": extra}
+
+
 def closure(roots: Iterable[str]) -> dict[str, str]:
     """Canonical name -> version of these distributions and all they require here: installed
     ones at their installed version; one that only a platform extra asks for, at its exact pin."""
-    environment = default_environment()
     pinned: dict[str, str] = {}
     # (requirement, extras asked of it, whether only a platform extra brought it)
     pending = [(Requirement(root), frozenset[str](), False) for root in roots]
@@ -95,10 +100,10 @@ def closure(roots: Iterable[str]) -> dict[str, str]:
         pinned[name] = dist.version
         for line in dist.requires or ():
             needed = Requirement(line)
-            if needed.marker is None or needed.marker.evaluate({**environment, "extra": ""}):
+            if needed.marker is None or needed.marker.evaluate(marker_environment("")):
                 pending.append((needed, frozenset(needed.extras), False))
                 continue
-            asked_by = {e for e in extras if needed.marker.evaluate({**environment, "extra": e})}
+            asked_by = {e for e in extras if needed.marker.evaluate(marker_environment(e))}
             if asked_by:
                 pending.append((needed, frozenset(needed.extras), asked_by <= platform))
     return pinned

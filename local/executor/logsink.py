@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tasuki.shared.broker import Publishing
 from tasuki.shared.errors import TasukiError
 
 log = logging.getLogger("tasuki.logs")
@@ -166,7 +167,7 @@ class LogEvents:
     slow or away, events are dropped (and counted) rather than slowing the job or filling memory.
     """
 
-    def __init__(self, broker: Any, *, capacity: int = 64, retry_after: float = 5.0) -> None:
+    def __init__(self, broker: Publishing, *, capacity: int = 64, retry_after: float = 5.0) -> None:
         self._broker = broker
         self._queue: queue.Queue = queue.Queue(capacity)
         self._retry_after = retry_after

@@ -332,16 +332,16 @@ class Executor:
 
     def _cancel_check(self, run_id: str) -> Callable[[], bool]:
         """True once the executor must stop the job, or the run was cancelled (read each second)."""
-        last = [0.0, False]
+        checked_at, found = 0.0, False
 
         def cancelled() -> bool:
+            nonlocal checked_at, found
             if self.abort.is_set():
                 return True
             now = time.monotonic()
-            if now - last[0] >= 1.0:
-                last[0] = now
-                last[1] = self._run_cancelled(run_id)
-            return last[1]
+            if now - checked_at >= 1.0:
+                checked_at, found = now, self._run_cancelled(run_id)
+            return found
 
         return cancelled
 

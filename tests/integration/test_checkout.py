@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasuki.local.executor.checkout import Checkouts, auth_env, redact, working_copy
+from tasuki.local.executor.checkout import Checkouts, working_copy
 from tasuki.shared.errors import CheckoutFailed
-from tasuki.shared.hosts import HOSTS
 from tasuki.shared.registry import Registry, RepositoryConfig
 from tests.conftest import git
 
@@ -165,24 +164,6 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
         with checkouts(tmp_path / "other").workspace(url, commit, "w", host="bitbucket"):
             pass
     assert server.refused >= 2
-
-
-def test_credentials_reach_git_only_through_its_environment():
-    def basic(env: dict[str, str]) -> str:
-        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-        return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
-
-    bitbucket, github, gitlab = HOSTS["bitbucket"], HOSTS["github"], HOSTS["gitlab"]
-    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"), bitbucket)) == "bob:p@ss"
-    assert basic(auth_env(RepositoryConfig(token="t1"), bitbucket)) == "x-token-auth:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), github)) == "x-access-token:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1"), gitlab)) == "oauth2:t1"
-    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), gitlab)) == "ci:t1"
-    assert auth_env(None, github) == {} and auth_env(RepositoryConfig(clone_url="x"), github) == {}
-    assert auth_env(RepositoryConfig(token="t1"), None) == {}  # no host known: no guessing
-    assert (
-        redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
-    )
 
 
 # --- tasuki run's working copy ----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tasuki.local.cli.runner import Printer, Result, passed, summary
 from tests.conftest import free_port, git
 from tests.dockerjobs import IMAGE, script
 from tests.harness import TASUKI
@@ -179,33 +177,3 @@ def test_an_unreachable_docker_engine_is_said_once(tmp_path):
     root = checkout(tmp_path)
     code, _, err = TasukiRun(tmp_path, root, env={"TASUKI_DOCKER_HOST": f"unix://{tmp_path}/none.sock"}).wait()
     assert code == 2 and "cannot reach the Docker engine" in err
-
-
-# --- the pieces, without Docker ------------------------------------------------------------------------
-
-
-def test_the_printer_prefixes_each_line_by_its_job_and_keeps_partial_lines():
-    out = io.StringIO()
-    printer = Printer(out, ["build", "test-long"])
-    printer.write("build", b"one\ntw")
-    printer.write("test-long", b"x\n")
-    printer.write("build", b"o\n")
-    printer.write("build", b"no newline")
-    printer.close("build")
-    assert out.getvalue() == "build     | one\ntest-long | x\nbuild     | two\nbuild     | no newline\n"
-
-
-def test_the_summary_counts_jobs_skipped_by_when_as_passed():
-    ok = [
-        Result("build", "success", 0, 1.25),
-        Result("deploy", "skipped", message="its when does not match", by_when=True),
-    ]
-    assert all(passed(r) for r in ok)
-    assert summary(ok).splitlines() == [
-        "JOB     STATUS   EXIT  TIME",
-        "build   success     0  1.2s",
-        "deploy  skipped              its when does not match",
-        "passed: 1 job(s)",
-    ]
-    bad = [*ok, Result("test", "timeout", None, 600, "killed after the 10m timeout")]
-    assert not passed(bad[-1]) and summary(bad).endswith("failed: test")

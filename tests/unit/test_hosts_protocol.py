@@ -106,7 +106,7 @@ def forge_api() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
             self.wfile.write(data)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
     yield f"http://127.0.0.1:{server.server_address[1]}/api/v1", taken
     server.shutdown()
     server.server_close()

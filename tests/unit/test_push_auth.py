@@ -4,34 +4,21 @@ functions-framework's own test client; and the push envelope reads back what the
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
-import functions_framework
 import pytest
 
-from tasuki import functions as tasuki_functions
 from tasuki.shared import push, tokens, topics
 from tasuki.shared.errors import AuthError
 from tasuki.shared.runtime import runtime
-from tasuki.shared.settings import Settings
+from tests.unit.conftest import function_client as client
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "handler-test-key-of-at-least-32-bytes"
 PUSHED = sorted({sub.endpoint for sub in topics.SUBSCRIPTIONS})  # every function the bridge pushes to
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("TASUKI_PUSH_KEY", KEY)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # nothing may get that far
-    runtime.cache_clear()
-    yield Settings(push_key=KEY, data_dir=tmp_path)
-    runtime.cache_clear()
-
-
-def client(function: str):
-    return functions_framework.create_app(function, str(tasuki_functions.source(function))).test_client()
+def env(memory_runtime):
+    return memory_runtime(push_key=KEY).settings
 
 
 def body() -> dict:
@@ -69,6 +56,7 @@ def test_a_push_without_a_valid_token_is_refused_with_401(env, function, authori
     answer = client(function).post("/", json=body(), headers=headers)
     assert answer.status_code == 401, answer.get_data(as_text=True)
     assert says in answer.get_json()["error"]
+    assert runtime().broker.published == []  # nothing gets that far
 
 
 @pytest.mark.parametrize("function", PUSHED)
@@ -76,6 +64,7 @@ def test_a_valid_token_gets_past_authentication(env, function):
     token = tokens.sign(KEY, env.endpoint(function))
     answer = client(function).post("/", json=body(), headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 400, answer.get_data(as_text=True)  # the body is refused, not the caller
+    assert runtime().broker.published == []
 
 
 def test_tokens_are_short_lived_and_bound_to_one_audience():

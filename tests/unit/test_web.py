@@ -1,17 +1,17 @@
-"""The web function without a browser: layout, access, forms and API through the test client."""
+"""The web function without a browser: layout, access, forms and API through the test client,
+with the in-memory broker (cancel and re-run are messages to the dispatcher) and SQLite."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from functions_framework import create_app
 
-from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared import topics
+from tasuki.shared.messages import Event, Ref, Repository, RunCancel, RunRequested
 from tasuki.shared.runtime import runtime
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.web import access, graph
+from tests.unit.conftest import function_client
 
 TOKEN = "correct horse battery staple"
 
@@ -40,14 +40,8 @@ def test_a_token_is_required_beyond_localhost():
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TASUKI_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TASUKI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TASUKI_WEB_TOKEN", TOKEN)
-    monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # no broker: reads only
-    runtime.cache_clear()
+def client(memory_runtime):
+    rt = memory_runtime(web_token=TOKEN)
     event = Event(
         host="bitbucket",
         event="repo.push",
@@ -58,12 +52,11 @@ def client(tmp_path, monkeypatch):
         ref=Ref(kind="branch", name="main"),
         after="a" * 40,
     )
-    store = runtime().store
+    store = rt.store
     store.create_run(RunRecord(id="r1", event=event, status="failure", message="build: failure (exit code 3)"))
     store.put_job(JobRecord(run_id="r1", name="build", status="failure", exit_code=3, message="exited with code 3"))
     store.append_log("r1", "build", 0, b"<script>alert(1)</script> it broke\n")
-    yield create_app("web", "functions/web.py").test_client()
-    runtime.cache_clear()
+    return function_client("web")
 
 
 def test_the_api_wants_the_token(client):
@@ -115,7 +108,31 @@ def test_clear_errors(client):
         made.status_code == 201 and made.get_json()["sentence"] == "if tag on acme/api matching v* then run .tasuki.yml"
     )
     assert client.post("/api/rules", json={"repository": "acme/api", "event": "tag", "tag": "v*"}).status_code == 409
-    # cancelling needs RabbitMQ, which is away here: a clear 503, not a crash
+    # cancelling needs RabbitMQ: when it is away, a clear 503, not a crash
     runtime().store.create_run(RunRecord(id="r2", event=runtime().store.get_run("r1").event, status="running"))
+    runtime().broker.down()
     away = client.post("/api/runs/r2/cancel")
     assert away.status_code == 503 and "RabbitMQ" in away.get_json()["error"]
+
+
+def test_cancel_and_rerun_are_messages_to_the_dispatcher(client):
+    client.post("/login", data={"token": TOKEN})
+    store, broker = runtime().store, runtime().broker
+    store.create_run(RunRecord(id="r2", event=store.get_run("r1").event, status="running"))
+    # Cancelling a running run asks the dispatcher to cancel it, in the run's own order
+    answer = client.post("/api/runs/r2/cancel")
+    assert (answer.status_code, answer.get_json()) == (202, {"run_id": "r2", "status": "cancelling"})
+    [cancel] = broker.take(topics.subscription("dispatcher").queue)
+    assert cancel.message() == RunCancel(run_id="r2", reason="cancelled from the web page")
+    assert cancel.ordering_key == "r2"
+    # A finished run has nothing to cancel, and nothing is sent
+    assert client.post("/api/runs/r1/cancel").status_code == 409
+    # A re-run requests a new run of the same event and rule
+    answer = client.post("/api/runs/r1/rerun")
+    assert answer.status_code == 202 and answer.get_json()["rerun_of"] == "r1"
+    new_id = answer.get_json()["run_id"]
+    [rerun] = broker.take(topics.subscription("dispatcher").queue)
+    requested = rerun.message()
+    assert isinstance(requested, RunRequested) and requested.run_id == new_id != "r1"
+    assert (requested.event, rerun.properties.message_id) == (store.get_run("r1").event, f"{new_id}:requested")
+    assert client.post("/api/runs/nope/rerun").status_code == 404

@@ -1,6 +1,6 @@
-"""The dispatcher handler with real RabbitMQ and a real store: rule options that need the other
-runs of a repository (cancel_previous, concurrency), and recovery after a crash. Messages are
-pushed one at a time, as the bridge does for one run's ordering key."""
+"""The dispatcher handler with the in-memory broker and a real store (SQLite): rule options that
+need the other runs of a repository (cancel_previous, concurrency), and recovery after a crash.
+Messages are pushed one at a time, as the bridge does for one run's ordering key."""
 
 from __future__ import annotations
 

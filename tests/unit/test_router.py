@@ -1,5 +1,6 @@
-"""The router handler with real RabbitMQ and a real store: rules come from the store, the same
-event twice requests the same run, [skip ci] requests none, run ids are ordering keys."""
+"""The router handler with the in-memory broker and a real store (SQLite): rules come from the
+store, the same event twice requests the same run, [skip ci] requests none, run ids are ordering
+keys."""
 
 from __future__ import annotations
 

@@ -1,0 +1,28 @@
+"""Clone credentials reach git only through its environment, and never show in messages. Clones,
+mirrors and working copies with real git are tests/integration/test_checkout.py."""
+
+from __future__ import annotations
+
+import base64
+
+from tasuki.local.executor.checkout import auth_env, redact
+from tasuki.shared.hosts import HOSTS
+from tasuki.shared.registry import RepositoryConfig
+
+
+def test_credentials_reach_git_only_through_its_environment():
+    def basic(env: dict[str, str]) -> str:
+        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+        return base64.b64decode(env["GIT_CONFIG_VALUE_0"].removeprefix("Authorization: Basic ")).decode()
+
+    bitbucket, github, gitlab = HOSTS["bitbucket"], HOSTS["github"], HOSTS["gitlab"]
+    assert basic(auth_env(RepositoryConfig(username="bob", app_password="p@ss"), bitbucket)) == "bob:p@ss"
+    assert basic(auth_env(RepositoryConfig(token="t1"), bitbucket)) == "x-token-auth:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), github)) == "x-access-token:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1"), gitlab)) == "oauth2:t1"
+    assert basic(auth_env(RepositoryConfig(token="t1", username="ci"), gitlab)) == "ci:t1"
+    assert auth_env(None, github) == {} and auth_env(RepositoryConfig(clone_url="x"), github) == {}
+    assert auth_env(RepositoryConfig(token="t1"), None) == {}  # no host known: no guessing
+    assert (
+        redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
+    )
