@@ -20,6 +20,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │                            rate limit, timeout); carries the host's Retry-After
     ├── HostRefused              a git host's API refused a commit status for good        502
     │                            (bad token, unknown commit)
+    ├── DeployError              a step of `tasuki deploy` failed (AWS refused it, or the
+    │                            dependencies layer could not be installed)
     └── JobError                 a job could not run; `reason` is a short machine-readable word
         ├── CheckoutFailed
         ├── ImageMissing
@@ -135,6 +137,11 @@ class HostRefused(TasukiError):
     cannot help."""
 
     http_status = 502
+
+
+class DeployError(TasukiError):
+    """A step of a deploy failed (AWS refused it, or the layer could not be installed); the
+    message names the step."""
 
 
 class JobError(TasukiError):

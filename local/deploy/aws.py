@@ -28,8 +28,6 @@ import argparse
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -40,12 +38,12 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasuki.local.deploy.bundle import pushed_functions, write_zip
-from tasuki.shared.errors import ConfigError, TasukiError
+from tasuki.local.deploy.bundle import pushed_functions
+from tasuki.local.deploy.layer import PLATFORM, DeployError, build_layer
+from tasuki.shared.errors import ConfigError
 from tasuki.shared.settings import Settings
 
 HANDLER = "main.lambda_handler"
-PLATFORM = ("manylinux2014_x86_64", "x86_64")  # pip's platform tag, Lambda's architecture
 LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 TRUST = {
     "Version": "2012-10-17",
@@ -55,10 +53,6 @@ URL_PERMISSIONS = (
     ("tasuki-function-url", {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"}),
     ("tasuki-function-url-invoke", {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True}),
 )
-
-
-class DeployError(TasukiError):
-    """AWS refused or failed a step of the deploy; the message names the step."""
 
 
 @dataclass(frozen=True)
@@ -327,27 +321,6 @@ def retry_while_role_propagates(call: Callable[[], Any], tries: int = 10, wait: 
                 raise
             time.sleep(wait)
     raise AssertionError("unreachable")
-
-
-def build_layer(requirements: str, python: str, out: Path) -> Path:
-    """A layer zip with the requirements installed under python/ for Lambda's platform (binary
-    wheels for manylinux x86_64 and this CPython version, whatever this machine is)."""
-    folder = out / "layer"
-    (out / "requirements.txt").write_text(requirements)
-    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
-    command += ["--target", str(folder / "python"), "--platform", PLATFORM[0], "--implementation", "cp"]
-    command += ["--python-version", python, "--only-binary=:all:", "-r", str(out / "requirements.txt")]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise DeployError(f"cannot install the layer's requirements for Lambda: {done.stderr.strip()[-2000:]}")
-    contents = {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
-    archive = out / "layer.zip"
-    write_zip(archive, contents)
-    return archive
 
 
 def deploy(target: Target, bundles: Path, session: Any = None, say: Callable[[str], None] = print) -> Deployed:
