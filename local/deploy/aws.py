@@ -39,8 +39,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasuki.local.deploy.bundle import pushed_functions
-from tasuki.local.deploy.layer import PLATFORM, DeployError, build_layer
-from tasuki.shared.errors import ConfigError
+from tasuki.local.deploy.layer import PLATFORM, build_layer
+from tasuki.shared.errors import ConfigError, DeployError
 from tasuki.shared.settings import Settings
 
 HANDLER = "main.lambda_handler"
@@ -215,9 +215,10 @@ class Deployer:
         requirements = (self.bundles / next(iter(self.manifest["functions"])) / "requirements.txt").read_text()
         digest = hashlib.sha256(f"{requirements}\n{self.runtime}\n{PLATFORM}".encode()).hexdigest()[:16]
         description = f"tasuki dependencies {digest}"
-        for version in self.lam.list_layer_versions(LayerName=name).get("LayerVersions", []):
-            if version.get("Description") == description:
-                return version["LayerVersionArn"]
+        for page in self.lam.get_paginator("list_layer_versions").paginate(LayerName=name):
+            for version in page.get("LayerVersions", []):
+                if version.get("Description") == description:
+                    return version["LayerVersionArn"]
         key = f"layers/dependencies-{digest}.zip"
         if not self.exists(key):
             with tempfile.TemporaryDirectory() as tmp:

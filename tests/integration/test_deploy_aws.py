@@ -1,19 +1,23 @@
 """`tasuki deploy aws` against moto's AWS (mock_aws): the bucket, the bundles and the layer in
 it, the role, the functions and their Function URLs exist as they should (handler, runtime,
 layer, every function's settings and the URLs of the others); a second run changes nothing; a
-changed setting changes the configurations and nothing else. The layer's requirements are really
-installed for Lambda's platform (pip, from its cache or the index)."""
+changed setting changes the configurations and nothing else, a changed bundle its function's
+code. The layer's requirements are really installed for Lambda's platform (pip, from its cache
+or the index), once for these tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import zipfile
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from tasuki import functions as tasuki_functions
-from tasuki.local.deploy import aws, bundle
+from tasuki.local.deploy import aws, bundle, layer
 from tasuki.shared.errors import ConfigError
 
 REGION = "eu-west-1"
@@ -27,8 +31,21 @@ def bundles(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def layer_zip(bundles, tmp_path_factory):
+    """The dependencies layer, really installed for Lambda's platform, once for the module."""
+    manifest = json.loads((bundles / "manifest.json").read_text())
+    requirements = (bundles / "router" / "requirements.txt").read_text()
+    archive = layer.build_layer(requirements, manifest["python"], tmp_path_factory.mktemp("layer"))
+    with zipfile.ZipFile(archive) as built:
+        names = built.namelist()
+    assert "python/pydantic_core/__init__.py" in names and "python/google/auth/__init__.py" in names
+    assert any(n.startswith("python/pydantic_core/_pydantic_core.cpython-") and "x86_64-linux" in n for n in names)
+    return archive
+
+
 @pytest.fixture
-def session(monkeypatch):
+def session(monkeypatch, layer_zip):
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -36,6 +53,7 @@ def session(monkeypatch):
         "AWS_DEFAULT_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(aws, "build_layer", lambda *args: layer_zip)
     with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):  # as AWS has them
         yield boto3.session.Session(region_name=REGION)
 
@@ -105,6 +123,23 @@ def test_the_functions_are_deployed_behind_function_urls_and_a_second_run_change
     third = aws.deploy(target(TASUKI_MAX_BODY_BYTES="2097152"), bundles, session, say=lambda _: None)
     assert sorted(third.changes) == sorted(
         f"updated the configuration of tasuki-{n} (Environment)" for n in tasuki_functions.NAMES
+    )
+
+
+def test_a_changed_bundle_changes_that_function_s_code_only(session, bundles, tmp_path):
+    aws.deploy(target(), bundles, session, say=lambda _: None)
+    changed = tmp_path / "bundles"
+    shutil.copytree(bundles, changed)
+    bundle.write_zip(changed / "router.zip", {"main.py": b"# a new version\n"})
+    manifest = json.loads((changed / "manifest.json").read_text())
+    manifest["functions"]["router"]["sha256"] = hashlib.sha256((changed / "router.zip").read_bytes()).hexdigest()
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    done = aws.deploy(target(), changed, session, say=lambda _: None)
+    sha = manifest["functions"]["router"]["sha256"][:16]
+    assert done.changes == [f"uploaded s3://{BUCKET}/bundles/router-{sha}.zip", "updated the code of tasuki-router"]
+    lam = session.client("lambda")
+    assert lam.get_function_configuration(FunctionName="tasuki-router")["CodeSha256"] == aws.code_sha256(
+        changed / "router.zip"
     )
 
 
