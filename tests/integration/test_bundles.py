@@ -4,8 +4,8 @@ functions-framework serves each function from its bundle folder alone, exactly a
 Functions (2nd gen) and Cloud Run run it, and a real push goes through all of them against the
 test RabbitMQ (a fresh vhost) and store: a signed webhook into the ingress, the event it
 published into the router (a rule matches), the run it requested into the dispatcher (the plan
-is ordered), a status change into the reporter (no credentials: noted on the run), and the web
-function's API lists the run."""
+is ordered), a status change into the reporter with a Google-signed OIDC token (no credentials:
+noted on the run), and the web function's API lists the run."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ from tasuki.shared.recipes import Rule
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
 from tests.conftest import bitbucket_push, free_port, take
+from tests.google_keys import KeySet
 
 KEY = "bundle-test-push-key-of-at-least-32-bytes"
+ACCOUNT = "tasuki-push@acme-ci.iam.gserviceaccount.com"
 LISTEN = ("--host", "127.0.0.1", "--port")
 START_WITHIN = 120  # seconds for a function to answer after its process started (a slow, busy machine)
 
@@ -133,7 +135,8 @@ class Served:
                         pytest.fail(f"{name} did not start: {(self.logs / f'{name}.log').read_text()[-3000:]}")
                     time.sleep(0.2)
 
-    def push(self, function: str, message) -> requests.Response:
+    def push(self, function: str, message, token: str = "") -> requests.Response:
+        """POST `message` as the bridge does (or with this bearer token)."""
         body = push.envelope(
             codec.encode(message),
             attributes={**message.attributes(), "type": message.TYPE},
@@ -143,7 +146,7 @@ class Served:
             delivery_attempt=1,
             ordering_key=message.ordering_key(),
         )
-        token = tokens.sign(KEY, self.urls[function])
+        token = token or tokens.sign(KEY, self.urls[function])
         return requests.post(self.urls[function], json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
     def stop(self) -> None:
@@ -157,14 +160,22 @@ class Served:
 
 
 @pytest.fixture
-def served(bundles, bundle_env, vhost, tmp_path) -> Iterator[tuple[Served, Runtime]]:
-    settings = {"TASUKI_AMQP_URL": vhost, "TASUKI_DATA_DIR": str(tmp_path / "data"), "TASUKI_PUSH_KEY": KEY}
+def served(bundles, bundle_env, vhost, tmp_path) -> Iterator[tuple[Served, Runtime, KeySet]]:
+    google = KeySet()
+    settings = {
+        "TASUKI_AMQP_URL": vhost,
+        "TASUKI_DATA_DIR": str(tmp_path / "data"),
+        "TASUKI_PUSH_KEY": KEY,
+        "TASUKI_PUSH_OIDC_SERVICE_ACCOUNT": ACCOUNT,
+        "TASUKI_PUSH_OIDC_CERTS_URL": google.url,
+    }
     rt = Runtime(Settings.from_env(settings))
     rt.broker.declare()
     functions = Served(bundles, bundle_env, settings, tmp_path)
     try:
-        functions.wait()
-        yield functions, rt
+        with google:
+            functions.wait()
+            yield functions, rt, google
     finally:
         functions.stop()
         rt.broker.close()
@@ -172,7 +183,7 @@ def served(bundles, bundle_env, vhost, tmp_path) -> Iterator[tuple[Served, Runti
 
 
 def test_every_bundle_serves_its_function_from_its_folder_alone(served):
-    functions, rt = served
+    functions, rt, google = served
     queue = {s.name: s.queue for s in topics.SUBSCRIPTIONS}
     rt.store.add_rule(Rule(repository="acme/api", branch="main"))
 
@@ -196,9 +207,10 @@ def test_every_bundle_serves_its_function_from_its_folder_alone(served):
     (order,) = take(rt.broker, topics.executor_queue())
     assert order.run_id == requested.run_id
 
-    # reporter: no API credentials for acme/api, so the run gets a note instead of a status.
+    # reporter, pushed as Google would (a Pub/Sub push's OIDC token; google-auth and what it
+    # needs are in the bundle): no API credentials for acme/api, so a note instead of a status.
     updated = RunUpdated(run_id=requested.run_id, status="running", event=event)
-    answer = functions.push("reporter", updated)
+    answer = functions.push("reporter", updated, google.token(audience=functions.urls["reporter"], email=ACCOUNT))
     assert answer.status_code == 200 and answer.json()["reported"] is False, answer.text
 
     # web: the API lists the run.
