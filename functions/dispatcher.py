@@ -9,9 +9,11 @@ supersedes and run.wake for runs waiting for a place (rule options, see shared.r
 
 from __future__ import annotations
 
+import logging
+
 import functions_framework
 
-from tasuki.shared import push, scheduler
+from tasuki.shared import logs, push, scheduler
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import (
     JobFinished,
@@ -26,12 +28,15 @@ from tasuki.shared.messages import (
 from tasuki.shared.runtime import Runtime, runtime
 from tasuki.shared.store import RunRecord
 
+log = logging.getLogger("tasuki.dispatcher")
+
 ACCEPTS: dict[str, type[RunMessage]] = {
     m.TYPE: m for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobFinished)
 }
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def dispatcher(request):
     rt = runtime()
@@ -39,6 +44,8 @@ def dispatcher(request):
     message = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
     # 3. Decide (pure) from the run's current state.
     run = rt.store.get_run(message.run_id)
+    if run is not None:
+        logs.bind(delivery=run.event.delivery_id)  # the push the run came from, on every line
     jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
     decision = scheduler.decide(run, jobs, message, utcnow())
     # 4. Publish first, then record: a crash in between redelivers the message and re-decides.
@@ -61,6 +68,9 @@ def dispatcher(request):
         started = admit(rt, run) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
+    log.info(
+        "%s: run %s; published %s", message.TYPE, run.status if run else "unknown", [m.TYPE for m in decision.publish]
+    )
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )

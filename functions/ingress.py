@@ -11,14 +11,19 @@ Answers 2xx only after RabbitMQ confirmed every event; 503 otherwise, so the hos
 
 from __future__ import annotations
 
+import logging
+
 import functions_framework
 
-from tasuki.shared import webhooks
+from tasuki.shared import logs, webhooks
 from tasuki.shared.answers import answer, answer_unread, translated
 from tasuki.shared.runtime import runtime
 
+log = logging.getLogger("tasuki.ingress")
+
 
 @functions_framework.http
+@logs.scoped
 @translated
 def ingress(request):
     rt = runtime()
@@ -34,6 +39,7 @@ def ingress(request):
         registry=rt.registry,
         unknown_repositories=rt.settings.unknown_repositories,
     )
+    logs.bind(delivery=delivery.delivery_id)  # every line logged from here on names the delivery
     # 3. An event Tasuki does not act on, or a ping, is answered and not published.
     if delivery.unpublished is not None:
         status = delivery.unpublished.status
@@ -58,6 +64,13 @@ def ingress(request):
     # 6. Remember it only now: a crash before this line makes the host's retry publish again
     #    (same message ids), never lose the delivery.
     rt.store.remember_delivery(delivery.delivery_id)
+    log.info(
+        "accepted %s %s of %s: %d event(s)",
+        delivery.host,
+        delivery.event_name,
+        delivery.repository,
+        len(delivery.events),
+    )
     return answer(
         202,
         status="accepted",

@@ -15,7 +15,7 @@ import logging
 
 import functions_framework
 
-from tasuki.shared import push, statuses
+from tasuki.shared import logs, push, statuses
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import HostRefused, HostUnavailable
 from tasuki.shared.messages import JobUpdated, RunUpdated
@@ -26,6 +26,7 @@ ACCEPTS: dict[str, type[RunUpdated | JobUpdated]] = {m.TYPE: m for m in (RunUpda
 
 
 @functions_framework.http
+@logs.scoped
 @translated
 def reporter(request):
     rt = runtime()
@@ -54,4 +55,5 @@ def reporter(request):
         log.error("run %s: %s", notice.run_id, exc)
         rt.store.add_note(notice.run_id, "reporter", str(exc))
         return answer(200, reported=False, error=str(exc))
+    log.info("reported %s %s to %s (%s)", status.key, status.state, status.host, code)
     return answer(200, reported=True, host=status.host, state=status.state, key=status.key, answer=code)

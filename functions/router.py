@@ -9,15 +9,20 @@ commit saying `[skip ci]` or `[ci skip]` requests nothing.
 
 from __future__ import annotations
 
+import logging
+
 import functions_framework
 
-from tasuki.shared import push, recipes
+from tasuki.shared import logs, push, recipes
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import Event, RunRequested
 from tasuki.shared.runtime import runtime
 
+log = logging.getLogger("tasuki.router")
+
 
 @functions_framework.http
+@logs.scoped
 @translated
 def router(request):
     rt = runtime()
@@ -42,4 +47,5 @@ def router(request):
             message_id=f"{run_id}:requested",
         )
         runs.append(run_id)
+    log.info("%s of %s: %d run(s) requested", event.routing_key, event.repository.full_name, len(runs))
     return answer(200, runs=runs, skipped_ci=recipes.skip_requested(event))

@@ -133,10 +133,23 @@ class Event(Message):
             "event": self.event,
             "repo": self.repository.full_name,
             "ref": self.ref.name if self.ref else "",
+            "delivery": self.delivery_id,
         }
 
 
 # --- runs (router, dispatcher, executor) ------------------------------------------------------
+
+
+def run_attributes(run_id: str, job: object, event: Event | None) -> dict[str, str]:
+    """A run's messages carry the run, and where they have them the job and the git host's
+    delivery the run came from (every log line about the message carries them: shared.logs)."""
+    attributes = {"run": run_id}
+    name = job if isinstance(job, str) else getattr(job, "name", "")
+    if name:
+        attributes["job"] = name
+    if event is not None:
+        attributes["delivery"] = event.delivery_id
+    return attributes
 
 
 class RunMessage(Message):
@@ -146,7 +159,7 @@ class RunMessage(Message):
     run_id: str
 
     def attributes(self) -> dict[str, str]:
-        return {"run": self.run_id}
+        return run_attributes(self.run_id, getattr(self, "job", None), getattr(self, "event", None))
 
     def ordering_key(self) -> str:
         return self.run_id
@@ -260,7 +273,7 @@ class WorkOrder(Message):
         return f"job.{self.pool}"
 
     def attributes(self) -> dict[str, str]:
-        return {"run": self.run_id}
+        return run_attributes(self.run_id, getattr(self, "job", None), self.event)
 
 
 class PlanOrder(WorkOrder):

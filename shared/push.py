@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from tasuki.shared import codec, tokens
+from tasuki.shared import codec, logs, tokens
 from tasuki.shared.errors import DecodeError
 
 M = TypeVar("M", bound=BaseModel)
@@ -122,8 +122,10 @@ def receive(body: bytes, authorization: str | None, verifier: tokens.Verifier) -
 
 def receive_message(request: Any, verifier: tokens.Verifier, *, accepts: Mapping[str, type[M]]) -> M:
     """A pushed-to handler's first steps: check the token, read the envelope, decode the message
-    by its `type` attribute. `accepts` maps the types the handler takes to their models."""
+    by its `type` attribute. `accepts` maps the types the handler takes to their models. The
+    message's delivery, run and job go into the request's log context (handlers are `logs.scoped`)."""
     pushed = receive(request.get_data(), request.headers.get("Authorization"), verifier)
+    logs.bind(**logs.fields(pushed.attributes))  # the rest of the request's log lines carry run, job, delivery
     model = accepts.get(pushed.type)
     if model is None:
         raise DecodeError(f"expected a message of type {', '.join(accepts)}, found {pushed.type!r}")

@@ -99,6 +99,18 @@ class Settings(BaseModel):
     # Values masked in every job log, comma-separated.
     secrets: str = ""
 
+    # Log lines (shared.logs): json, text (readable), color (readable, coloured), or auto (color
+    # on a terminal, json anywhere else); the lowest level written.
+    log_format: Literal["auto", "json", "text", "color"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Threads serving the functions when they share one process (`tasuki local`, `tasuki functions`).
+    server_threads: int = Field(16, ge=1, le=256)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("push_oidc_service_account")
     @classmethod
     def _an_email(cls, email: str) -> str:

@@ -188,6 +188,7 @@ class BrokerContract:
             "event": "repo.push",
             "repo": "acme/api",
             "ref": "main",
+            "delivery": "d1",
             "extra": "yes",
             "type": "event",
         }
@@ -197,7 +198,7 @@ class BrokerContract:
         assert codec.decode(published.body, Event) == event() == published.message()
         [run] = rig.take(topics.subscription("dispatcher").queue)
         assert run.properties.headers[ORDERING_HEADER] == "run-7" == run.ordering_key
-        assert run.attributes == {"run": "run-7", "type": "run.requested"}
+        assert run.attributes == {"run": "run-7", "delivery": "d1", "type": "run.requested"}
         assert run.message() == requested("run-7")
 
     def test_messages_published_together_arrive_in_order_and_a_given_body_as_it_is(self, rig: Rig):

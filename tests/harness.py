@@ -7,6 +7,7 @@ with LocalTasuki(settings_env) as tasuki:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from tasuki.functions import NAMES
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import RunRecord
@@ -29,9 +31,13 @@ TASUKI = Path(sys.executable).parent / "tasuki"
 
 
 class LocalTasuki:
-    def __init__(self, env: dict[str, str], ready_timeout: float = 60) -> None:
+    def __init__(
+        self, env: dict[str, str], ready_timeout: float = 60, *, tasuki: Path = TASUKI, cwd: Path | None = None
+    ) -> None:
+        """`tasuki` is the command to start (this venv's unless given), in `cwd` (here unless given)."""
+        self.tasuki, self.cwd = tasuki, cwd
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        for name in ("ingress", "router", "dispatcher", "reporter", "web"):
+        for name in NAMES:
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
         self.env.setdefault("TASUKI_EXECUTOR_ID", f"test-{uuid.uuid4().hex[:8]}")
         self.env.update(env)
@@ -48,8 +54,9 @@ class LocalTasuki:
 
     def __enter__(self) -> LocalTasuki:
         self.proc = subprocess.Popen(
-            [str(TASUKI), "local"],
+            [str(self.tasuki), "local"],
             env=self.env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -70,6 +77,18 @@ class LocalTasuki:
 
     def log(self) -> str:
         return "".join(self.output[-200:])
+
+    def log_records(self) -> list[dict]:
+        """The JSON log lines of the processes (their output is not a terminal), each with the
+        name of the process that wrote it under "process"."""
+        records = []
+        for line in self.output:
+            prefix, bar, rest = line.partition("| ")
+            if bar and rest.startswith("{"):
+                record = json.loads(rest)
+                record["process"] = prefix.split()[-1]
+                records.append(record)
+        return records
 
     def __exit__(self, *exc) -> None:
         if self.proc is None:
@@ -115,7 +134,9 @@ class LocalTasuki:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """`tasuki ARGS` with this Tasuki's settings."""
-        return subprocess.run([str(TASUKI), *args], env=self.env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(self.tasuki), *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=60
+        )
 
     def log_of(self, run_id: str, job: str) -> str:
         return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")

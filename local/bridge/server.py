@@ -52,7 +52,7 @@ from tasuki.local.bridge.delivery import Delivery
 from tasuki.local.bridge.pusher import Pusher
 from tasuki.local.bridge.schedule import Requeue, Schedule, Todo
 from tasuki.shared import broker as brokers
-from tasuki.shared import push, topics
+from tasuki.shared import logs, push, topics
 from tasuki.shared.broker import Broker
 from tasuki.shared.errors import BrokerError
 from tasuki.shared.reconnect import keep_connected
@@ -218,6 +218,10 @@ class SubscriptionServer:
     def _work(self, todo: Todo) -> None:
         d = todo.push or todo.dead_letter
         assert d is not None
+        with logs.context(**logs.fields(d.attributes)):  # its lines name the delivery, run and job
+            self._deliver(todo, d)
+
+    def _deliver(self, todo: Todo, d: Delivery) -> None:
         try:
             if todo.push is not None:
                 outcome = self.pusher.push(self._request(d), self.deadline)
@@ -280,7 +284,8 @@ class SubscriptionServer:
     def _requeue(self, r: Requeue) -> None:
         """Publish the copy that takes a delivery's place; the schedule acks the original once confirmed."""
         d = r.delivery
-        log.info("%s: %s re-queued with its retry state (held %.0fs)", self.sub.name, d.message_id, r.held)
+        with logs.context(**logs.fields(d.attributes)):
+            log.info("%s: %s re-queued with its retry state (held %.0fs)", self.sub.name, d.message_id, r.held)
         future = self._publish("", self.sub.queue, d, r.headers)
         future.add_done_callback(lambda f: self._requeued(r, f))
 

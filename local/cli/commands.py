@@ -2,7 +2,8 @@
 
     tasuki local                    every process on this machine (what `make local` runs)
     tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
-    tasuki serve FUNCTION           one function (ingress, router, dispatcher) under gunicorn
+    tasuki functions                every function in one process, each on its own port (threads)
+    tasuki serve FUNCTION           one function (ingress, router, dispatcher, ...) under gunicorn
     tasuki bridge | executor        one long-running process
     tasuki run [JOB ...]            run this checkout's flow in containers, no service needed
     tasuki topology declare         declare exchanges and queues in RabbitMQ
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -33,24 +33,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tasuki.shared import recipes
+from tasuki import functions
+from tasuki.shared import logs, recipes
 from tasuki.shared.errors import ConfigError, TasukiError, first_problem
 from tasuki.shared.messages import RUN_FINAL, RunCancel
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
 
 DEFINITIONS = "infra/rabbitmq/definitions.json"
-
-
-def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOGLEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # pika logs every failed connection attempt with a traceback; Tasuki reports the same
-    # failures itself, in one line that says what to do (shared.broker, local/bridge.py).
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
@@ -62,14 +52,23 @@ def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
-    from tasuki.local.cli import supervisor
+    from tasuki.local.cli import serving
 
     port = args.port or getattr(rt.settings, f"{args.function}_port")
     if args.function == "web":
         from tasuki.shared.web import access
 
         access.check_configuration(rt.settings)
-    supervisor.serve_function(args.function, rt.settings.host, port)
+    serving.serve_function(args.function, rt.settings.host, port)
+    return 0
+
+
+def cmd_functions(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.local.cli import serving
+    from tasuki.shared.web import access
+
+    access.check_configuration(rt.settings)
+    serving.serve_functions(rt.settings)
     return 0
 
 
@@ -308,12 +307,6 @@ def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def supervisor_functions() -> list[str]:
-    from tasuki.local.cli import supervisor
-
-    return list(supervisor.FUNCTIONS)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -322,9 +315,12 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="with `tasuki local` running: a sample repository, a rule and a signed push"
     ).set_defaults(fn=cmd_demo)
     serve = sub.add_parser("serve", help="serve one function with functions-framework (gunicorn)")
-    serve.add_argument("function", choices=supervisor_functions())
+    serve.add_argument("function", choices=functions.NAMES)
     serve.add_argument("--port", type=int, help="default: its TASUKI_<FUNCTION>_PORT")
     serve.set_defaults(fn=cmd_serve)
+    sub.add_parser(
+        "functions", help="serve every function in one process, each on its own port (what `tasuki local` runs)"
+    ).set_defaults(fn=cmd_functions)
     sub.add_parser("bridge", help="push subscriptions to the functions").set_defaults(fn=cmd_bridge)
     sub.add_parser("executor", help="run jobs in Docker containers").set_defaults(fn=cmd_executor)
     run = sub.add_parser(
@@ -400,10 +396,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _logging()
     try:
-        rt = Runtime(Settings.from_env(os.environ))
-        return args.fn(rt, args)
+        settings = Settings.from_env(os.environ)
+        logs.configure(settings.log_format, settings.log_level)
+        return args.fn(Runtime(settings), args)
     except TasukiError as exc:
         print(f"tasuki: {exc}", file=sys.stderr)
         return 2

@@ -43,11 +43,17 @@ MAIN = '''"""Tasuki's `{name}` function, as deployed (made by `tasuki deploy bun
 Google Cloud Functions (2nd gen), Cloud Run and functions-framework: target `{name}`
     functions-framework --source main.py --target {name}
 AWS Lambda behind a Function URL (payload format 2.0): handler `main.lambda_handler`
+
+The platform starts the process here, so the log lines are set up here (TASUKI_LOG_FORMAT,
+TASUKI_LOG_LEVEL; JSON lines by default, since no terminal is attached). An invalid setting
+stops the start with a message naming it.
 """
 
 from tasuki.functions.{name} import {name}
-from tasuki.shared import lambda_url
+from tasuki.shared import lambda_url, logs
+from tasuki.shared.runtime import runtime
 
+logs.configure(runtime().settings.log_format, runtime().settings.log_level)
 lambda_handler = lambda_url.handler("{name}", __file__)
 
 __all__ = ["{name}", "lambda_handler"]

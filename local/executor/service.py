@@ -36,8 +36,8 @@ from tasuki.local.executor import convert, jobs
 from tasuki.local.executor.checkout import Checkouts
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.logsink import LogEvents, LogSink
-from tasuki.shared import codec, flowfile, topics
-from tasuki.shared.broker import Broker, connect
+from tasuki.shared import codec, flowfile, logs, topics
+from tasuki.shared.broker import Broker, attributes_of, connect
 from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
 from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
 from tasuki.shared.reconnect import keep_connected
@@ -171,6 +171,10 @@ class Executor:
             wait_until(time.monotonic() + ABORT_WAIT)
 
     def _work(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        with logs.context(**logs.fields(attributes_of(properties.headers))):
+            self._handle_and_settle(connection, channel, method, properties, body)
+
+    def _handle_and_settle(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         settle: Callable[[int], None] = channel.basic_ack
         try:
             self.handle(properties.type or "", body, redelivered=method.redelivered)

@@ -1,6 +1,6 @@
 """The baseline handler of the HTTP benchmarks: reads the body and answers 202, nothing else.
 
-Served by `local.supervisor.serve_function` exactly as Tasuki's functions are, so that a
+Served by `tasuki.local.cli.serving.serve_function` exactly as Tasuki's functions are, so that a
 benchmark's ratio measures the handler's own cost, not the server's."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ingress throughput: signed Bitbucket pushes per second through the real server, beside a baseline.
 
-Both handlers are served by `local.supervisor.serve_function` (functions-framework on gunicorn,
+Both handlers are served by `tasuki.local.cli.serving.serve_function` (functions-framework on gunicorn,
 as in production) and loaded by the same `wrk` with the same connections:
 
 - ingress: the captured Bitbucket push, signed with its repository's secret, each request with
@@ -38,7 +38,8 @@ from pathlib import Path
 
 from tasuki.shared import topics
 from tasuki.shared.broker import Broker
-from tests.conftest import WEBHOOKS, free_port, rabbitmqctl
+from tests.bench import vhost
+from tests.conftest import WEBHOOKS, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "takitake/mysidia"
@@ -92,7 +93,7 @@ def main() -> dict:
         )
     body = (WEBHOOKS / "bitbucket" / "first-push.json").read_bytes()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp, vhost() as url:
+    with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp, vhost("ingress") as url:
         work = Path(tmp)
         (work / "body.json").write_bytes(body)
         (work / "load.lua").write_text(LUA)
@@ -210,18 +211,6 @@ def report(ingress: list[dict], baseline: list[dict]) -> dict:
     return figures
 
 
-@contextmanager
-def vhost() -> Iterator[str]:
-    name = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
-    if rabbitmqctl("add_vhost", name).returncode != 0:
-        raise SystemExit("bench ingress: cannot create a RabbitMQ vhost; is RabbitMQ running? (`make setup`)")
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@localhost:5672/{name}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
-
-
 @dataclass
 class Server:
     port: int
@@ -242,7 +231,7 @@ def serve(name: str, env: dict[str, str], source: Path | None = None) -> Iterato
     """One function served as `tasuki local` serves it, until the block ends."""
     port = free_port()
     code = (
-        "import sys; from local.supervisor import serve_function; "
+        "import sys; from tasuki.local.cli.serving import serve_function; "
         "serve_function(sys.argv[1], '127.0.0.1', int(sys.argv[2]), sys.argv[3] or None)"
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")} | env

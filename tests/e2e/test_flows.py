@@ -129,6 +129,14 @@ def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, 
         # deploy last
         assert deploy.started_at >= max(test.finished_at, lint.finished_at)
         assert run.message == "4 jobs passed"
+        # One push can be followed through every process's log lines: each names the delivery, the run, the job
+        about = [r for r in tasuki.log_records() if r.get("run") == run.id]
+        assert {r["process"] for r in about} == {"functions", "executor"}
+        assert {r["job"] for r in about if r["logger"] == "tasuki.executor"} == {"build", "test", "lint", "deploy"}
+        assert {r["delivery"] for r in about if "delivery" in r} == {run.event.delivery_id}
+        assert any(
+            r["logger"] == "tasuki.ingress" and r.get("delivery") == run.event.delivery_id for r in tasuki.log_records()
+        )
         # Every state change was an event on tasuki.runs
         seen = [
             (getattr(m, "job", "run"), m.status)

@@ -35,11 +35,15 @@ def test_tasuki_local_starts_everything_and_stops_everything(tmp_path, rabbitmq)
         [ready] = [line for line in tasuki.output if "Tasuki is ready" in line]
         assert f"web page http://127.0.0.1:{s.web_port}/" in ready
         assert f"webhooks http://127.0.0.1:{s.ingress_port}/" in ready
-        # every process is up, each under its Procfile name
-        for name in ("ingress", "router", "dispatcher", "reporter", "web", "bridge", "executor"):
+        # every process is up, each under its Procfile name; the functions share one process
+        for name in ("functions", "bridge", "executor"):
             assert any(f"{name} started" in line for line in tasuki.output), name
-        # every URL answers
+        serving = {r["message"] for r in tasuki.log_records() if r["process"] == "functions"}
+        for name in ("ingress", "router", "dispatcher", "reporter", "web"):
+            assert f"serving {name} at http://127.0.0.1:{getattr(s, f'{name}_port')}/" in serving, name
+        # every URL answers, each port only for its own function
         assert requests.get(f"http://127.0.0.1:{s.web_port}/runs", timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{s.ingress_port}/runs", timeout=5).status_code != 200
         assert (
             requests.post(
                 f"http://127.0.0.1:{s.ingress_port}/",
@@ -53,7 +57,7 @@ def test_tasuki_local_starts_everything_and_stops_everything(tmp_path, rabbitmq)
             port = getattr(s, f"{name}_port")
             assert requests.post(f"http://127.0.0.1:{port}/", json={}, timeout=5).status_code == 401  # no token
         sid = tasuki.proc.pid
-        assert len(session_members(sid)) >= 8  # supervisor + 7 processes (gunicorn adds workers)
+        assert len(session_members(sid)) == 4  # supervisor, functions, bridge, executor
     # after SIGINT: nothing of that session is left
     deadline = time.monotonic() + 15
     while session_members(sid) and time.monotonic() < deadline:

@@ -45,6 +45,7 @@ def test_publish_is_confirmed_persistent_and_carries_attributes(vhost):
         "event": "repo.push",
         "repo": "acme/api",
         "ref": "main",
+        "delivery": "d1",
         "type": "event",
     }
     assert decode(body, Event) == event()

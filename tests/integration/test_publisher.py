@@ -67,6 +67,7 @@ def test_many_threads_publish_over_one_connection_and_every_message_is_confirmed
         "event": "push",
         "repo": "acme/api",
         "ref": "main",
+        "delivery": "d0",
         "type": "event",
     }
 

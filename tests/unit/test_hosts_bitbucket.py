@@ -52,6 +52,7 @@ def test_the_captured_first_push_parses_field_by_field():
         "event": "repo.push",
         "repo": "takitake/mysidia",
         "ref": "master",
+        "delivery": delivery,
     }
 
 

@@ -37,7 +37,13 @@ def test_the_push_fixture_parses_field_by_field():
     ]
     assert (event.forced, event.truncated, event.deleted, event.pull_request) == (False, False, False, None)
     assert event.payload == fixture("github", "push.json")
-    assert event.attributes() == {"host": "github", "event": "push", "repo": "binkkatal/sample_app", "ref": "master"}
+    assert event.attributes() == {
+        "host": "github",
+        "event": "push",
+        "repo": "binkkatal/sample_app",
+        "ref": "master",
+        "delivery": "github:d-1",
+    }
 
 
 def test_the_delivery_id_is_the_github_delivery_guid():

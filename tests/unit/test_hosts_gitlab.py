@@ -44,7 +44,13 @@ def test_the_push_fixture_parses_field_by_field():
     # total_commits_count is 4, two are listed
     assert (event.truncated, event.forced, event.deleted, event.pull_request) == (True, False, False, None)
     assert event.payload == fixture("gitlab", "push-event.json")
-    assert event.attributes() == {"host": "gitlab", "event": "push", "repo": "mike/diaspora", "ref": "master"}
+    assert event.attributes() == {
+        "host": "gitlab",
+        "event": "push",
+        "repo": "mike/diaspora",
+        "ref": "master",
+        "delivery": "gitlab:k",
+    }
 
 
 def test_the_tag_fixture_parses_field_by_field():

@@ -82,6 +82,7 @@ def test_a_signed_push_is_published_confirmed_with_its_attributes(ingress):
         "event": "repo.push",
         "repo": SIGNED_REPOSITORY,
         "ref": "master",
+        "delivery": "bitbucket:req-1",
         "type": "event",
     }
     assert (event.after, event.delivery_id) == ("8fb0eefc6a340d57598ca553a07fade1a10f2c30", "bitbucket:req-1")
