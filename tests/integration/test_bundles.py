@@ -149,6 +149,9 @@ class Served:
         token = token or tokens.sign(KEY, self.urls[function])
         return requests.post(self.urls[function], json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
+    def output(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -215,7 +218,12 @@ def test_every_bundle_serves_its_function_from_its_folder_alone(served):
 
     # web: the API lists the run.
     runs = requests.get(functions.urls["web"] + "api/runs", timeout=60).json()
-    assert [r["id"] for r in json.loads(json.dumps(runs))["runs"]] == [requested.run_id]
+    assert [r["id"] for r in runs["runs"]] == [requested.run_id]
+
+    # The bundles' entry points set up the log lines: JSON (no terminal), with the run and the
+    # git host's delivery they belong to.
+    lines = [json.loads(line) for line in functions.output("dispatcher").splitlines() if line.startswith("{")]
+    assert any(line.get("run") == requested.run_id and line["delivery"] == event.delivery_id for line in lines)
 
 
 def test_a_bundle_is_rebuilt_byte_for_byte(bundles, tmp_path):
