@@ -33,7 +33,6 @@ from google.auth import jwt as google_jwt
 from tasuki.shared.errors import AuthError
 
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 CLOCK_SKEW = 10  # seconds
 MAX_CERTS_BYTES = 256 * 1024  # Google's answer is about 4 KB
 CERTS_TTL_BOUNDS = (60.0, 6 * 3600.0)  # seconds; Google says about 5 hours
