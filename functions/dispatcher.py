@@ -42,30 +42,27 @@ def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
     message = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
-    # 3. Decide (pure) from the run's current state.
-    run = rt.store.get_run(message.run_id)
-    if run is not None:
-        logs.bind(delivery=run.event.delivery_id)  # the push the run came from, on every line
-    jobs = {j.name: j for j in rt.store.get_jobs(message.run_id)}
-    decision = scheduler.decide(run, jobs, message, utcnow())
-    # 4. Publish first, then record: a crash in between redelivers the message and re-decides.
-    for outgoing in decision.publish:
-        rt.broker.publish(outgoing)
-    if decision.run is not None:
-        if run is None:
-            rt.store.create_run(decision.run)
-        else:
-            rt.store.update_run(decision.run)
-        run = decision.run
-    for job in decision.jobs:
-        rt.store.put_job(job)
+    # 3-4. Hold the run, decide (pure) from its current state, publish, then record: one
+    # transaction, so no other writer's update is lost; a crash before the commit redelivers the
+    # message, which is decided again.
+    with rt.store.locked_run(message.run_id) as held:
+        if held.run is not None:
+            logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
+        decision = scheduler.decide(held.run, held.jobs, message, utcnow())
+        for outgoing in decision.publish:
+            rt.broker.publish(outgoing)
+        if decision.run is not None:
+            held.save(decision.run)
+        for job in decision.jobs:
+            held.put_job(job)
+        run = held.run
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []
     started = False
     if run is not None:
         cancelled = supersede(rt, run) if decision.supersede else []
-        started = admit(rt, run) if decision.admit and run.id not in cancelled else False
+        started = admit(rt, run.id) if decision.admit and run.id not in cancelled else False
         if decision.release or started:
             wake(rt, run)
     log.info(
@@ -84,15 +81,22 @@ def supersede(rt: Runtime, run: RunRecord) -> list[str]:
     return [c.run_id for c in cancels]
 
 
-def admit(rt: Runtime, run: RunRecord) -> bool:
+def admit(rt: Runtime, run_id: str) -> bool:
     """Rule option concurrency: order the plan once the run has a place in its repository."""
-    if not rt.store.admit_run(run.id, run.concurrency):
-        if run.message != scheduler.waiting_message(run):
-            rt.store.update_run(run.model_copy(update={"message": scheduler.waiting_message(run)}))
-        return False
+    with rt.store.locked_run(run_id) as held:
+        run = held.run
+        if run is None:
+            return False
+        if not held.admit(run.concurrency):
+            waiting = scheduler.waiting_message(run)
+            if run.status == "queued" and run.message != waiting:
+                held.save(run.model_copy(update={"message": waiting}))
+            return False
+        if run.message:
+            held.save(run.model_copy(update={"admitted": True, "message": ""}))
+    # Ordered once the place is recorded: a crash in between redelivers the message, and the
+    # admitted run's plan is ordered again (executors plan idempotently).
     rt.broker.publish(scheduler.plan_order(run), message_id=f"{run.id}:plan")
-    if run.message:
-        rt.store.update_run(run.model_copy(update={"message": "", "admitted": True}))
     return True
 
 

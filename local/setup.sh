@@ -4,7 +4,8 @@
 #   local/setup.sh [system] [venv] [services] [image]     (no argument: all four)
 #
 # system   Debian packages: rabbitmq-server, docker.io, busybox-static, git, chromium, wrk (the
-#          load generator of `make bench`)
+#          load generator of `make bench`), postgresql (the tests start a throwaway cluster of
+#          their own from its programs, tests/postgres.py; nothing here starts a server)
 # venv     .venv with the project and its test extras (again only when pyproject.toml changed)
 # services RabbitMQ and the Docker engine, started when they are not running
 # image    tasuki/busybox, a tiny image FROM scratch with a static busybox (no registry needed)
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(rabbitmq-server docker.io busybox-static git chromium wrk)
+PACKAGES=(rabbitmq-server docker.io busybox-static git chromium wrk postgresql)
 IMAGE=tasuki/busybox:latest
 LOGDIR=${TASUKI_LOG_DIR:-/var/log/tasuki}
 
@@ -29,7 +30,7 @@ missing_packages() {
 }
 
 system() {
-  command -v dpkg-query >/dev/null || die "this is not Debian: install RabbitMQ 3.10+, Docker, git, a static busybox, chromium and wrk, then run again"
+  command -v dpkg-query >/dev/null || die "this is not Debian: install RabbitMQ 3.10+, Docker, git, a static busybox, chromium, wrk and PostgreSQL 13+, then run again"
   local missing; missing=$(missing_packages)
   [ -z "$missing" ] && return 0
   [ "$(id -u)" = 0 ] || die "missing packages; as root run: apt-get install -y $missing"

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -34,6 +35,14 @@ class Settings(BaseModel):
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     # Where the SQLite store, the mirror cache and generated keys live.
     data_dir: Path = Path(".tasuki")
+    # The store (shared/store/location.py): sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or
+    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE. Empty: the SQLite file <data_dir>/tasuki.db.
+    store_url: str = Field("", repr=False)
+    # Retention (`tasuki store prune`): finished runs with their jobs, logs and notes, and the
+    # delivery keys that make a redelivered webhook a duplicate, are deleted after this many
+    # days; 0 keeps them for ever.
+    retention_runs_days: int = Field(90, ge=0)
+    retention_deliveries_days: int = Field(7, ge=0)
     # Trigger rules loaded at start, and the repository registry (full name -> clone URL, secret).
     rules_file: Path | None = None
     repositories_file: Path | None = None
@@ -175,7 +184,16 @@ class Settings(BaseModel):
 
     @property
     def store_path(self) -> Path:
+        """The SQLite file used when TASUKI_STORE_URL is not set."""
         return self.data_dir / "tasuki.db"
+
+    def retention_cutoffs(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """(runs finished before, deliveries seen before) this are pruned; None: kept for ever."""
+        runs, deliveries = self.retention_runs_days, self.retention_deliveries_days
+        return (
+            now - timedelta(days=runs) if runs else None,
+            now - timedelta(days=deliveries) if deliveries else None,
+        )
 
     @property
     def cache_dir(self) -> Path:

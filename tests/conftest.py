@@ -1,7 +1,8 @@
-"""Shared test fixtures: real RabbitMQ (a fresh vhost per test session), real Docker, local git.
+"""Shared test fixtures: real RabbitMQ (a fresh vhost per test session), real PostgreSQL (a
+throwaway cluster per test session, a database per test), real Docker, local git.
 
-A test that needs RabbitMQ or Docker and cannot reach it fails under CI (CI=true) and is
-skipped elsewhere with the reason, as dramatiq's conftest does.
+A test that needs RabbitMQ, PostgreSQL or Docker and cannot reach it fails under CI (CI=true)
+and is skipped elsewhere with the reason, as dramatiq's conftest does.
 """
 
 from __future__ import annotations
@@ -105,6 +106,55 @@ def vhost() -> Iterator[str]:
     """A fresh vhost for one test, when a test must not see any other test's messages."""
     with new_vhost() as url:
         yield url
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator:
+    """A PostgreSQL cluster of this test session's own (tests/postgres.py says why), stopped and
+    deleted at the end."""
+    from tests.postgres import Cluster, NotStarted, Unavailable
+
+    problem = ""
+    for _ in range(3):  # a free port can be taken before the server binds it: then try another
+        try:
+            cluster = Cluster(free_port())
+        except Unavailable as exc:
+            problem = str(exc)
+            break
+        try:
+            cluster.start()
+        except Unavailable as exc:
+            cluster.stop()
+            problem = str(exc)
+            if isinstance(exc, NotStarted):
+                continue
+            break
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    unavailable(problem)
+
+
+@pytest.fixture
+def postgres_url(postgres) -> Iterator[str]:
+    """The URL of a fresh database for one test (the password in it needs escaping), dropped after."""
+    name = f"tasuki_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request, tmp_path) -> str:
+    """TASUKI_STORE_URL of each backend in turn: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'store' / 'tasuki.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 # --- Docker -----------------------------------------------------------------------------------

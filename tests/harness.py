@@ -23,8 +23,7 @@ import requests
 from tasuki.functions import NAMES
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import RunRecord
-from tasuki.shared.store.sqlite import SQLiteStore
+from tasuki.shared.store import RunRecord, new_store
 from tests.conftest import free_port
 
 TASUKI = Path(sys.executable).parent / "tasuki"
@@ -46,7 +45,7 @@ class LocalTasuki:
         self.output: list[str] = []
         self.ready = threading.Event()
         self.proc: subprocess.Popen | None = None
-        self.store = SQLiteStore(self.settings.store_path)
+        self.store = new_store(self.settings)
 
     @property
     def ingress_url(self) -> str:

@@ -15,6 +15,9 @@
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
     tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
+    tasuki store [status]           where the store is (TASUKI_STORE_URL) and its schema version
+    tasuki store migrate            bring the store's schema up to date (prints versions before and after)
+    tasuki store prune              delete what is older than TASUKI_RETENTION_RUNS_DAYS / _DELIVERIES_DAYS
     tasuki deploy bundle [--out D]  one deployable folder and zip per function (build/bundles/)
     tasuki deploy aws --bucket B    the bundles on AWS Lambda behind Function URLs (infra/aws/)
 
@@ -29,6 +32,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -46,6 +50,7 @@ DEFINITIONS = "infra/rabbitmq/definitions.json"
 def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
     from tasuki.local.cli import supervisor
 
+    rt.store.migrate()  # once here, rather than by every process at once (and a bad TASUKI_STORE_URL stops here)
     if rt.settings.rules_file:
         load_rules_file(rt, rt.settings.rules_file)
     return supervisor.run(rt.settings, os.environ)
@@ -197,6 +202,46 @@ def _cancel_run(rt: Runtime, run_id: str | None) -> int:
     rt.broker.publish(RunCancel(run_id=run.id, reason="cancelled from the command line"), message_id=f"{run.id}:cancel")
     print(f"cancelling run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
     return 0
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+def cmd_store(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.shared.messages import utcnow
+    from tasuki.shared.store import LATEST
+    from tasuki.shared.store.location import parse
+
+    where = parse(rt.settings.store_url, rt.settings.data_dir)
+    if args.action == "migrate":
+        before, after = rt.store.migrate()
+        print(f"store {where}: schema version {before} -> {after} ({'migrated' if after != before else 'up to date'})")
+        return 0
+    if args.action == "prune":
+        runs_before, deliveries_before = rt.settings.retention_cutoffs(utcnow())
+        pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)
+        print(
+            f"store {where}: "
+            + _pruned(pruned.runs, "run", "finished", runs_before, "TASUKI_RETENTION_RUNS_DAYS")
+            + "; "
+            + _pruned(pruned.deliveries, "delivery id", "seen", deliveries_before, "TASUKI_RETENTION_DELIVERIES_DAYS")
+        )
+        return 0
+    version = rt.store.schema_version()
+    if version == LATEST:
+        state = "up to date"
+    elif version < LATEST:
+        state = f"`tasuki store migrate` brings it to {LATEST}"
+    else:
+        state = f"newer than this Tasuki knows ({LATEST}): upgrade Tasuki"
+    print(f"store {where}: schema version {version} ({state})")
+    return 0
+
+
+def _pruned(count: int, noun: str, verb: str, before: datetime | None, setting: str) -> str:
+    if before is None:
+        return f"every {noun} kept ({setting}=0)"
+    return f"deleted {count} {noun}{'s' if count != 1 else ''} {verb} before {before:%Y-%m-%d %H:%M} UTC"
 
 
 # --- trigger rules --------------------------------------------------------------------------------
@@ -391,6 +436,9 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--memory", type=int, default=512, help="aws: MB per function (default 512)")
     deploy.add_argument("--timeout", type=int, default=60, help="aws: seconds per invocation (default 60)")
     deploy.set_defaults(fn=cmd_deploy)
+    store = sub.add_parser("store", help="the store: status, migrate (schema), prune (retention)")
+    store.add_argument("action", nargs="?", choices=["status", "migrate", "prune"], default="status")
+    store.set_defaults(fn=cmd_store)
     return p
 
 

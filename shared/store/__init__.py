@@ -1,76 +1,52 @@
 """The store: runs, jobs, logs, trigger rules and delivery keys behind one small interface.
 
-Handlers keep no state between requests; whatever must outlive a request lives here.
-`open_store(settings)` gives the embedded default, a SQLite file under the data directory,
-durable and shared by every process on the machine. Records are plain pydantic models.
+Handlers keep no state between requests; whatever must outlive a request lives here. One
+setting, TASUKI_STORE_URL (`location.py`), picks the backend:
+
+    sqlite.py       the embedded default, a SQLite file under the data dir: one machine
+    postgresql.py   PostgreSQL, shared by functions on many hosts
+
+Both are `sql.SQLStore`: every method's SQL is written once there; the backends differ only in
+connections, locks and where the schema version lives. The schema (`schema.py`) is versioned
+and migrated on first use, or by `tasuki store migrate`. Records are plain pydantic models
+(`records.py`). tests/integration/test_store_contract.py holds both backends to this interface.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from functools import cache
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel, Field
-
-from tasuki.shared.flowfile import Job
-from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
+from tasuki.shared.store import location
+from tasuki.shared.store.records import JobRecord, Pruned, RulesSync, RunRecord
+from tasuki.shared.store.schema import LATEST
+
+__all__ = ["LATEST", "JobRecord", "LockedRun", "Pruned", "RulesSync", "RunRecord", "Store", "new_store", "open_store"]
 
 
-class RunRecord(BaseModel):
-    id: str
-    rule_id: str = ""
-    event: Event
-    status: RunStatus = "queued"
-    message: str = ""
-    flow_file: str = ".tasuki.yml"
-    created_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    # From the rule that requested the run: the jobs it names (empty: all) and its options.
-    requested_jobs: list[str] = Field(default_factory=list)
-    cancel_previous: bool = False
-    concurrency: int | None = None
-    # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
-    admitted: bool = False
+class LockedRun(Protocol):
+    """A run held for one read-decide-write step: `run` (None if there is no such run yet) and
+    `jobs` as they are now; what is saved through it is written when the step ends, atomically,
+    and no other writer changes the run in between."""
 
-    @property
-    def repository(self) -> str:
-        return self.event.repository.full_name
-
-    @property
-    def commit(self) -> str:
-        return self.event.after
-
-    @property
-    def duration(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
-
-
-class JobRecord(BaseModel):
     run_id: str
-    name: str
-    status: JobStatus = "pending"
-    spec: Job | None = None  # None for a job skipped before it was planned in full
-    needs: list[str] = Field(default_factory=list)
-    exit_code: int | None = None
-    reason: str = ""
-    message: str = ""
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    run: RunRecord | None
+    jobs: dict[str, JobRecord]
 
+    def save(self, run: RunRecord) -> None:
+        """Record the run (inserted if it did not exist)."""
+        ...
 
-class RulesSync(NamedTuple):
-    """What loading the rules file changed, by rule id."""
+    def put_job(self, job: JobRecord) -> None: ...
 
-    added: list[str]
-    updated: list[str]
-    removed: list[str]
+    def admit(self, limit: int | None) -> bool:
+        """See `Store.admit_run`."""
+        ...
 
 
 class Store(Protocol):
@@ -94,7 +70,19 @@ class Store(Protocol):
         self, *, repository: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[RunRecord]: ...
 
-    def update_run(self, run: RunRecord) -> None: ...
+    def update_run(self, run: RunRecord) -> None:
+        """Write the whole record (a blind write: a step that reads, decides and writes uses
+        `locked_run`)."""
+        ...
+
+    def locked_run(self, run_id: str) -> AbstractContextManager[LockedRun]:
+        """`with store.locked_run(run_id) as held:` read `held.run` and `held.jobs`, decide, then
+        `held.save(run)`, `held.put_job(job)`: one transaction, the run locked against every
+        other writer (on PostgreSQL a row and advisory lock, on SQLite the writer lock) until
+        the block ends. An exception in the block writes nothing. Inside the block, write the run
+        and its jobs through `held` only: on PostgreSQL another store call runs on another
+        connection and would wait for the very lock the block holds."""
+        ...
 
     def put_job(self, job: JobRecord) -> None:
         """Insert or replace one job of a run."""
@@ -164,9 +152,41 @@ class Store(Protocol):
 
     def get_result(self, run_id: str, job: str) -> bytes | None: ...
 
+    # retention
+    def prune(self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = 500) -> Pruned:
+        """Delete the runs that finished before `runs_before` with their jobs, logs, notes and
+        results, and the delivery keys seen before `deliveries_before` (None: keep them), in
+        batches of `batch`, each batch its own transaction."""
+        ...
+
+    # schema
+    def schema_version(self) -> int:
+        """The schema version the database is at (0: empty); migrates nothing."""
+        ...
+
+    def migrate(self, target: int = LATEST) -> tuple[int, int]:
+        """Apply the migrations up to `target` (default: all), in one transaction, safe with
+        concurrent starters: (version before, version after)."""
+        ...
+
+    def close(self) -> None: ...
+
 
 @cache
 def open_store(settings: Settings) -> Store:
+    """The process's store, built once per settings (lazily: nothing connects until first use)."""
+    return new_store(settings)
+
+
+def new_store(settings: Settings, *, schema: int = LATEST) -> Store:
+    """A store of its own at TASUKI_STORE_URL (`schema`: migrate first use only that far, for
+    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting."""
+    where = location.parse(settings.store_url, settings.data_dir)
+    if where.backend == "postgresql":
+        from tasuki.shared.store.postgresql import PostgresStore
+
+        return PostgresStore(where, schema=schema)
     from tasuki.shared.store.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.store_path)
+    assert where.path is not None
+    return SQLiteStore(where.path, schema=schema)

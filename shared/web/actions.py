@@ -22,7 +22,8 @@ from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import RunRecord
 
-FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+# At most 200 characters: the name is a key in the store (PostgreSQL cannot index long keys).
+FULL_NAME = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 
 
 def get_run(rt: Runtime, run_id: str) -> RunRecord:
@@ -62,7 +63,10 @@ def rerun(rt: Runtime, run_id: str) -> str:
 def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:
     full_name = full_name.strip().strip("/")
     if not FULL_NAME.match(full_name):
-        raise ActionError(400, f"a repository is named like workspace/repository, found {full_name!r}")
+        shown = full_name if len(full_name) <= 80 else f"{full_name[:80]}… ({len(full_name)} characters)"
+        raise ActionError(
+            400, f"a repository is named like workspace/repository (at most 200 characters), found {shown!r}"
+        )
     if clone_url and clone_url.strip().startswith("-"):
         raise ActionError(400, "a clone URL cannot start with '-'")
     rt.store.put_repository(full_name, RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token))

@@ -5,7 +5,7 @@ management and Erlang ports), a Docker engine (its socket, or its TCP ports), or
 beyond loopback fails the test, naming what it reached for. A DNS lookup of a name other than
 localhost is refused the same way, and so is starting `rabbitmqctl` or `docker`. Loopback fakes
 at a true boundary (the fake git-host APIs in tests/fake_hosts.py) stay allowed. Child Python
-processes are not watched: the tests that start some (test_imports, test_store_runs) say why
+processes are not watched: the tests that start some (test_imports, test_store_sqlite) say why
 theirs reach for nothing.
 
 The handlers run through functions-framework's test client with a runtime of their own:

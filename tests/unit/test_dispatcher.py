@@ -1,8 +1,11 @@
-"""The dispatcher handler with the in-memory broker and a real store (SQLite): rule options that
-need the other runs of a repository (cancel_previous, concurrency), and recovery after a crash.
-Messages are pushed one at a time, as the bridge does for one run's ordering key."""
+"""The dispatcher handler with the in-memory broker and a real store (SQLite; the same tests run
+on PostgreSQL in tests/integration/test_dispatcher_postgresql.py): rule options that need the
+other runs of a repository (cancel_previous, concurrency), two results at once, and recovery
+after a crash. Messages are pushed one at a time, as the bridge does for one run's ordering key."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
@@ -133,3 +136,36 @@ def test_the_same_request_twice_makes_one_run(functions):
     functions.push("dispatcher", requested("r"))
     assert [r.id for r in functions.rt.store.list_runs()] == ["r"]
     assert [m.status for m in functions.take(RUNS) if isinstance(m, RunUpdated)] == ["queued"]
+
+
+PAIR = flowfile.parse(
+    "jobs:\n  test: {image: tasuki/busybox, run: ci/test}\n  lint: {image: tasuki/busybox, run: ci/lint}\n"
+)
+
+
+def test_two_jobs_finishing_at_once_both_count_and_the_run_ends(functions):
+    # Given a run of two jobs side by side, both running
+    functions.push("dispatcher", requested("r"))
+    functions.push("dispatcher", RunPlanned(run_id="r", jobs=dict(PAIR.jobs)))
+    for job in ("test", "lint"):
+        functions.push("dispatcher", JobStarted(run_id="r", job=job))
+    # When both results are pushed at the same moment (two dispatcher instances, say)
+    answers: list = []
+    pushes = [
+        threading.Thread(
+            target=lambda job=job: answers.append(
+                functions.push("dispatcher", JobFinished(run_id="r", job=job, status="success", exit_code=0))
+            )
+        )
+        for job in ("test", "lint")
+    ]
+    for push in pushes:
+        push.start()
+    for push in pushes:
+        push.join()
+    # Then neither update is lost: both jobs passed and the run is over, announced once
+    assert len(answers) == 2
+    assert {j.name: j.status for j in functions.rt.store.get_jobs("r")} == {"test": "success", "lint": "success"}
+    assert functions.rt.store.get_run("r").status == "success"
+    finals = [m for m in functions.take(RUNS) if isinstance(m, RunUpdated) and m.status == "success"]
+    assert len(finals) == 1

@@ -8,7 +8,6 @@ from tasuki.shared import recipes
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.messages import Commit, Event, PullRequest, Ref, Repository
 from tasuki.shared.recipes import Rule
-from tasuki.shared.store.sqlite import SQLiteStore
 
 
 def push(
@@ -183,30 +182,3 @@ def test_a_bad_rules_file_is_refused_naming_the_rule(tmp_path, text, error):
     (tmp_path / "rules.yml").write_text(text)
     with pytest.raises(ConfigError, match=error):
         recipes.load_rules(tmp_path / "rules.yml")
-
-
-def test_loading_the_rules_file_again_makes_no_duplicates_and_keeps_what_a_person_chose(tmp_path):
-    store = SQLiteStore(tmp_path / "tasuki.db")
-    (tmp_path / "rules.yml").write_text(RULES)
-    rules = recipes.load_rules(tmp_path / "rules.yml")
-    mine = Rule(repository="acme/web")
-    assert store.add_rule(mine) and not store.add_rule(mine)
-
-    first = store.sync_rules(rules)
-    assert (len(first.added), first.updated, first.removed) == (2, [], [])
-    assert store.sync_rules(rules) == ([], [], [])  # the same file again: nothing changes
-    assert len(store.list_rules()) == 3
-
-    # A person disables a rule; the next start keeps it disabled, and follows the file's edits.
-    api = store.get_rule(rules[0].id)
-    store.update_rule(api.model_copy(update={"enabled": False}))
-    (tmp_path / "rules.yml").write_text(
-        RULES.replace("cancel_previous: true", "concurrency: 2").split("  - {event: tag")[0]
-    )
-    again = store.sync_rules(recipes.load_rules(tmp_path / "rules.yml"))
-    assert (again.added, again.updated, again.removed) == ([], [api.id], [rules[1].id])
-    api = store.get_rule(api.id)
-    assert (api.enabled, api.concurrency, api.cancel_previous) == (False, 2, False)
-    # The rule made on the command line is not the file's to remove.
-    assert [r.id for r in store.list_rules()] == [mine.id, api.id]
-    store.close()

@@ -97,6 +97,15 @@ def test_forms_need_the_csrf_token(client):
     assert [r["full_name"] for r in listed["repositories"]] == ["acme/web"]
 
 
+def test_a_repository_name_is_bounded(client):
+    client.post("/login", data={"token": TOKEN})
+    refused = client.post("/api/repositories", json={"full_name": "acme/" + "a" * 5000})
+    assert refused.status_code == 400
+    error = refused.get_json()["error"]
+    assert "at most 200 characters" in error and len(error) < 300
+    assert client.post("/api/repositories", json={"full_name": "acme/" + "a" * 195}).status_code == 201
+
+
 def test_clear_errors(client):
     client.post("/login", data={"token": TOKEN})
     assert client.get("/api/runs/nope").get_json() == {"error": "there is no run nope"}

@@ -1,0 +1,77 @@
+"""The store's records: plain pydantic models, stored as JSON beside the columns queries need."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from pydantic import BaseModel, Field
+
+from tasuki.shared.flowfile import Job
+from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
+
+
+class RunRecord(BaseModel):
+    id: str
+    rule_id: str = ""
+    event: Event
+    status: RunStatus = "queued"
+    message: str = ""
+    flow_file: str = ".tasuki.yml"
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # From the rule that requested the run: the jobs it names (empty: all) and its options.
+    requested_jobs: list[str] = Field(default_factory=list)
+    cancel_previous: bool = False
+    concurrency: int | None = None
+    # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
+    admitted: bool = False
+
+    @property
+    def repository(self) -> str:
+        return self.event.repository.full_name
+
+    @property
+    def commit(self) -> str:
+        return self.event.after
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+class JobRecord(BaseModel):
+    run_id: str
+    name: str
+    status: JobStatus = "pending"
+    spec: Job | None = None  # None for a job skipped before it was planned in full
+    needs: list[str] = Field(default_factory=list)
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RulesSync(NamedTuple):
+    """What loading the rules file changed, by rule id."""
+
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+
+
+class Pruned(NamedTuple):
+    """What `Store.prune` deleted: runs (with their jobs, logs, notes and results) and delivery keys."""
+
+    runs: int
+    deliveries: int
+
+
+def stamp(moment: datetime) -> str:
+    """A moment as the text the store keeps in its time columns: ISO 8601 in UTC, whose text
+    order is the time order (both backends compare these columns as plain bytes)."""
+    return moment.astimezone(UTC).isoformat()

@@ -1,0 +1,151 @@
+"""The store's schema: one numbered list of migrations for both backends.
+
+Version N means the same tables and columns on SQLite and on PostgreSQL. Each migration is SQL
+shared by both dialects (`sql`, with `{text}`, `{blob}` and `{now}` standing for the types and
+defaults that differ) followed by what only one dialect needs (`sqlite`, `postgresql`): JSON
+functions, rebuilding a table (SQLite cannot add a key to one in place), identity columns.
+A migration is never edited once released; a change of schema is a new entry at the end.
+
+Conventions both backends keep, so that one query fits both:
+- Times are text (`records.stamp`: ISO 8601 in UTC), compared byte by byte: PostgreSQL's text
+  columns are declared `COLLATE "C"` (a locale's collation would ignore the punctuation).
+- Flags are integers 0/1, not booleans (SQLite has none; PostgreSQL will not mix the two).
+- Each record is kept whole as JSON text in `record`, beside the columns that queries filter,
+  sort or lock on.
+- Upserts are `INSERT ... ON CONFLICT`, which both understand.
+
+Applying migrations (in one transaction, under a lock that concurrent starters wait on, with
+the version kept in the database) is the backends' part: `sqlite.py`, `postgresql.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+TYPES: dict[Dialect, dict[str, str]] = {
+    "sqlite": {"text": "TEXT", "blob": "BLOB", "now": "(datetime('now'))"},
+    "postgresql": {
+        "text": 'TEXT COLLATE "C"',
+        "blob": "BYTEA",
+        "now": "(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'))",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    summary: str
+    sql: str = ""  # both dialects; {text} {blob} {now} are filled in from TYPES
+    sqlite: str = ""  # then SQLite only, as written
+    postgresql: str = ""  # then PostgreSQL only, as written
+
+    def statements(self, dialect: Dialect) -> list[str]:
+        shared = self.sql.format_map(TYPES[dialect])
+        own = self.sqlite if dialect == "sqlite" else self.postgresql
+        return [s.strip() for s in (*shared.split(";"), *own.split(";")) if s.strip()]
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        "runs, jobs, logs, delivery keys, executor results",
+        sql="""
+        CREATE TABLE deliveries (key {text} PRIMARY KEY, seen_at {text} NOT NULL DEFAULT {now});
+        CREATE TABLE runs (
+            id {text} PRIMARY KEY,
+            repository {text} NOT NULL,
+            status {text} NOT NULL,
+            created_at {text} NOT NULL,
+            record TEXT NOT NULL
+        );
+        CREATE INDEX runs_by_time ON runs (created_at DESC);
+        CREATE INDEX runs_by_repository ON runs (repository, created_at DESC);
+        CREATE TABLE jobs (
+            run_id {text} NOT NULL,
+            name {text} NOT NULL,
+            record TEXT NOT NULL,
+            PRIMARY KEY (run_id, name)
+        );
+        CREATE TABLE logs (
+            run_id {text} NOT NULL,
+            job {text} NOT NULL,
+            seq INTEGER NOT NULL,
+            data {blob} NOT NULL,
+            PRIMARY KEY (run_id, job, seq)
+        );
+        CREATE TABLE results (
+            run_id {text} NOT NULL,
+            job {text} NOT NULL,
+            result {blob} NOT NULL,
+            PRIMARY KEY (run_id, job)
+        );
+        """,
+    ),
+    Migration(
+        "trigger rules; runs admitted under a rule's concurrency limit (every older run already was)",
+        sql="""
+        CREATE TABLE rules (id {text} PRIMARY KEY, source {text} NOT NULL, record TEXT NOT NULL);
+        ALTER TABLE runs ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX runs_unfinished ON runs (repository, status);
+        """,
+        sqlite="UPDATE runs SET admitted = 1, record = json_set(record, '$.admitted', json('true'))",
+        postgresql="UPDATE runs SET admitted = 1, record = jsonb_set(record::jsonb, '{admitted}', 'true')::text",
+    ),
+    Migration(
+        "notes on a run from processes other than the dispatcher (e.g. the host refused a status)",
+        sql="""
+        CREATE TABLE notes (
+            run_id {text} NOT NULL,
+            source {text} NOT NULL,
+            message {text} NOT NULL,
+            at {text} NOT NULL DEFAULT {now},
+            PRIMARY KEY (run_id, source, message)
+        );
+        """,
+    ),
+    Migration(
+        "repositories registered from the web page or the API (beside the registry file)",
+        sql="CREATE TABLE repositories (full_name {text} PRIMARY KEY, record TEXT NOT NULL)",
+    ),
+    Migration(
+        "retention (when a run finished, when a delivery was seen, by index); rules and notes keep "
+        "the order they were added in a `seq` column (PostgreSQL has no rowid)",
+        sql="""
+        ALTER TABLE runs ADD COLUMN finished_at {text};
+        CREATE INDEX runs_by_finish ON runs (finished_at);
+        UPDATE deliveries SET seen_at = replace(seen_at, ' ', 'T') || '+00:00' WHERE seen_at NOT LIKE '%T%';
+        CREATE INDEX deliveries_by_time ON deliveries (seen_at);
+        """,
+        sqlite="""
+        UPDATE runs SET finished_at = replace(json_extract(record, '$.finished_at'), 'Z', '+00:00');
+        CREATE TABLE rules_new (
+            seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL, record TEXT NOT NULL
+        );
+        INSERT INTO rules_new (seq, id, source, record) SELECT rowid, id, source, record FROM rules ORDER BY rowid;
+        DROP TABLE rules;
+        ALTER TABLE rules_new RENAME TO rules;
+        CREATE TABLE notes_new (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            message TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (run_id, source, message)
+        );
+        INSERT INTO notes_new (run_id, source, message, at)
+            SELECT run_id, source, message, replace(at, ' ', 'T') || '+00:00' FROM notes ORDER BY at, rowid;
+        DROP TABLE notes;
+        ALTER TABLE notes_new RENAME TO notes;
+        """,
+        postgresql="""
+        UPDATE runs SET finished_at = replace(record::jsonb ->> 'finished_at', 'Z', '+00:00');
+        ALTER TABLE rules ADD COLUMN seq BIGINT GENERATED BY DEFAULT AS IDENTITY;
+        ALTER TABLE notes ADD COLUMN seq BIGINT GENERATED BY DEFAULT AS IDENTITY;
+        UPDATE notes SET at = replace(at, ' ', 'T') || '+00:00' WHERE at NOT LIKE '%T%';
+        """,
+    ),
+]
+
+LATEST = len(MIGRATIONS)
