@@ -2,7 +2,7 @@
 gets only a bundle's requirements.txt (no project install; pip may use its cache and the index),
 functions-framework serves each function from its bundle folder alone, exactly as Cloud
 Functions (2nd gen) and Cloud Run run it, and a real push goes through all of them against the
-test RabbitMQ (a fresh vhost) and store: a signed webhook into the ingress, the event it
+test RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database): a signed webhook into the ingress, the event it
 published into the router (a rule matches), the run it requested into the dispatcher (the plan
 is ordered), a status change into the reporter with a Google-signed OIDC token (no credentials:
 noted on the run), and the web function's API lists the run."""
@@ -163,10 +163,11 @@ class Served:
 
 
 @pytest.fixture
-def served(bundles, bundle_env, vhost, tmp_path) -> Iterator[tuple[Served, Runtime, KeySet]]:
+def served(bundles, bundle_env, vhost, postgres_url, tmp_path) -> Iterator[tuple[Served, Runtime, KeySet]]:
     google = KeySet()
     settings = {
         "TASUKI_AMQP_URL": vhost,
+        "TASUKI_STORE_URL": postgres_url,
         "TASUKI_DATA_DIR": str(tmp_path / "data"),
         "TASUKI_PUSH_KEY": KEY,
         "TASUKI_PUSH_OIDC_SERVICE_ACCOUNT": ACCOUNT,

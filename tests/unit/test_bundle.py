@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import zipfile
+from importlib import metadata
 
 import pytest
 
@@ -35,6 +36,8 @@ def test_every_function_has_a_bundle_with_its_entry_point_and_the_local_processe
     pins = (tmp_path / "router" / "requirements.txt").read_text()
     assert "functions-framework==" in pins and "google-auth==" in pins and "apig-wsgi==" in pins
     assert "docker==" not in pins and "honcho==" not in pins  # only the executor and `tasuki local` use them
+    psycopg = metadata.version("psycopg")  # the PostgreSQL store; on a FaaS platform with its own libpq
+    assert f"psycopg=={psycopg}\n" in pins and f"psycopg-binary=={psycopg}\n" in pins
     with zipfile.ZipFile(tmp_path / "web.zip") as archive:
         names = archive.namelist()
         main = archive.read("main.py").decode()
