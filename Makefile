@@ -26,12 +26,16 @@ unit:
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# `make local` and `make demo` work offline with the demo's repository, a folder on this machine:
+# they allow file clone URLs beside https, unless TASUKI_CLONE_SCHEMES says otherwise.
+LOCAL_SCHEMES := TASUKI_CLONE_SCHEMES=$${TASUKI_CLONE_SCHEMES:-https,file}
+
 local: setup
-	$(VENV)/bin/tasuki local
+	$(LOCAL_SCHEMES) $(VENV)/bin/tasuki local
 
 # With `make local` running (in another terminal): a sample repository, a rule, a signed push.
 demo: setup
-	$(VENV)/bin/tasuki demo
+	$(LOCAL_SCHEMES) $(VENV)/bin/tasuki demo
 
 # Benchmarks: Tasuki beside a baseline measured in the same run; ratios, not absolute times.
 bench: setup

@@ -41,7 +41,12 @@ ACCEPTS: dict[str, type[RunMessage]] = {
 def dispatcher(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
-    message = push.receive_message(request, rt.push_verifier("dispatcher"), accepts=ACCEPTS)
+    message = push.receive_message(
+        request,
+        rt.push_verifier("dispatcher"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
+    )
     # 3-4. Hold the run, decide (pure) from its current state, publish, then record: one
     # transaction, so no other writer's update is lost; a crash before the commit redelivers the
     # message, which is decided again.

@@ -16,7 +16,7 @@ import logging
 import functions_framework
 
 from tasuki.shared import logs, webhooks
-from tasuki.shared.answers import answer, answer_unread, translated
+from tasuki.shared.answers import answer, read_body, translated
 from tasuki.shared.runtime import runtime
 
 log = logging.getLogger("tasuki.ingress")
@@ -27,17 +27,15 @@ log = logging.getLogger("tasuki.ingress")
 @translated
 def ingress(request):
     rt = runtime()
-    limit = rt.settings.max_body_bytes
     # 1. A body over the limit is refused without reading (or keeping) the rest of it.
-    body = read_body(request, limit)
-    if body is None:
-        return answer_unread(413, error=f"the body is larger than the limit of {limit} bytes (TASUKI_MAX_BODY_BYTES)")
+    body = read_body(request, rt.settings.max_body_bytes, "TASUKI_MAX_BODY_BYTES")
     # 2. Read the delivery: content type, host, JSON, signature, normalised events.
     delivery = webhooks.read(
         request.headers,
         body,
         registry=rt.registry,
         unknown_repositories=rt.settings.unknown_repositories,
+        max_events=rt.settings.max_events_per_delivery,
     )
     logs.bind(delivery=delivery.delivery_id)  # every line logged from here on names the delivery
     # 3. An event Tasuki does not act on, or a ping, is answered and not published.
@@ -78,15 +76,3 @@ def ingress(request):
         events=len(delivery.events),
         keys=sorted({event.routing_key for event in delivery.events}),
     )
-
-
-def read_body(request, limit: int) -> bytes | None:
-    """The request body, or None when it is over the limit: said so by Content-Length (then
-    nothing is read), or found so after reading `limit + 1` bytes (a chunked body)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks, size = [], 0
-    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks) if size <= limit else None

@@ -31,7 +31,12 @@ ACCEPTS: dict[str, type[RunUpdated | JobUpdated]] = {m.TYPE: m for m in (RunUpda
 def reporter(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the notice.
-    notice = push.receive_message(request, rt.push_verifier("reporter"), accepts=ACCEPTS)
+    notice = push.receive_message(
+        request,
+        rt.push_verifier("reporter"),
+        accepts=ACCEPTS,
+        limit=rt.settings.max_push_bytes,
+    )
     # 3. What to tell the host (pure).
     status = statuses.status_for(notice, rt.settings.web_url)
     if status is None:
@@ -41,7 +46,7 @@ def reporter(request):
         note = f"commit statuses not reported: no {status.host} API credentials for {status.repository} in the repository registry"
         rt.store.add_note(notice.run_id, "reporter", note)
         return answer(200, reported=False, reason=note)
-    # 4. Tell the host.
+    # 4. Tell the host, at its own API only (a commit that is not one, or a URL elsewhere, is noted).
     api_url = rt.settings.api_url(status.host)
     try:
         code = statuses.send(statuses.request_for(status, api_url, credentials), status.host)

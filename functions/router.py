@@ -27,7 +27,12 @@ log = logging.getLogger("tasuki.router")
 def router(request):
     rt = runtime()
     # 1-2. Authenticate the push, read the envelope, decode the event.
-    event = push.receive_message(request, rt.push_verifier("router"), accepts={Event.TYPE: Event})
+    event = push.receive_message(
+        request,
+        rt.push_verifier("router"),
+        accepts={Event.TYPE: Event},
+        limit=rt.settings.max_push_bytes,
+    )
     # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
     rules = recipes.match(rt.store.list_rules(), event)
     # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).

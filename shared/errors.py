@@ -14,12 +14,15 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
     ├── WebhookError             a delivery that cannot be accepted                       own
     ├── AuthError                a push request without a valid bearer token              401
+    ├── BodyTooLarge             a request body over its limit (read no further)          413
     ├── ActionError              what the page or the API was asked cannot be done        own
     │   └── NoSuchLetter         the dead letter to replay is not in the queue            404
     ├── HostUnavailable          a git host's API failed in a way that may pass (5xx,     503
     │                            rate limit, timeout); carries the host's Retry-After
     ├── HostRefused              a git host's API refused a commit status for good        502
-    │                            (bad token, unknown commit)
+    │   │                        (bad token, unknown commit, a redirect elsewhere)
+    │   └── StatusNotSent        Tasuki would not send it: a commit id that is not one,
+    │                            or a URL that leaves the host's configured API
     ├── DeployError              a step of `tasuki deploy` failed (AWS refused it, or the
     │                            dependencies layer could not be installed)
     └── JobError                 a job could not run; `reason` is a short machine-readable word
@@ -103,6 +106,12 @@ class AuthError(TasukiError):
     http_status = 401
 
 
+class BodyTooLarge(TasukiError):
+    """A request's body is over its limit; the rest of it was not read."""
+
+    http_status = 413
+
+
 class ActionError(TasukiError):
     """What the web page or the API was asked cannot be done (no such run, a rule that exists
     already, input that is not valid), with the HTTP status to answer (a 4xx)."""
@@ -137,6 +146,11 @@ class HostRefused(TasukiError):
     cannot help."""
 
     http_status = 502
+
+
+class StatusNotSent(HostRefused):
+    """A commit status Tasuki refuses to send: its commit is not a commit id, or its request would
+    leave the host's configured API (the repository's credential goes nowhere else)."""
 
 
 class DeployError(TasukiError):

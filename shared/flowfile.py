@@ -12,22 +12,42 @@ inline shell is refused. `needs` makes a DAG; `when` filters by event, branch, t
 
 `parse()` validates a file and raises `FlowFileError` naming the file, the line and the job.
 `select()` is the pure planning step: which jobs a given event runs and which it skips.
+
+A flow file comes from whoever can push or open a pull request, so reading one is bounded: at
+most `MAX_BYTES`, `MAX_ALIASES` aliases (`*name`), `MAX_DEPTH` levels of nesting, `MAX_VALUES`
+values and `MAX_TEXT` bytes of text once its aliases are expanded (a few hundred bytes of
+aliases cannot make a plan of megabytes), and `MAX_SECONDS` of reading; each refusal names the
+file and the line. A job's `timeout` may be capped by the operator (`parse(max_timeout=...)`).
+Nothing but `FlowFileError` comes out of `parse()`, whatever the text.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import msgpack
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.errors import FlowFileError
+from tasuki.shared.text import clip
 
 FLOW_FILE = ".tasuki.yml"
+
+# Bounds on reading a flow file (see the module's docstring).
+MAX_BYTES = 256 * 1024
+MAX_ALIASES = 100
+MAX_DEPTH = 32
+MAX_VALUES = 20_000
+MAX_TEXT = 1024 * 1024
+MAX_SECONDS = 2.0
+# At most this many problems are listed when a file has many.
+MAX_PROBLEMS = 20
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _EXECUTABLE = re.compile(r"^[A-Za-z0-9_.@+-][A-Za-z0-9_.@+/-]*$")
@@ -54,6 +74,15 @@ def parse_duration(value: Any) -> int:
     if seconds <= 0:
         raise ValueError(f"a timeout must be positive, found {value!r}")
     return seconds
+
+
+def duration(seconds: float) -> str:
+    """`90` -> `1m30s`, `3600` -> `1h`, `0.4` -> `0.4s`."""
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
+    seconds = int(seconds)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"
 
 
 def check_executable(path: str) -> str:
@@ -143,6 +172,18 @@ class Job(BaseModel):
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         return check_image(value)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_travel(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Settings travel in messages (msgpack): plain values only."""
+        try:
+            msgpack.packb(to_jsonable_python(value), use_bin_type=True)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"settings are text, numbers that fit in 64 bits, true or false, lists and maps ({clip(str(exc), 80)})"
+            ) from None
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -292,11 +333,29 @@ def find_cycle(needs: dict[str, list[str]]) -> list[str]:
 # --- parsing with line numbers ----------------------------------------------------------------
 
 
-def parse(text: str | bytes, path: str = FLOW_FILE) -> Flow:
-    """Validate a flow file; every error names the file, the line and (where there is one) the job."""
+def parse(text: str | bytes, path: str = FLOW_FILE, *, max_timeout: int | None = None) -> Flow:
+    """Validate a flow file; every error names the file, the line and (where there is one) the
+    job. A job's timeout over `max_timeout` seconds is an error too. Only `FlowFileError` comes
+    out, whatever the text: anything unexpected is reported as the file being unreadable."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return _parse(text, path, max_timeout)
+    except FlowFileError:
+        raise
+    except Exception as exc:  # a bound this module missed: still the flow file's fault, said so
+        raise FlowFileError(f"{path}:1: cannot be read: {type(exc).__name__}: {clip(str(exc), 300)}") from None
+
+
+def _parse(text: str | bytes, path: str, max_timeout: int | None) -> Flow:
+    size = len(text.encode("utf-8", "replace") if isinstance(text, str) else text)
+    if size > MAX_BYTES:
+        raise FlowFileError(f"{path}:1: {size} bytes; a flow file has at most {MAX_BYTES}")
+    loader = _BoundedLoader(text, path)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _check_expansion(root, path)
+            _refuse_duplicate_keys(root, path)
+        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         # The parser notices a problem where it stops (problem_mark), often a line after the
         # mistake; the construct it was reading (context_mark) tells whose entry is broken.
@@ -309,17 +368,99 @@ def parse(text: str | bytes, path: str = FLOW_FILE) -> Flow:
         raise FlowFileError(f"{where}: not valid YAML: {exc.problem or exc}{context}") from None
     except yaml.YAMLError as exc:
         raise FlowFileError(f"{path}:1: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise FlowFileError(f"{path}:1: expected a mapping with a 'jobs' key, found {found}")
-    _refuse_duplicate_keys(root, path)
     if "jobs" not in data:
         raise FlowFileError(f"{path}:1: no 'jobs' key: a flow file is 'jobs:' and one entry per job")
     try:
-        return Flow.model_validate(data)
+        flow = Flow.model_validate(data)
     except ValidationError as exc:
-        problems = sorted({_problem(error, root, path) for error in exc.errors()})
-        raise FlowFileError("\n".join(message for _, message in problems)) from None
+        problems = sorted({_problem(error, root, path) for error in exc.errors()[:1000]})
+        listed = [message for _, message in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            listed.append(f"{path}: and {len(problems) - MAX_PROBLEMS} more problems")
+        raise FlowFileError("\n".join(listed)) from None
+    if max_timeout is not None:
+        for name, spec in flow.jobs.items():
+            if spec.timeout is not None and spec.timeout > max_timeout:
+                line = _line_of(root, ["jobs", name, "timeout"]) or 1
+                raise FlowFileError(
+                    f"{path}:{line}: job {name!r}: timeout: {duration(spec.timeout)} is longer than this Tasuki "
+                    f"allows ({duration(max_timeout)}, TASUKI_JOB_TIMEOUT_MAX)"
+                )
+    return flow
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stopping at `MAX_ALIASES` aliases, `MAX_DEPTH` levels of nesting
+    and `MAX_SECONDS` of composing (the composer is recursive: depth must be bounded there)."""
+
+    def __init__(self, text: str | bytes, path: str) -> None:
+        super().__init__(text)
+        self.path = path
+        self.aliases = 0
+        self.depth = 0
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if time.monotonic() > self.deadline:
+            raise FlowFileError(f"{self.path}:{line}: took longer than {MAX_SECONDS:g}s to read; make it simpler")
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise FlowFileError(f"{self.path}:{line}: more than {MAX_ALIASES} aliases (*name) in one flow file")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise FlowFileError(f"{self.path}:{line}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_expansion(root: yaml.Node, path: str) -> None:
+    """Refuse a document that, its aliases expanded, nests deeper than `MAX_DEPTH` or holds more
+    than `MAX_VALUES` values or `MAX_TEXT` bytes of text, or whose alias refers to the value that
+    holds it. Each distinct node is weighed once (its weight remembered), so this is quick."""
+    weights: dict[int, tuple[int, int, int]] = {}  # node -> (values, text, depth) of its expansion
+    open_nodes: set[int] = set()
+
+    def refuse(node: yaml.Node, what: str) -> FlowFileError:
+        return FlowFileError(f"{path}:{node.start_mark.line + 1}: {what}")
+
+    def weigh(node: yaml.Node, level: int) -> tuple[int, int, int]:
+        known = weights.get(id(node))
+        if known is None:
+            if id(node) in open_nodes:
+                raise refuse(node, "an alias refers to the value that holds it")
+            if level > MAX_DEPTH:
+                raise refuse(node, f"nested deeper than {MAX_DEPTH} levels (its aliases expanded)")
+            open_nodes.add(id(node))
+            values, text, depth = 1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0, 1
+            if isinstance(node, yaml.SequenceNode):
+                children: list[yaml.Node] = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                children = []
+            for child in children:
+                more_values, more_text, child_depth = weigh(child, level + 1)
+                values, text, depth = values + more_values, text + more_text, max(depth, child_depth + 1)
+                if values > MAX_VALUES or text > MAX_TEXT:
+                    what = f"{MAX_VALUES} values" if values > MAX_VALUES else f"{MAX_TEXT} bytes of text"
+                    raise refuse(node, f"its aliases expand to more than {what}; repeat less")
+            open_nodes.discard(id(node))
+            known = weights[id(node)] = (values, text, depth)
+        if level + known[2] - 1 > MAX_DEPTH:
+            raise refuse(node, f"nested deeper than {MAX_DEPTH} levels (its aliases expanded)")
+        return known
+
+    weigh(root, 1)
 
 
 def _problem(error: Any, root: yaml.Node | None, path: str) -> tuple[int, str]:
@@ -358,8 +499,15 @@ def _message(error: Any, loc: list[Any]) -> str:
     return message
 
 
-def _refuse_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple[Any, ...] = ()) -> None:
-    """YAML keeps the last of two equal keys silently; a job defined twice is a mistake to report."""
+def _refuse_duplicate_keys(
+    node: yaml.Node | None, path: str, loc: tuple[Any, ...] = (), seen_nodes: set[int] | None = None
+) -> None:
+    """YAML keeps the last of two equal keys silently; a job defined twice is a mistake to report.
+    A node an alias repeats is looked at once."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
@@ -369,10 +517,10 @@ def _refuse_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple[Any, ..
                 what = "this job is defined twice" if len(where) == 2 and job else f"{key.value!r} appears twice"
                 raise FlowFileError(f"{path}:{key.start_mark.line + 1}:{job} {what}")
             seen.add(key.value)
-            _refuse_duplicate_keys(value, path, (*loc, key.value))
+            _refuse_duplicate_keys(value, path, (*loc, key.value), seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, path, (*loc, index))
+            _refuse_duplicate_keys(item, path, (*loc, index), seen_nodes)
 
 
 def _job_near(text: str | bytes, line: int) -> str:

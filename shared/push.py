@@ -4,8 +4,10 @@
                  "publishTime": "2026-01-01T00:00:00.000Z", "publish_time": "...", "orderingKey": "..."},
      "subscription": "projects/<project>/subscriptions/<name>", "deliveryAttempt": 1}
 
-`envelope()` builds one (the bridge), `parse()` reads one (every pushed-to handler) and raises
-`DecodeError` on anything that is not a push request.
+`envelope()` builds one (the bridge), `parse()` reads one and raises `DecodeError` on anything
+that is not a push request. `receive_message()` is what every pushed-to handler does first: the
+bearer token is checked before a byte of the body is read (`AuthError`, 401), and the body is
+read no further than its limit (`BodyTooLarge`, 413).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from tasuki.shared import codec, logs, tokens
+from tasuki.shared.answers import read_body
 from tasuki.shared.errors import DecodeError
+from tasuki.shared.settings import MIN_PUSH_BYTES
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -112,19 +116,15 @@ def parse(body: bytes | str | dict[str, Any]) -> PushedMessage:
     )
 
 
-def receive(body: bytes, authorization: str | None, verifier: tokens.Verifier) -> PushedMessage:
-    """What a pushed-to handler does first: check the bearer token, then read the envelope.
-
-    Raises `AuthError` (answer 401) or `DecodeError` (answer 400)."""
-    verifier.verify(authorization)
-    return parse(body)
-
-
-def receive_message(request: Any, verifier: tokens.Verifier, *, accepts: Mapping[str, type[M]]) -> M:
-    """A pushed-to handler's first steps: check the token, read the envelope, decode the message
-    by its `type` attribute. `accepts` maps the types the handler takes to their models. The
-    message's delivery, run and job go into the request's log context (handlers are `logs.scoped`)."""
-    pushed = receive(request.get_data(), request.headers.get("Authorization"), verifier)
+def receive_message(
+    request: Any, verifier: tokens.Verifier, *, accepts: Mapping[str, type[M]], limit: int = MIN_PUSH_BYTES
+) -> M:
+    """A pushed-to handler's first steps: check the token (the bridge's, or Google's where
+    configured: `tokens.Verifier`) before a byte of the body is read, read the body (at most
+    `limit` bytes: `Settings.max_push_bytes`), read the envelope, decode the message by its `type`
+    attribute. `accepts` maps the types the handler takes to their models."""
+    verifier.verify(request.headers.get("Authorization"))
+    pushed = parse(read_body(request, limit, "pushes are read up to 4 × TASUKI_MAX_BODY_BYTES, at least 8 MiB"))
     logs.bind(**logs.fields(pushed.attributes))  # the rest of the request's log lines carry run, job, delivery
     model = accepts.get(pushed.type)
     if model is None:

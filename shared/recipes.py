@@ -2,7 +2,8 @@
 
     if push to acme/api on main then run .tasuki.yml
 
-A rule matches an `Event` by host, kind (push, tag, pull_request), repository, and a glob on
+A rule matches an `Event` by host, kind (push, tag, pull_request), repository (a glob, compared
+normalised as the registry compares names: `ACME/Api` is `acme/api`), and a glob on
 the branch, the tag or the pull request's target branch. `match()` is pure; the router calls
 it and publishes one `run.requested` per matching rule. Two options shape the runs a rule makes:
 `cancel_previous` (a newer push cancels the older unfinished run of the same branch) and
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tasuki.shared.errors import ConfigError, first_problem
 from tasuki.shared.messages import Event
+from tasuki.shared.registry import normalise
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
 # A pull request in one of these states triggers nothing.
@@ -86,7 +88,9 @@ class Rule(BaseModel):
     def matches(self, event: Event) -> bool:
         if not self.enabled or event.kind != self.event:
             return False
-        if not _glob(event.host, self.host) or not _glob(event.repository.full_name, self.repository):
+        if not _glob(event.host, self.host) or not _glob(
+            normalise(event.repository.full_name), normalise(self.repository)
+        ):
             return False
         if event.kind == "pull_request":
             pr = event.pull_request

@@ -1,25 +1,54 @@
 """The repository registry: which repositories Tasuki knows, where to clone them, their secrets.
 
-Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`:
+Read from the YAML file named by `TASUKI_REPOSITORIES_FILE`, and from the repositories
+registered on the web page or through the API (kept in the store):
 
     repositories:
       acme/api:
-        clone_url: https://bitbucket.org/acme/api.git   # or a local path to a bare repository
+        clone_url: https://bitbucket.org/acme/api.git   # a scheme in TASUKI_CLONE_SCHEMES
         secret: s3cret                                  # webhook secret (HMAC / token)
         token: …                                        # API token, for commit statuses
 
-A repository that is not listed is cloned from the URL its webhook names.
+Names are compared normalised (`normalise`: no surrounding spaces or slashes, any case), as the
+hosts treat them, so that `ACME/api`, `acme/api ` and `acme/api/` are all `acme/api` and meet its
+secret; two registered names that normalise alike are refused. The clone URL of a checkout always
+comes from here (`Repositories.checkout_url`), never from a webhook's payload: a repository that
+is not registered is never cloned.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasuki.shared.errors import ConfigError, first_problem
+from tasuki.shared import cloneurls
+from tasuki.shared.errors import ActionError, CheckoutFailed, ConfigError, first_problem
+from tasuki.shared.text import clip
+
+# A repository's full name: segments of letters, digits, '_', '.', '-' (not "." or ".."), as
+# Bitbucket (workspace/slug), GitHub (owner/name) and GitLab (group/sub/project) spell them; at
+# most 200 characters (the name is a key in the store, and PostgreSQL cannot index long keys).
+FULL_NAME = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+
+
+def normalise(full_name: str) -> str:
+    """The name every lookup compares: no surrounding spaces or slashes, case folded."""
+    return full_name.strip().strip("/").strip().casefold()
+
+
+def name_problem(full_name: str) -> str | None:
+    """Why `full_name` cannot be registered; None when it can."""
+    if not FULL_NAME.match(full_name) or any(part in (".", "..") for part in full_name.split("/")):
+        return (
+            f"a repository is named like workspace/repository (letters, digits, '_', '.', '-'; at most 200 "
+            f"characters), found {clip(full_name, 80)!r}"
+        )
+    return None
 
 
 class RepositoryConfig(BaseModel):
@@ -35,43 +64,73 @@ class RepositoryConfig(BaseModel):
 
 
 class Registry(BaseModel):
+    """The registry file."""
+
     model_config = ConfigDict(frozen=True)
 
     repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
 
-    def get(self, full_name: str) -> RepositoryConfig | None:
-        return self.repositories.get(full_name)
+    @field_validator("repositories")
+    @classmethod
+    def _names(cls, repositories: dict[str, RepositoryConfig]) -> dict[str, RepositoryConfig]:
+        seen: dict[str, str] = {}
+        for name in repositories:
+            wrong = name_problem(name)
+            if wrong:
+                raise ValueError(wrong)
+            other = seen.setdefault(normalise(name), name)
+            if other != name:
+                raise ValueError(f"{name} and {other} are the same repository (names compare without case)")
+        return repositories
 
-    def clone_url(self, full_name: str, fallback: str = "") -> str:
-        known = self.repositories.get(full_name)
-        return (known.clone_url if known else "") or fallback
-
-    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """The registered repository cloned from this URL, whose token (or username and app
-        password) executors also clone with; None for a repository not registered."""
-        for config in self.repositories.values():
-            if config.clone_url and config.clone_url == clone_url:
-                return config
-        return None
+    def find(self, full_name: str) -> tuple[str, RepositoryConfig] | None:
+        """The registered name and entry of a repository, its name compared normalised."""
+        return find_in(self.repositories.items(), full_name)
 
 
 class Repositories:
     """The registry file and the repositories registered at run time (kept in the store), as one.
-    A repository registered at run time wins over the file's entry of the same name."""
+    A repository registered at run time wins over the file's entry of the same name. Clone URLs
+    must use one of `schemes` (TASUKI_CLONE_SCHEMES)."""
 
-    def __init__(self, file: Registry, store: Any) -> None:
+    def __init__(
+        self,
+        file: Registry,
+        store: Any = None,
+        schemes: Collection[str] = (cloneurls.DEFAULT,),
+    ) -> None:
         self.file = file
         self.store = store
+        self.schemes = tuple(schemes)
+
+    def find(self, full_name: str) -> tuple[str, RepositoryConfig] | None:
+        """The registered name and entry of a repository, its name compared normalised."""
+        stored = self.store.list_repositories().items() if self.store is not None else ()
+        return find_in([*self.file.repositories.items(), *stored], full_name)
 
     def get(self, full_name: str) -> RepositoryConfig | None:
-        return self.store.get_repository(full_name) or self.file.get(full_name)
+        found = self.find(full_name)
+        return found[1] if found else None
 
-    def clone_url(self, full_name: str, fallback: str = "") -> str:
-        known = self.get(full_name)
-        return (known.clone_url if known else "") or fallback
+    def checkout_url(self, full_name: str) -> str:
+        """Where a checkout of the repository clones from: its registered clone URL (never one a
+        payload names), if its scheme is allowed. `CheckoutFailed` says what to do otherwise."""
+        found = self.find(full_name)
+        if found is None or not found[1].clone_url:
+            what = "is not registered" if found is None else "is registered without a clone URL"
+            raise CheckoutFailed(
+                f"{full_name} {what}: Tasuki clones only from the repository registry; register it with its "
+                f"clone URL (the page's Repositories, the API, or TASUKI_REPOSITORIES_FILE)"
+            )
+        name, config = found
+        wrong = cloneurls.problem(config.clone_url, self.schemes)
+        if wrong:
+            raise CheckoutFailed(f"{name}: not cloned: {wrong}")
+        return config.clone_url
 
     def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """As `Registry.credentials_for`, over both places."""
+        """The registered repository cloned from this URL, whose token (or username and app
+        password) executors also clone with; None for a repository not registered."""
         for config, _ in self.all().values():
             if config.clone_url and config.clone_url == clone_url:
                 return config
@@ -80,11 +139,43 @@ class Repositories:
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""
         out = {name: (config, "file") for name, config in self.file.repositories.items()}
-        out.update({name: (config, "store") for name, config in self.store.list_repositories().items()})
+        if self.store is not None:
+            out.update({name: (config, "store") for name, config in self.store.list_repositories().items()})
         return dict(sorted(out.items()))
 
+    def registrable(self, full_name: str, config: RepositoryConfig) -> str:
+        """The name to register a repository under (spaces and slashes around it dropped), or
+        `ActionError` saying why it cannot be: 400 for a name that is not one or a clone URL whose
+        scheme is not allowed, 409 for a repository registered already (under any spelling)."""
+        name = full_name.strip().strip("/").strip()
+        wrong = name_problem(name)
+        if wrong:
+            raise ActionError(400, wrong)
+        if config.clone_url:
+            wrong = cloneurls.problem(config.clone_url, self.schemes)
+            if wrong:
+                raise ActionError(400, f"clone URL: {wrong}")
+        found = self.find(name)
+        if found is not None:
+            where = " in the registry file (TASUKI_REPOSITORIES_FILE)" if found[0] in self.file.repositories else ""
+            raise ActionError(409, f"{found[0]} is registered already{where}; remove it first to register it again")
+        return name
 
-def load_registry(path: Path | None) -> Registry:
+
+def find_in(entries: Iterable[tuple[str, RepositoryConfig]], full_name: str) -> tuple[str, RepositoryConfig] | None:
+    """The entry whose name normalises as `full_name` does (the last of several: the store's
+    entries come after the file's and win)."""
+    key = normalise(full_name)
+    found = None
+    for name, config in entries:
+        if normalise(name) == key:
+            found = (name, config)
+    return found
+
+
+def load_registry(path: Path | None, schemes: Collection[str] = (cloneurls.DEFAULT,)) -> Registry:
+    """The registry file, each clone URL checked against `schemes`; `ConfigError` naming the
+    file and the repository when something in it is wrong."""
     if path is None:
         return Registry()
     try:
@@ -94,7 +185,12 @@ def load_registry(path: Path | None) -> Registry:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"TASUKI_REPOSITORIES_FILE: cannot read {path}: {exc}") from None
     try:
-        return Registry.model_validate(data)
+        registry = Registry.model_validate(data)
     except ValidationError as exc:
         where, problem = first_problem(exc)
         raise ConfigError(f"{path}: {where}: {problem}") from None
+    for name, config in registry.repositories.items():
+        wrong = config.clone_url and cloneurls.problem(config.clone_url, schemes)
+        if wrong:
+            raise ConfigError(f"{path}: repositories.{name}.clone_url: {wrong}")
+    return registry

@@ -39,7 +39,8 @@ class Runtime:
 
     @cached_property
     def registry(self) -> Repositories:
-        return Repositories(load_registry(self.settings.repositories_file), self.store)
+        schemes = self.settings.allowed_clone_schemes
+        return Repositories(load_registry(self.settings.repositories_file, schemes), self.store, schemes)
 
     @cached_property
     def signing_key(self) -> str:

@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasuki.shared import cloneurls
 from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+# The smallest body limit of a push request (`Settings.max_push_bytes`).
+MIN_PUSH_BYTES = 8 * 1024 * 1024
 # Where each function listens when Tasuki runs on one machine (`make local`).
 DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083}
 
@@ -76,6 +79,14 @@ class Settings(BaseModel):
     # Token or password for the web page and the API. Required unless host is 127.0.0.1,
     # localhost or ::1.
     web_token: str = Field("", repr=False)
+    # More names the web page answers to (comma-separated), beside TASUKI_HOST, the host of
+    # TASUKI_PUBLIC_URL and localhost; any other Host header is refused (DNS rebinding).
+    allowed_hosts: str = ""
+    # Believe X-Forwarded-Proto from the proxy in front of the web page (sessions are then
+    # Secure cookies when the proxy says https). Only behind a proxy that sets it.
+    trust_proxy: bool = False
+    # How long a web session lasts before signing in again.
+    session_hours: int = Field(12, ge=1, le=24 * 30)
 
     # The git hosts' APIs, for commit statuses, where they are not the host's public API (its
     # `api_url` in shared/hosts/): Bitbucket Data Center, GitHub Enterprise, self-hosted GitLab.
@@ -89,7 +100,13 @@ class Settings(BaseModel):
 
     # Ingress
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    unknown_repositories: Literal["accept", "reject"] = "accept"
+    # Deliveries of repositories not in the registry: refused with 404, unless "accept" (then
+    # routed, but never built: clone URLs come from the registry only).
+    unknown_repositories: Literal["accept", "reject"] = "reject"
+    # At most this many events (pushed refs) from one delivery; a delivery with more is refused.
+    max_events_per_delivery: int = Field(100, ge=1, le=100_000)
+    # The clone URL schemes a repository may be registered with and cloned from (shared/cloneurls.py).
+    clone_schemes: str = cloneurls.DEFAULT
 
     # Executor
     executor_concurrency: int = Field(2, ge=1, le=64)
@@ -104,6 +121,11 @@ class Settings(BaseModel):
     job_cpus: float = Field(1.0, gt=0)
     job_pids: int = Field(512, ge=16)
     job_timeout: int = Field(3600, ge=1, description="seconds, when the flow file sets none")
+    # The longest `timeout` a flow file may ask for; a longer one makes the run an error.
+    job_timeout_max: int = Field(6 * 3600, ge=1)
+    # The user job containers run as (`uid`, `uid:gid` or a name the image knows). Empty: the
+    # image's own user (often root: builds install packages).
+    job_user: str = Field("", pattern=r"^[A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$")
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
     # Values masked in every job log, comma-separated.
     secrets: str = ""
@@ -114,6 +136,19 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Threads serving the functions when they share one process (`tasuki local`, `tasuki functions`).
     server_threads: int = Field(16, ge=1, le=256)
+
+    @field_validator("clone_schemes")
+    @classmethod
+    def _schemes(cls, value: str) -> str:
+        return ",".join(cloneurls.parse_schemes(value))
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> Settings:
+        if self.job_timeout > self.job_timeout_max:
+            raise ValueError(
+                f"TASUKI_JOB_TIMEOUT ({self.job_timeout}) is more than TASUKI_JOB_TIMEOUT_MAX ({self.job_timeout_max})"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -152,7 +187,9 @@ class Settings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             where, problem = first_problem(exc)
-            field = where.split(".")[0] or "?"
+            if not where:  # a rule across settings: the message names them
+                raise ConfigError(problem) from None
+            field = where.split(".")[0]
             found = values.get(field, "<unset>")
             raise ConfigError(f"{PREFIX}{field.upper()}: {problem}; found {found!r}") from None
 
@@ -202,6 +239,16 @@ class Settings(BaseModel):
     @property
     def workspace_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def allowed_clone_schemes(self) -> tuple[str, ...]:
+        return cloneurls.parse_schemes(self.clone_schemes)
+
+    @property
+    def max_push_bytes(self) -> int:
+        """The largest push request a pushed-to function reads: an event carries its webhook's
+        JSON (at most TASUKI_MAX_BODY_BYTES) about twice over, base64 adds a third."""
+        return max(MIN_PUSH_BYTES, 4 * self.max_body_bytes)
 
     def secret_values(self) -> list[str]:
         return [s for s in (part.strip() for part in self.secrets.split(",")) if s]

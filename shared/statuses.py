@@ -12,20 +12,25 @@ means (`GitHost.status_outcome`):
     refused  any other 4xx (bad token, unknown commit, invalid field) -> `HostRefused`, with the
              host's own message: the reporter acks and notes it on the run (retrying cannot help)
 
-Credentials come from the repository registry and never appear in messages or logs.
+Credentials come from the repository registry and never appear in messages or logs, and go to
+the host's own API only: `request_for()` refuses (`StatusNotSent`) a commit that is not 7 to 64
+hexadecimal characters and a request whose URL leaves the API's origin or path, and `send()`
+never follows a redirect (the host's answer 3xx is a refusal, noted on the run).
 """
 
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
-from tasuki.shared.errors import HostRefused, HostUnavailable
+from tasuki.shared.errors import HostRefused, HostUnavailable, StatusNotSent
 from tasuki.shared.hosts import HOSTS, CommitStatus, StatusAnswer, StatusRequest
-from tasuki.shared.hosts.common import said
+from tasuki.shared.hosts.common import is_commit_id, said
 from tasuki.shared.messages import JobUpdated, RunUpdated
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.text import clip
 
 TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
 CONTEXT = "tasuki"
@@ -75,22 +80,42 @@ def status_for(notice: RunUpdated | JobUpdated, web_url: str) -> CommitStatus | 
         name=name,
         state=notice.status,
         url=f"{web_url.rstrip('/')}/runs/{notice.run_id}" + (f"#job-{job}" if job else ""),
-        description=_clip(f"{'Job ' + job if job else 'Run'} {detail}", 140),
+        description=clip(f"{'Job ' + job if job else 'Run'} {detail}", 140),
         refname=ref,
     )
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- the host's request and answer -----------------------------------------------------------------
 
 
 def request_for(status: CommitStatus, api_url: str, credentials: RepositoryConfig | None) -> StatusRequest:
-    """The host's request for `status`, to its API at `api_url` (or its public API when "")."""
+    """The host's request for `status`, to its API at `api_url` (or its public API when ""):
+    `StatusNotSent` for a commit id that is not one, or a request that would leave that API."""
+    if not is_commit_id(status.commit):
+        raise StatusNotSent(
+            f"commit status not sent: the commit id {clip(status.commit, 80)!r} is not 7 to 64 hexadecimal characters"
+        )
     host = HOSTS[status.host]
-    return host.status_request(status, (api_url or host.api_url).rstrip("/"), credentials or RepositoryConfig())
+    base = (api_url or host.api_url).rstrip("/")
+    request = host.status_request(status, base, credentials or RepositoryConfig())
+    if not within(request.url, base):
+        raise StatusNotSent(
+            f"commit status not sent: {request.url.split('?')[0][:200]} is not under {base}, where "
+            f"{status.repository}'s credential may go"
+        )
+    return request
+
+
+def within(url: str, base: str) -> bool:
+    """True when `url` has the origin of `base` and a path under it, with no `.` or `..` segment
+    that a server could resolve to somewhere else."""
+    target, root = urlsplit(url), urlsplit(base)
+    if (target.scheme.lower(), target.netloc.lower()) != (root.scheme.lower(), root.netloc.lower()):
+        return False
+    segments = unquote(target.path).split("/")
+    if any(part in (".", "..") for part in segments) or "\\" in unquote(target.path):
+        return False
+    return target.path.startswith(root.path.rstrip("/") + "/")
 
 
 def send(request: StatusRequest, host: str, session: requests.Session | None = None) -> int:
@@ -100,13 +125,25 @@ def send(request: StatusRequest, host: str, session: requests.Session | None = N
     where = request.url.split("?")[0]
     try:
         response = http.request(
-            request.method, request.url, headers=request.headers, json=request.json, timeout=TIMEOUT
+            request.method,
+            request.url,
+            headers=request.headers,
+            json=request.json,
+            timeout=TIMEOUT,
+            allow_redirects=False,  # the credential goes to the host's API, nowhere it points to
         )
     except requests.Timeout:
         raise HostUnavailable(f"{where} did not answer within {TIMEOUT}s") from None
     except requests.RequestException as exc:
         raise HostUnavailable(f"cannot reach {where}: {type(exc).__name__}") from None
     answer = StatusAnswer(response.status_code, response.headers, response.text)
+    if 300 <= answer.code < 400:
+        elsewhere = urlsplit(urljoin(request.url, answer.headers.get("Location", "")))
+        raise HostRefused(
+            f"{where} answered {answer.code}, a redirect to {elsewhere.scheme}://{elsewhere.netloc}{elsewhere.path[:100]}: "
+            f"not followed (the repository's credential goes to the host's API only; set TASUKI_<HOST>_API_URL "
+            f"to where the API is)"
+        )
     outcome = HOSTS[host].status_outcome(answer)
     if outcome == "done":
         return answer.code

@@ -6,14 +6,19 @@
     415  the content type is not application/json
     400  no event header of a host Tasuki knows (`shared/hosts/`: X-Event-Key, X-GitHub-Event, ...)
     400  the body is not a JSON object, or nests deeper than `MAX_DEPTH`
-    404  the repository is not registered, and unknown repositories are refused
+    404  the repository is not registered, and unknown repositories are refused (the default)
     401  the repository has a secret and the delivery is not signed with it (or lacks the token)
     400  the delivery id header is not an id
     400  the payload is not shaped as its event requires, or cannot be carried in a message
+    413  the delivery makes more events (pushed refs) than `max_events`
 
 and returns a `Delivery`: its normalised events (one per pushed ref), or why it is answered
 without publishing (an event Tasuki does not act on, GitHub's ping). The ingress function only
 adds the body limit, deduplication and publishing around it.
+
+The repository is looked up by its normalised name (`registry.normalise`), so no spelling of a
+registered name escapes its secret, and the events name it as it is registered. An event never
+carries a clone URL from the payload: checkouts clone from the registry only.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from tasuki.shared import codec, hosts
 from tasuki.shared.errors import WebhookError
 from tasuki.shared.hosts import Unpublished
 from tasuki.shared.messages import Event
-from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.registry import RepositoryConfig, normalise
 
 # Webhook payloads nest a handful of levels; anything deeper is refused before it can reach
 # a message (msgpack and pydantic stop at a few hundred levels, and events nest in other messages).
@@ -71,7 +76,8 @@ def read(
     body: bytes,
     *,
     registry: Known,
-    unknown_repositories: Literal["accept", "reject"] = "accept",
+    unknown_repositories: Literal["accept", "reject"] = "reject",
+    max_events: int = 100,
 ) -> Delivery:
     headers = Headers(headers)
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -89,16 +95,17 @@ def read(
     payload = parse_json(body)
 
     name = host.repository_name(payload)
+    found = registry.find(name) if name is not None else None
     if name is not None:
-        known = registered(registry, name)
-        if known is None and unknown_repositories == "reject":
+        if found is None and unknown_repositories == "reject":
             raise WebhookError(
                 404,
-                f"repository {name} is not registered with this Tasuki: add it to the repository "
-                f"registry (TASUKI_REPOSITORIES_FILE)",
+                f"repository {name} is not registered with this Tasuki: register it with its clone URL "
+                f"and this webhook's secret (the web page's Repositories, POST /api/repositories, or "
+                f"TASUKI_REPOSITORIES_FILE), then deliver again",
             )
-        if known is not None and known.secret:
-            host.verify(headers, body, known.secret)
+        if found is not None and found[1].secret:
+            host.verify(headers, body, found[1].secret)
     delivery_id = host.delivery_id(headers, body)
     if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
         raise WebhookError(
@@ -117,13 +124,28 @@ def read(
     if isinstance(result, Unpublished):
         delivery.unpublished = result
         return delivery
+    if len(result) > max_events:
+        raise WebhookError(
+            413,
+            f"the delivery changes {len(result)} refs; this Tasuki takes at most {max_events} from one "
+            f"delivery (TASUKI_MAX_EVENTS_PER_DELIVERY): push fewer refs at once",
+        )
+    events = []
     for event in result:
         # The secret that was checked must be the one of the repository the events name.
-        if event.repository.full_name != name:
+        if name is None or normalise(event.repository.full_name) != normalise(name):
             raise WebhookError(400, f"the {host.name} {event_name} delivery names no repository")
+        event = as_registered(event, found[0] if found else event.repository.full_name)
         delivery.bodies.append(encoded(event))
-    delivery.events = result
+        events.append(event)
+    delivery.events = events
     return delivery
+
+
+def as_registered(event: Event, full_name: str) -> Event:
+    """The event naming its repository as registered, without the payload's clone URL."""
+    repository = event.repository.model_copy(update={"full_name": full_name, "clone_url": ""})
+    return event.model_copy(update={"repository": repository})
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -155,25 +177,10 @@ def depth(value: Any) -> int:
 
 
 class Known(Protocol):
-    """What `read` needs of the repository registry: an entry by name, and every name (as
-    `Registry.repositories`, or `all()` where repositories are registered in several places)."""
+    """What `read` needs of the repository registry (`registry.Repositories`): a repository's
+    registered name and entry, found by its normalised name."""
 
-    def get(self, full_name: str) -> RepositoryConfig | None: ...
-
-
-def registered(registry: Known, name: str) -> RepositoryConfig | None:
-    """The registry's entry for a repository; names compare without case, as the hosts treat
-    them, so that `ACME/api` cannot slip past the secret of `acme/api`."""
-    known = registry.get(name)
-    if known is not None:
-        return known
-    every = getattr(registry, "all", None)
-    names = every() if callable(every) else getattr(registry, "repositories", {})
-    folded = name.casefold()
-    for full_name in names:
-        if full_name.casefold() == folded:
-            return registry.get(full_name)
-    return None
+    def find(self, full_name: str) -> tuple[str, RepositoryConfig] | None: ...
 
 
 def encoded(event: Event) -> bytes:

@@ -69,3 +69,21 @@ def headers(host: str, event: str, body: bytes, *, secret: str = "", delivery: s
 
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()
+
+
+def many_refs(count: int, repository: str = "") -> bytes:
+    """A Bitbucket push of `count` new branches (the captured push's repository, or `repository`,
+    and its actor), each change as small as Bitbucket makes one."""
+    payload = fixture("bitbucket", "first-push.json")
+    if repository:
+        payload["repository"]["full_name"] = repository
+    payload["push"]["changes"] = [
+        {
+            "new": {"type": "branch", "name": f"b{n}", "target": {"type": "commit", "hash": f"{n:040x}"}},
+            "old": None,
+            "created": True,
+            "commits": [],
+        }
+        for n in range(count)
+    ]
+    return json.dumps(payload).encode()

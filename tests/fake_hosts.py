@@ -56,6 +56,7 @@ class FakeHosts:
         self.app_password = ("ci-bot", "app-pass")  # Bitbucket username + app password
         self.accepted: list[Accepted] = []
         self.refused: list[tuple[str, int, dict]] = []
+        self.paths: list[str] = []  # every request's path, whatever it was answered
         self._failures: deque[Failure] = deque()
         self._gitlab_state: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -107,6 +108,7 @@ class FakeHosts:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                fake.paths.append(self.path)
                 if fake._failures:
                     failure = fake._failures.popleft()
                     self._answer(failure.status, failure.body, failure.headers)

@@ -39,6 +39,8 @@ class LocalTasuki:
         for name in NAMES:
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
         self.env.setdefault("TASUKI_EXECUTOR_ID", f"test-{uuid.uuid4().hex[:8]}")
+        # The test repositories are folders on this machine (the harness allows file for itself).
+        self.env.setdefault("TASUKI_CLONE_SCHEMES", "https,file")
         self.env.update(env)
         self.settings = Settings.from_env(self.env)
         self.ready_timeout = ready_timeout
@@ -139,6 +141,21 @@ class LocalTasuki:
 
     def log_of(self, run_id: str, job: str) -> str:
         return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
+
+
+def configured(tmp: Path, amqp_url: str, repositories: dict[str, dict], rules: str, **settings: str) -> LocalTasuki:
+    """A `LocalTasuki` with this registry and these rules (written as files in `tmp`), its data in
+    `tmp/data`, and these more settings (`bitbucket_api_url="..."` is TASUKI_BITBUCKET_API_URL)."""
+    (tmp / "repos.yml").write_text(json.dumps({"repositories": repositories}))
+    (tmp / "rules.yml").write_text(rules)
+    env = {
+        "TASUKI_AMQP_URL": amqp_url,
+        "TASUKI_DATA_DIR": str(tmp / "data"),
+        "TASUKI_REPOSITORIES_FILE": str(tmp / "repos.yml"),
+        "TASUKI_RULES_FILE": str(tmp / "rules.yml"),
+    }
+    env.update({f"TASUKI_{name.upper()}": value for name, value in settings.items()})
+    return LocalTasuki(env)
 
 
 def remove_containers(executor_id: str) -> None:

@@ -51,6 +51,7 @@ def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
     from tasuki.local.cli import supervisor
 
     rt.store.migrate()  # once here, rather than by every process at once (and a bad TASUKI_STORE_URL stops here)
+    rt.registry  # noqa: B018  a registry file that cannot be used (a clone URL not allowed, ...) stops the start
     if rt.settings.rules_file:
         load_rules_file(rt, rt.settings.rules_file)
     return supervisor.run(rt.settings, os.environ)

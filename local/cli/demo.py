@@ -1,7 +1,8 @@
 """`tasuki demo` (make demo): a green run on the page within a minute, offline.
 
 With `make local` running, it makes a sample repository with a four-job `.tasuki.yml` (build,
-then test and lint together, then package) in the data directory, registers it with a webhook
+then test and lint together, then package) in the data directory (a file clone URL, which
+`make local` and `make demo` allow: TASUKI_CLONE_SCHEMES=https,file), registers it with a webhook
 secret, adds the rule "if push to demo/hello on main then run .tasuki.yml", and sends a signed
 Bitbucket push to the ingress, exactly as Bitbucket would. The jobs run in `tasuki/busybox`, the
 image `make local` builds from scratch, so nothing is pulled.
@@ -20,6 +21,7 @@ from pathlib import Path
 import requests
 
 from tasuki.local.executor.checkout import git
+from tasuki.shared import cloneurls
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
@@ -119,6 +121,12 @@ def run(rt: Runtime) -> str:
     existing = rt.store.get_repository(REPOSITORY)
     secret = existing.secret if existing and existing.secret else secrets.token_urlsafe(16)
     bare, commit, before = make_repository(Path(settings.data_dir).resolve() / "demo")
+    refused = cloneurls.problem(str(bare), settings.allowed_clone_schemes)
+    if refused:
+        raise ConfigError(
+            f"the demo's repository is a folder on this machine ({refused}): run `make local` and `make demo`, "
+            f"which allow file clone URLs, or set TASUKI_CLONE_SCHEMES=https,file for both"
+        )
     rt.store.put_repository(REPOSITORY, RepositoryConfig(clone_url=str(bare), secret=secret))
     rule = Rule(event="push", repository=REPOSITORY, branch="main")
     rt.store.add_rule(rule)

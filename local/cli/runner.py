@@ -148,7 +148,7 @@ class LocalRun:
         self.options = options
         self.out = out
         self.docker = docker or Docker(settings.docker_host)
-        self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
+        self.limits = convert.Limits.of(settings)
         self.run_id = f"local-{uuid.uuid4().hex[:12]}"
         self.cancel = threading.Event()
 

@@ -72,10 +72,10 @@ def listen_address(host: str, port: int) -> str:
 
 
 def body_limit(settings: Settings) -> int:
-    """The largest request body the shared server takes: a pushed message can carry a webhook's
-    whole payload (TASUKI_MAX_BODY_BYTES), base64-encoded in the push request, plus room. The
-    ingress enforces the exact limit itself."""
-    return 2 * settings.max_body_bytes + 1024 * 1024
+    """The largest request body the shared server takes: the largest any function reads, a push
+    (`Settings.max_push_bytes`: a message can carry a webhook's whole payload, base64-encoded).
+    The ingress and the pushed-to functions enforce their exact limits themselves."""
+    return settings.max_push_bytes
 
 
 def serve_functions(settings: Settings, names: Iterable[str] = functions.NAMES) -> None:

@@ -2,9 +2,15 @@
 
 The first job of a repository clones a bare mirror under `<data_dir>/cache`; later jobs only
 fetch into it, and only when it lacks the commit. A workspace is a local clone of the mirror
-(hard-linked objects: fast, no network) checked out at the commit, and is removed after the job.
+checked out at the commit, and is removed after the job. Its objects are copies, never hard
+links or alternates: a job may rewrite anything in its workspace's `.git` without changing the
+mirror, or what the next job of the same commit checks out.
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
-they are now, committed or not.
+they are now, committed or not (also with copied objects: a job cannot touch the checkout's).
+
+Before git fetches anything, the clone URL is checked against the schemes the operator allows
+(`TASUKI_CLONE_SCHEMES`, `shared/cloneurls.py`), and git itself is told the same list
+(`GIT_ALLOW_PROTOCOL`), which also holds for redirects and submodules.
 
 Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
 repository's API credentials in the registry, logged in as its host says (`GitHost.clone_login`
@@ -21,17 +27,21 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasuki.shared import cloneurls
 from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.hosts import HOSTS, GitHost
-from tasuki.shared.hosts.common import basic
+from tasuki.shared.hosts.common import basic, is_commit_id
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.text import clip
 
 GIT_TIMEOUT = 600
 _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+# A clone from a folder on this machine (the mirror, a developer's checkout): git may use no other protocol.
+LOCAL = {"GIT_ALLOW_PROTOCOL": "file"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -93,10 +103,12 @@ class Checkouts:
         cache_dir: Path,
         workspace_dir: Path,
         credentials: Callable[[str], RepositoryConfig | None] = lambda url: None,
+        schemes: Collection[str] = (cloneurls.DEFAULT,),
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.workspace_dir = Path(workspace_dir)
         self.credentials = credentials
+        self.schemes = tuple(schemes)
 
     def mirror_path(self, clone_url: str) -> Path:
         return self.cache_dir / (hashlib.sha256(clone_url.encode()).hexdigest()[:20] + ".git")
@@ -117,8 +129,12 @@ class Checkouts:
         `host` (an `Event.host`) says how to log in with the repository's registry credentials."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
+        self._check_commit(commit)
+        wrong = cloneurls.problem(clone_url, self.schemes)
+        if wrong:
+            raise CheckoutFailed(f"not cloned: {wrong}")
         config = self.credentials(clone_url)
-        env = auth_env(config, HOSTS.get(host))
+        env = {**auth_env(config, HOSTS.get(host)), "GIT_ALLOW_PROTOCOL": cloneurls.git_protocols(self.schemes)}
         secrets = (config.token, config.app_password) if config else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
@@ -136,6 +152,12 @@ class Checkouts:
         if commit and not self.has_commit(path, commit):
             raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
         return path
+
+    @staticmethod
+    def _check_commit(commit: str) -> None:
+        """A commit reaches git's argv only as a commit id (never an option, a path or a range)."""
+        if commit and not is_commit_id(commit):
+            raise CheckoutFailed(f"{clip(commit, 80)!r} is not a commit id (7 to 64 hexadecimal characters)")
 
     @staticmethod
     def has_commit(mirror: Path, commit: str) -> bool:
@@ -158,7 +180,7 @@ class Checkouts:
 
     def changed_paths(self, clone_url: str, before: str, after: str, *, host: str = "") -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
-        if not before or not after or set(before) == {"0"}:
+        if not before or not after or set(before) == {"0"} or not is_commit_id(before):
             return None
         mirror = self.mirror(clone_url, after, host=host)
         if not self.has_commit(mirror, before):
@@ -175,7 +197,7 @@ class Checkouts:
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
         try:
-            git("clone", "--no-checkout", "--quiet", "--", str(mirror), str(path))
+            git("clone", "--no-checkout", "--no-hardlinks", "--quiet", "--", str(mirror), str(path), env=LOCAL)
             git("checkout", "--quiet", "--detach", commit, cwd=path)
             yield path
         finally:
@@ -229,7 +251,17 @@ def working_copy(root: Path, dest: Path) -> None:
     if toplevel(root) is None:
         shutil.copytree(root, dest, symlinks=True)
         return
-    git("clone", "--no-checkout", "--quiet", "--", str(root), str(dest), timeout=GIT_TIMEOUT)
+    git(
+        "clone",
+        "--no-checkout",
+        "--no-hardlinks",
+        "--quiet",
+        "--",
+        str(root),
+        str(dest),
+        timeout=GIT_TIMEOUT,
+        env=LOCAL,
+    )
     try:
         git("reset", "--quiet", cwd=dest, timeout=GIT_TIMEOUT)  # the index at HEAD, no files
     except CheckoutFailed:

@@ -6,7 +6,9 @@ working directory. A `run` job's entrypoint is its executable with `args` as arg
 runs its image's own entrypoint with its settings as `PLUGIN_*` variables. Event data (branch
 names, commit messages) reaches the container only as environment variables and argv, never
 through a shell. Containers are never privileged, get no Docker socket (the workspace is the
-only mount), cannot gain privileges, and run with memory, CPU and process-count limits.
+only mount), cannot gain privileges, keep only the capabilities a root build needs
+(`CAPABILITIES`), run as the image's user unless the operator names one (TASUKI_JOB_USER), and
+run with memory, CPU and process-count limits.
 Output is read by attaching to the container, so the engine keeps no log file of its own.
 """
 
@@ -20,12 +22,26 @@ from typing import Any
 
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.flowfile import Job
+from tasuki.shared.settings import Settings
 
 WORKSPACE = "/workspace"
 LABEL_RUN = "tasuki.run"
 LABEL_JOB = "tasuki.job"
 LABEL_EXECUTOR = "tasuki.executor"
 
+# Job containers drop every capability and get back only these, which a build running as root
+# typically needs (Docker's default set also has MKNOD, NET_RAW, NET_BIND_SERVICE, SYS_CHROOT,
+# SETFCAP, SETPCAP and AUDIT_WRITE: device nodes, raw packets and ARP spoofing on the bridge,
+# chroot escapes, file capabilities, and the rest, which builds do without).
+CAPABILITIES = {
+    "CHOWN": "chown files: package managers and `COPY --chown`-like steps in builds",
+    "DAC_OVERRIDE": "root reads and writes files it does not own, e.g. the workspace (owned by the executor's user)",
+    "FOWNER": "chmod and touch files it does not own (tar and cp -p keep modes and times)",
+    "FSETID": "keep setuid and setgid bits when changing such files (dpkg, rpm)",
+    "SETUID": "switch users: apt drops to _apt to download, su and gosu run steps as another user",
+    "SETGID": "the same for groups",
+    "KILL": "signal its own processes after they switched user (test runners stopping workers)",
+}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -48,9 +64,16 @@ class Context:
 
 @dataclass(frozen=True)
 class Limits:
+    """What the operator imposes on every job container (TASUKI_JOB_*)."""
+
     memory: str = "1g"
     cpus: float = 1.0
     pids: int = 512
+    user: str = ""  # empty: the image's own user
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.job_memory, settings.job_cpus, settings.job_pids, settings.job_user)
 
     @property
     def memory_bytes(self) -> int:
@@ -157,9 +180,13 @@ def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, ex
             "PidsLimit": limits.pids,
             "Privileged": False,
             "SecurityOpt": ["no-new-privileges"],
+            "CapDrop": ["ALL"],
+            "CapAdd": sorted(CAPABILITIES),
             "LogConfig": {"Type": "none", "Config": {}},  # output is streamed by attaching
         },
     }
+    if limits.user:
+        config["User"] = limits.user
     if job.run:
         config["Entrypoint"] = [f"{WORKSPACE}/{job.run}"]
         config["Cmd"] = list(job.args)

@@ -17,7 +17,7 @@ from pathlib import Path
 from tasuki.local.executor import convert
 from tasuki.local.executor.containers import Docker
 from tasuki.shared.errors import ExecutableMissing, JobError
-from tasuki.shared.flowfile import Job
+from tasuki.shared.flowfile import Job, duration
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,3 @@ def run_job(
     if exit.exit_code == 0:
         return outcome("success", 0)
     return outcome("failure", exit.exit_code, "exit-code", f"exited with code {exit.exit_code}")
-
-
-def duration(seconds: float) -> str:
-    """`90` -> `1m30s`, `3600` -> `1h`, `0.4` -> `0.4s`."""
-    if seconds < 10 and seconds != int(seconds):
-        return f"{seconds:.1f}s"
-    seconds = int(seconds)
-    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
-    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"

@@ -41,12 +41,15 @@ from tasuki.shared.broker import Broker, attributes_of, connect
 from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
 from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
 from tasuki.shared.reconnect import keep_connected
-from tasuki.shared.registry import Registry, Repositories
+from tasuki.shared.registry import Repositories
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import Store
+from tasuki.shared.text import clip
 
 log = logging.getLogger("tasuki.executor")
 
+# The longest message a run's error carries (a flow file with many problems lists the first ones).
+MAX_ERROR = 4000
 # Once the grace period is over, how long killed jobs get to clean up before the executor exits.
 ABORT_WAIT = 60.0
 
@@ -79,7 +82,7 @@ class Executor:
         settings: Settings,
         *,
         store: Store,
-        registry: Registry | Repositories,
+        registry: Repositories,
         broker: Broker | None = None,
         docker: Docker | None = None,
     ) -> None:
@@ -93,8 +96,9 @@ class Executor:
             settings.cache_dir,
             settings.workspace_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id),
             credentials=registry.credentials_for,
+            schemes=settings.allowed_clone_schemes,
         )
-        self.limits = convert.Limits(settings.job_memory, settings.job_cpus, settings.job_pids)
+        self.limits = convert.Limits.of(settings)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
         self.stop = threading.Event()  # take no more work
         self.abort = threading.Event()  # the grace is over: interrupt running jobs, requeue them
@@ -206,23 +210,34 @@ class Executor:
         self.broker.publish(self.planned(order), message_id=f"{order.run_id}:planned")
 
     def planned(self, order: PlanOrder) -> RunPlanned:
+        """The plan of a run, or the run's error: anything that goes wrong while planning (an
+        invalid flow file, a failed checkout, a bug) ends the run with a message, since planning
+        the same commit again would fail the same way."""
         event = order.event
-        url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         try:
+            url = self.registry.checkout_url(event.repository.full_name)
             text = self.checkouts.read_file(url, event.after, order.flow_file, host=event.host)
             if text is None:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
-            flow = flowfile.parse(text, order.flow_file)
+            flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
             changed = self.checkouts.changed_paths(url, event.before, event.after, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
+            planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
         except (FlowFileError, JobError) as exc:
-            return RunPlanned(run_id=order.run_id, error=str(exc))
-        return RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))
+        except Exception as exc:
+            log.exception("run %s: planning failed", order.run_id)
+            return RunPlanned(
+                run_id=order.run_id,
+                error=clip(f"{order.flow_file}: could not be planned: {type(exc).__name__}: {exc}", MAX_ERROR),
+            )
+        return planned
 
     # -- running a job ----------------------------------------------------------------------------
 
@@ -290,9 +305,9 @@ class Executor:
     def _attempt(self, order: JobOrder, sink: LogSink) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
         event, job = order.event, order.job
-        url = self.registry.clone_url(event.repository.full_name, event.repository.clone_url)
         started = time.monotonic()
         try:
+            url = self.registry.checkout_url(event.repository.full_name)
             with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}", host=event.host) as workspace:
                 checked_out = time.monotonic()
                 outcome = jobs.run_job(
@@ -301,7 +316,7 @@ class Executor:
                     context(event, order.run_id, job.name),
                     workspace,
                     limits=self.limits,
-                    timeout=job.timeout or self.settings.job_timeout,
+                    timeout=min(job.timeout or self.settings.job_timeout, self.settings.job_timeout_max),
                     on_output=sink.feed,
                     cancelled=self._cancel_check(order.run_id),
                     on_tick=sink.tick,
@@ -372,7 +387,7 @@ class Executor:
         return len(orphans)
 
 
-def main(settings: Settings, store: Store, registry: Registry | Repositories) -> None:
+def main(settings: Settings, store: Store, registry: Repositories) -> None:
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     executor = Executor(settings, store=store, registry=registry)
 

@@ -4,7 +4,8 @@ Webhooks:
 
     repo:push                 one Event per change (pushed ref): kind push, or tag for the
                               ref types tag and annotated_tag; `old: null` is a new ref
-                              (before ""), `new: null` a deleted one (after "")
+                              (before ""), `new: null` a deleted one (after ""); its payload
+                              is the delivery with only its own change in push.changes
     pullrequest:created       kind pull_request, action opened
     pullrequest:updated       action updated (Bitbucket does not say whether commits changed)
     pullrequest:fulfilled     action merged
@@ -177,12 +178,18 @@ def _push(payload: Mapping[str, Any], delivery: str) -> list[Event] | Unpublishe
                 commits=[_commit(c) for c in reversed(items(change, "commits"))],
                 forced=get(change, "forced") is True,
                 truncated=get(change, "truncated") is True,
-                payload=dict(payload),
+                payload=_own_change(payload, change),
             )
         )
     if not events:
         return Unpublished("ignored", "the push changed no git branch or tag")
     return events
+
+
+def _own_change(payload: Mapping[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """The delivery as Bitbucket sent it, but with only this ref's change in `push.changes`: an
+    event carries its own ref, never the other refs' data (a push of many refs stays linear)."""
+    return {**payload, "push": {**payload["push"], "changes": [change]}}
 
 
 def _pull_request(action: str, payload: Mapping[str, Any], delivery: str) -> Event:

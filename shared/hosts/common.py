@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +57,14 @@ def number(data: Any, *path: str, required: str) -> int:
         found = "nothing" if value is None else type(value).__name__
         raise WebhookError(400, f"expected {'.'.join(path)} (a number) in a {required} delivery, found {found}")
     return value
+
+
+# A commit id as Tasuki passes it to git or puts it in a URL: an abbreviated or full SHA-1 or SHA-256.
+COMMIT_ID = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def is_commit_id(value: str) -> bool:
+    return COMMIT_ID.fullmatch(value) is not None
 
 
 def sha(value: str) -> str:

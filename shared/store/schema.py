@@ -146,6 +146,10 @@ MIGRATIONS: list[Migration] = [
         UPDATE notes SET at = replace(at, ' ', 'T') || '+00:00' WHERE at NOT LIKE '%T%';
         """,
     ),
+    Migration(
+        "web sessions ended by signing out, kept until they would have expired",
+        sql="CREATE TABLE ended_sessions (id {text} PRIMARY KEY, expires {text} NOT NULL)",
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

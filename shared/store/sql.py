@@ -297,6 +297,19 @@ class SQLStore:
     def delete_repository(self, full_name: str) -> bool:
         return self._write("DELETE FROM repositories WHERE full_name = ?", (full_name,)) == 1
 
+    # -- web sessions ----------------------------------------------------------------------------
+
+    def end_session(self, session_id: str, expires: datetime) -> None:
+        with self._tx() as tx:
+            tx.execute("DELETE FROM ended_sessions WHERE expires < ?", (stamp(utcnow()),))
+            tx.execute(
+                "INSERT INTO ended_sessions (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (session_id, stamp(expires)),
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,)))
+
     # -- executor results ------------------------------------------------------------------------
 
     def put_result(self, run_id: str, job: str, result: bytes) -> None:

@@ -7,7 +7,6 @@ on; `NoSuchLetter` is one) or the usual Tasuki errors (broker or store unavailab
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from typing import Any
 
@@ -21,9 +20,6 @@ from tasuki.shared.recipes import Rule, load_rules
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import RunRecord
-
-# At most 200 characters: the name is a key in the store (PostgreSQL cannot index long keys).
-FULL_NAME = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 
 
 def get_run(rt: Runtime, run_id: str) -> RunRecord:
@@ -61,20 +57,17 @@ def rerun(rt: Runtime, run_id: str) -> str:
 
 
 def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:
-    full_name = full_name.strip().strip("/")
-    if not FULL_NAME.match(full_name):
-        shown = full_name if len(full_name) <= 80 else f"{full_name[:80]}… ({len(full_name)} characters)"
-        raise ActionError(
-            400, f"a repository is named like workspace/repository (at most 200 characters), found {shown!r}"
-        )
-    if clone_url and clone_url.strip().startswith("-"):
-        raise ActionError(400, "a clone URL cannot start with '-'")
-    rt.store.put_repository(full_name, RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token))
-    return full_name
+    """Register a repository; refused (400) with a name that is not one, a clone URL whose scheme
+    is not allowed (TASUKI_CLONE_SCHEMES), or a repository registered already (any spelling)."""
+    config = RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token)
+    name = rt.registry.registrable(full_name, config)
+    rt.store.put_repository(name, config)
+    return name
 
 
 def remove_repository(rt: Runtime, full_name: str) -> None:
-    if not rt.store.delete_repository(full_name):
+    found = rt.registry.find(full_name)
+    if found is None or not rt.store.delete_repository(found[0]):
         raise ActionError(404, f"{full_name} was not registered from this page (the registry file is read-only here)")
 
 

@@ -53,7 +53,9 @@ def document(server: str) -> dict[str, Any]:
         "info": {
             "title": "Tasuki API",
             "version": "1",
-            "description": "Runs, jobs, logs, trigger rules, repositories and dead letters: all the web page does.",
+            "description": "Runs, jobs, logs, trigger rules, repositories and dead letters: all the web page does. "
+            "Calls that change something (POST, DELETE) send Content-Type: application/json, or the bearer "
+            "token; a call a browser says comes from another site is refused (403).",
         },
         "servers": [{"url": server}],
         "security": [{"token": []}],

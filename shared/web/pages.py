@@ -29,7 +29,13 @@ FLASH = "tasuki_flash"
 def render(rt: Runtime, request: Request, template: str, status: int = 200, **context: Any) -> Response:
     flash = request.cookies.get(FLASH, "")
     kind, _, text = flash.partition(":")
-    values = {"csrf": access.csrf_token(rt.signing_key), "flash": text, "flash_kind": kind}
+    values = {
+        "csrf": access.csrf_token(rt.signing_key),
+        "flash": text,
+        "flash_kind": kind,
+        "signed_in": bool(rt.settings.web_token)
+        and access.session(rt.settings, request.cookies.get(access.COOKIE, "")),
+    }
     values.update(context)
     html = env.get_template(template).render(**values)
     response = Response(html, status=status, mimetype="text/html")
@@ -110,24 +116,34 @@ def remove_repository(rt: Runtime, request: Request, full_name: str) -> Response
 
 
 def login(rt: Runtime, request: Request) -> Response:
-    target = request.values.get("next") or "/runs"
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/runs"
+    target = access.safe_next(request.values.get("next"))
     if request.method == "POST":
         if access.token_matches(rt.settings, request.form.get("token", "")):
             response = redirect(target, code=303)
             response.set_cookie(
                 access.COOKIE,
-                access.session_cookie(rt.settings),
+                access.new_session(rt.settings),
                 httponly=True,
                 samesite="Strict",
-                max_age=14 * 24 * 3600,
+                secure=access.scheme(rt.settings, request) == "https" or rt.settings.web_url.startswith("https://"),
+                max_age=rt.settings.session_hours * 3600,
             )
             return response
         return render(
             rt, request, "login.html", status=401, next=target, flash="That token is not right.", flash_kind="error"
         )
     return render(rt, request, "login.html", next=target)
+
+
+def logout(rt: Runtime, request: Request) -> Response:
+    """Sign out: the session ends here (the store remembers it until it would have expired), and
+    the browser forgets its cookie."""
+    found = access.session(rt.settings, request.cookies.get(access.COOKIE, ""))
+    if found is not None:
+        rt.store.end_session(*found)
+    response = redirect("/login" if rt.settings.web_token else "/", code=303)
+    response.delete_cookie(access.COOKIE, httponly=True, samesite="Strict")
+    return response
 
 
 def login_redirect(request: Request) -> Response:

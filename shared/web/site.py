@@ -24,6 +24,7 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     # (endpoint, path, view, methods)
     ("home", "/", lambda rt, request: redirect("/runs", code=302), ("GET",)),
     ("login", "/login", pages.login, ("GET", "POST")),
+    ("logout", "/logout", pages.logout, ("POST",)),
     ("runs", "/runs", pages.runs, ("GET",)),
     ("run", "/runs/<run_id>", pages.run, ("GET",)),
     ("cancel", "/runs/<run_id>/cancel", pages.cancel, ("POST",)),
@@ -63,18 +64,29 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
 ]
 VIEWS = {endpoint: view for endpoint, _, view, _ in ROUTES}
 URLS = Map([Rule(path, endpoint=endpoint, methods=list(methods)) for endpoint, path, _, methods in ROUTES])
-OPEN = {"login", "api.spec"}  # reachable without signing in
+OPEN = {"login", "logout", "api.spec"}  # reachable without signing in
 
 
 def handle(request: Request, rt: Runtime) -> Response:
+    """1. a name this Tasuki answers to; 2. a route; 3. signed in (or open); 4. a change comes
+    from the site itself (Origin, JSON for the API, the form's CSRF token); 5. the view."""
     is_api = request.path.startswith("/api/")
     try:
         access.check_configuration(rt.settings)
+        refused = access.host_refusal(rt.settings, request.host)
+        if refused:
+            return _error(rt, request, is_api, refused.status, "Refused", refused.message)
         endpoint, args = URLS.bind_to_environ(request.environ).match()
-        if endpoint not in OPEN and not access.allowed(rt.settings, request.headers, request.cookies):
+        if endpoint not in OPEN and not access.allowed(
+            rt.settings, request.headers, request.cookies, rt.store.session_ended
+        ):
             if is_api:
                 return api.reply({"error": "sign in: send Authorization: Bearer <TASUKI_WEB_TOKEN>"}, 401)
             return pages.login_redirect(request)
+        bearer = access.bearer_ok(rt.settings, request.headers)
+        refused = access.cross_site_refusal(rt.settings, request, api=is_api, bearer=bearer)
+        if refused:
+            return _error(rt, request, is_api, refused.status, "Refused", refused.message)
         stale = request.method == "POST" and not is_api and endpoint != "login"
         if stale and not access.csrf_ok(rt.signing_key, request.form.get("csrf", "")):
             return _error(

@@ -23,7 +23,7 @@ from tasuki.local.executor.service import Executor
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
 from tasuki.shared.messages import Event, JobOrder, Ref, Repository
-from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store.sqlite import SQLiteStore
 
@@ -99,12 +99,13 @@ def main() -> dict:
 
 def _measure(tmp: Path, url: str) -> dict:
     repo, commit, work = _repository(tmp)
-    settings = Settings(amqp_url=url, data_dir=tmp / "data", executor_id=f"bench-{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        amqp_url=url, data_dir=tmp / "data", executor_id=f"bench-{uuid.uuid4().hex[:8]}", clone_schemes="file"
+    )
     Broker(url).declare()
     store = SQLiteStore(settings.store_path)
-    executor = Executor(
-        settings, store=store, registry=Registry(repositories={"bench/hello": RepositoryConfig(clone_url=str(repo))})
-    )
+    registry = Registry(repositories={"bench/hello": RepositoryConfig(clone_url=str(repo))})
+    executor = Executor(settings, store=store, registry=Repositories(registry, None, settings.allowed_clone_schemes))
     event = Event(
         host="bench",
         event="repo.push",

@@ -6,14 +6,13 @@ every function are real.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from tests.conftest import WEBHOOKS, first_push_headers
 from tests.fake_hosts import FakeHosts
-from tests.harness import LocalTasuki
+from tests.harness import configured
 
 CAPTURED = "8fb0eefc6a340d57598ca553a07fade1a10f2c30"
 FLOW = "jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n  test: {image: tasuki/busybox, run: ci/test, needs: [build]}\n"
@@ -35,23 +34,13 @@ def tasuki(tmp_path, rabbitmq, docker_client, make_repo, hosts):
         }
     )
     hosts.commits.add(commit)
-    registry = {
-        "repositories": {
-            "takitake/mysidia": {"clone_url": str(repo), "token": hosts.tokens["bitbucket"]},
-            "takitake/badtoken": {"clone_url": str(repo), "token": "not-the-token"},
-        }
+    repositories = {
+        "takitake/mysidia": {"clone_url": str(repo), "token": hosts.tokens["bitbucket"]},
+        "takitake/badtoken": {"clone_url": str(repo), "token": "not-the-token"},
     }
-    (tmp_path / "repos.yml").write_text(json.dumps(registry))
-    (tmp_path / "rules.yml").write_text('rules:\n  - {id: main, event: push, repository: "takitake/*"}\n')
-    env = {
-        "TASUKI_AMQP_URL": rabbitmq,
-        "TASUKI_DATA_DIR": str(tmp_path / "data"),
-        "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
-        "TASUKI_RULES_FILE": str(tmp_path / "rules.yml"),
-        "TASUKI_BITBUCKET_API_URL": hosts.bitbucket_url,
-        "TASUKI_PUBLIC_URL": "http://ci.example",
-    }
-    with LocalTasuki(env) as running:
+    rules = 'rules:\n  - {id: main, event: push, repository: "takitake/*"}\n'
+    settings = {"bitbucket_api_url": hosts.bitbucket_url, "public_url": "http://ci.example"}
+    with configured(tmp_path, rabbitmq, repositories, rules, **settings) as running:
         running.commit = commit
         yield running
 

@@ -187,7 +187,7 @@ def test_the_api_does_what_the_page_does(tasuki):
     assert detail["run"]["status"] == "success" and {j["name"] for j in detail["jobs"]} == {"build", "test", "lint"}
     log = requests.get(f"{api}/runs/{run.id}/jobs/build/log", timeout=10).json()
     assert "built the green thing" in "".join(c["text"] for c in log["chunks"]) and log["done"]
-    again = requests.post(f"{api}/runs/{run.id}/rerun", timeout=10)
+    again = requests.post(f"{api}/runs/{run.id}/rerun", json={}, timeout=10)
     assert again.status_code == 202
     rerun = tasuki.wait_for_run(lambda r: r.id == again.json()["run_id"] and r.status == "success")
     assert rerun.commit == run.commit

@@ -15,11 +15,13 @@ import pytest
 
 from tasuki.local.executor.checkout import Checkouts, working_copy
 from tasuki.shared.errors import CheckoutFailed
-from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
 from tests.conftest import git
 
 
 def checkouts(tmp_path: Path, **kw) -> Checkouts:
+    """Checkouts that may clone the test repositories: folders, and a git server over plain HTTP."""
+    kw.setdefault("schemes", ("http", "file"))
     return Checkouts(tmp_path / "cache", tmp_path / "workspaces", **kw)
 
 
@@ -60,10 +62,70 @@ def test_checkout_failures_say_what_failed(tmp_path, make_repo):
         with checkouts(tmp_path).workspace(str(repo), "0123456789abcdef0123456789abcdef01234567", "x"):
             pass
     with pytest.raises(CheckoutFailed, match="cannot fetch .*nowhere"):
-        with checkouts(tmp_path).workspace(str(tmp_path / "nowhere.git"), "abc", "y"):
+        with checkouts(tmp_path).workspace(str(tmp_path / "nowhere.git"), "abc1234", "y"):
             pass
     with pytest.raises(CheckoutFailed, match="no clone URL"):
         checkouts(tmp_path).mirror("")
+    # an event's commit reaches git only as a commit id, never as an option
+    for commit in ("--output=/tmp/x", "../../../../user/repos", "HEAD", "main"):
+        with pytest.raises(CheckoutFailed, match="is not a commit id"):
+            with checkouts(tmp_path).workspace(str(repo), commit, "z"):
+                pass
+    assert checkouts(tmp_path).changed_paths(str(repo), "--output=/tmp/x", "a" * 40) is None
+
+
+def test_a_job_that_rewrites_its_git_objects_changes_nothing_for_the_next_job(tmp_path, make_repo):
+    # Given a workspace of a commit, made from the mirror cache
+    repo, commit = make_repo({"ci/build": ("#!/bin/sh\necho TRUE CONTENT\n", True)})
+    co = checkouts(tmp_path)
+    with co.workspace(str(repo), commit, "run-1-build") as ws:
+        objects = [p for p in (ws / ".git" / "objects").rglob("*") if p.is_file()]
+        assert objects and all(p.stat().st_nlink == 1 for p in objects)  # copies, no hard links
+        assert not (ws / ".git" / "objects" / "info" / "alternates").exists()
+        # When the job overwrites every object file in its .git (read-only or not)
+        for path in objects:
+            path.chmod(0o644)
+            path.write_bytes(b"POISONED")
+    # Then the mirror is intact and the next job of the same commit checks out the true content
+    git(co.mirror_path(str(repo)), "fsck", "--full")
+    with co.workspace(str(repo), commit, "run-2-build") as ws:
+        assert (ws / "ci/build").read_text() == "#!/bin/sh\necho TRUE CONTENT\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ext::sh -c touch% {tmp}/pwned", "never allowed"),
+        ("fd::17", "never allowed"),
+        ("--upload-pack=touch {tmp}/pwned", "cannot start with '-'"),
+        ("ssh://-oProxyCommand=touch%20{tmp}/pwned/x", "cannot start with '-'"),
+        ("http://169.254.169.254/latest/meta-data", "http clone URLs are not allowed"),
+        ("ssh://internal/acme/api.git", "ssh clone URLs are not allowed"),
+        ("{tmp}/local.git", "file clone URLs are not allowed"),
+    ],
+)
+def test_a_clone_url_of_a_scheme_not_allowed_is_refused_before_git_runs(tmp_path, url, says):
+    url = url.format(tmp=tmp_path)
+    co = checkouts(tmp_path, schemes=("https",))
+    with pytest.raises(CheckoutFailed, match=says):
+        with co.workspace(url, "a" * 40, "run-1-build"):
+            pass
+    with pytest.raises(CheckoutFailed, match=says):
+        co.read_file(url, "a" * 40, ".tasuki.yml")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "cache").exists()
+
+
+def test_git_itself_is_told_the_allowed_schemes(tmp_path, make_repo):
+    # A mirror whose origin points elsewhere (here: a folder, while only http is allowed): git's
+    # own GIT_ALLOW_PROTOCOL refuses to fetch it, whatever reached its config
+    repo, _ = make_repo({"README": "x\n"})
+    co = checkouts(tmp_path, schemes=("http",))
+    url = "http://127.0.0.1:9/acme/api.git"
+    mirror = co.mirror_path(url)
+    git(tmp_path, "clone", "-q", "--mirror", str(repo), str(mirror))
+    git(mirror, "remote", "set-url", "origin", str(repo))
+    with pytest.raises(CheckoutFailed, match="transport 'file' not allowed"):
+        co.mirror(url, "f" * 40)
 
 
 # --- credentials ---------------------------------------------------------------------------------
@@ -144,7 +206,7 @@ def private_repo(tmp_path, make_repo):
 def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secret(tmp_path, private_repo):
     _server, url, commit = private_repo
     registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
-    co = checkouts(tmp_path, credentials=registry.credentials_for)
+    co = checkouts(tmp_path, credentials=Repositories(registry).credentials_for)
     with co.workspace(url, commit, "run-1-build", host="bitbucket") as ws:
         assert (ws / "README").read_text() == "private\n"
     # The password is in no file of the mirror (its config names the URL only) and no repr
@@ -157,7 +219,9 @@ def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(
     server, url, commit = private_repo
     wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
     with pytest.raises(CheckoutFailed) as failed:
-        with checkouts(tmp_path, credentials=wrong.credentials_for).workspace(url, commit, "w", host="bitbucket"):
+        with checkouts(tmp_path, credentials=Repositories(wrong).credentials_for).workspace(
+            url, commit, "w", host="bitbucket"
+        ):
             pass
     assert "cannot fetch" in str(failed.value) and "not-the-token-77" not in str(failed.value)
     with pytest.raises(CheckoutFailed, match="cannot fetch"):

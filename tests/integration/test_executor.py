@@ -23,8 +23,8 @@ from tasuki.local.executor.service import Executor
 from tasuki.shared import codec
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
-from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, Ref, Repository
-from tasuki.shared.registry import load_registry
+from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, PlanOrder, Ref, Repository
+from tasuki.shared.registry import Repositories, load_registry
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import RunRecord
 from tasuki.shared.store.sqlite import SQLiteStore
@@ -66,6 +66,7 @@ class World:
             "TASUKI_DATA_DIR": str(tmp_path / "data"),
             "TASUKI_EXECUTOR_ID": executor_id,
             "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
+            "TASUKI_CLONE_SCHEMES": "https,file",  # the test repositories are local folders
             "TASUKI_JOB_MEMORY": "256m",
             "TASUKI_SECRETS": "s3cr3t-t0ken",
         }
@@ -158,9 +159,9 @@ def start_executor(world) -> Iterator[Callable[..., Executor]]:
 
     def start(**values: str) -> Executor:
         settings = world.settings(**values)
-        executor = Executor(
-            settings, store=SQLiteStore(settings.store_path), registry=load_registry(settings.repositories_file)
-        )
+        schemes = settings.allowed_clone_schemes
+        registry = Repositories(load_registry(settings.repositories_file, schemes), None, schemes)
+        executor = Executor(settings, store=SQLiteStore(settings.store_path), registry=registry)
         thread = threading.Thread(target=executor.serve, daemon=True)
         thread.start()
         running.append((executor, thread))
@@ -259,6 +260,29 @@ def test_a_checkout_failure_is_a_clear_job_error(world, start_executor):
     assert (done.status, done.reason) == ("error", "checkout-failed")
     assert "cannot fetch" in done.message and "gone.git" in done.message
     assert "[tasuki] cannot fetch" in world.log("run-1").decode()
+
+
+def test_a_run_of_an_unregistered_repository_clones_nothing_whatever_its_event_names(world, start_executor):
+    # Given unknown repositories accepted (TASUKI_UNKNOWN_REPOSITORIES=accept) and an event for
+    # one that names a clone URL (the payload's: here a repository git could clone)
+    with world.broker.channel() as ch:
+        ch.queue_bind("watch", RUNS, routing_key="run.planned")
+    start_executor()
+    event = Event(
+        host="github",
+        event="push",
+        kind="push",
+        delivery_id="d-unknown",
+        repository=Repository(full_name="acme/unknown", clone_url=str(world.repo)),
+        ref=Ref(kind="branch", name="main"),
+        after=world.commit,
+    )
+    world.broker.publish(PlanOrder(run_id="run-u", event=event))
+    # Then the run's plan is an error saying how to register it, and nothing was cloned
+    planned = world.wait_for(lambda m: m.TYPE == "run.planned" and m.run_id == "run-u", "run.planned of run-u")
+    assert "acme/unknown is not registered" in planned.error and planned.jobs == {}
+    cache = world.tmp / "data" / "cache"
+    assert not cache.exists() or not any(cache.glob("*.git"))
 
 
 def test_an_unreachable_docker_engine_is_a_clear_job_error(world, start_executor):

@@ -96,6 +96,37 @@ def test_a_job_over_its_memory_limit_is_killed(tmp_path, executor_id):
     assert "out of memory (the limit is 64m)" in log and "survived" not in log
 
 
+def test_a_job_keeps_only_the_capabilities_a_root_build_needs(tmp_path, executor_id):
+    # Given a job running as the image's user (root) that tries what the dropped capabilities allow
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            "ci/test": script(
+                "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status\n"
+                "touch owned && chown 1234:1234 owned && echo chown-ok\n"
+                "mknod /tmp/null c 1 3 && echo MKNOD-WORKED\n"
+                "chroot / true && echo CHROOT-WORKED\n"
+                "exit 0"
+            )
+        },
+    )
+    outcome, log = run(ws, executor_id)
+    assert outcome.status == "success", log
+    # Then chown works (CHOWN kept); device nodes and chroot do not (MKNOD, SYS_CHROOT dropped)
+    assert "chown-ok" in log and "MKNOD-WORKED" not in log and "CHROOT-WORKED" not in log
+    assert "NoNewPrivs:\t1" in log
+    effective = int(re.search(r"CapEff:\s+([0-9a-f]+)", log).group(1), 16)
+    kept = {0: "CHOWN", 1: "DAC_OVERRIDE", 3: "FOWNER", 4: "FSETID", 5: "KILL", 6: "SETGID", 7: "SETUID"}
+    assert effective == sum(1 << bit for bit in kept), hex(effective)
+    assert sorted(kept.values()) == sorted(convert.CAPABILITIES)
+
+
+def test_a_job_runs_as_the_user_the_operator_names(tmp_path, executor_id):
+    ws = make_workspace(tmp_path / "ws", {"ci/test": script("id -u; id -g")})
+    outcome, log = run(ws, executor_id, limits=dataclasses.replace(ROOMY, user="4321:4321"))
+    assert outcome.status == "success" and log.split() == ["4321", "4321"], log
+
+
 def test_a_cancelled_job_is_killed(tmp_path, executor_id):
     ws = make_workspace(tmp_path / "ws", {"ci/test": script("echo waiting; sleep 600")})
     seen = []

@@ -21,11 +21,12 @@ import pytest
 from tasuki.local.cli import main as cli
 from tasuki.shared import recipes
 from tasuki.shared.errors import StoreError
-from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import LATEST, JobRecord, RunRecord, Store, new_store
+from tasuki.shared.store.records import stamp
 from tasuki.shared.store.sql import NOTE_CHARS
 from tasuki.shared.store.sqlite import SQLiteStore
 from tests.postgres import PASSWORD
@@ -357,6 +358,17 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expired(store):
+    later, past = utcnow() + timedelta(hours=12), utcnow() - timedelta(hours=1)
+    assert not store.session_ended("s1")
+    store.end_session("s1", later)
+    store.end_session("s1", later)  # twice: once
+    store.end_session("old", past)
+    assert store.session_ended("s1") and store.session_ended("old")
+    store.end_session("s2", later)  # ending one forgets those past their expiry
+    assert store.session_ended("s1") and store.session_ended("s2") and not store.session_ended("old")
+
+
 def test_an_executor_result_is_recorded_per_job_and_replaced(store):
     assert store.get_result("r", "build") is None
     store.put_result("r", "build", b"\x81\xa6status\xa7success")
@@ -446,6 +458,8 @@ def write_at_version(store, version: int) -> None:
                     record.model_dump_json(exclude=legacy if version == 1 else set()),
                 ),
             )
+            if version >= 5 and record.finished_at:  # the column a run's retention is found by
+                tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
         tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
         tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
@@ -456,8 +470,17 @@ def write_at_version(store, version: int) -> None:
                     "INSERT INTO rules (id, source, record) VALUES (?, ?, ?)", (rule.id, "cli", rule.model_dump_json())
                 )
         if version >= 3:
-            for message in ("z first", "a second"):
-                tx.execute("INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message))
+            for n, message in enumerate(("z first", "a second")):
+                if version >= 5:  # notes rebuilt with an ordering `seq` and a stamped `at`, no default
+                    at = stamp(T0 + timedelta(seconds=n))
+                    tx.execute(
+                        "INSERT INTO notes (run_id, source, message, at) VALUES (?, ?, ?, ?)",
+                        ("old", "reporter", message, at),
+                    )
+                else:
+                    tx.execute(
+                        "INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message)
+                    )
         if version >= 4:
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",

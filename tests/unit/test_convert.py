@@ -9,6 +9,7 @@ import pytest
 from tasuki.local.executor import convert
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.flowfile import Job
+from tasuki.shared.settings import Settings
 
 CTX = convert.Context(
     repository="acme/api",
@@ -54,6 +55,17 @@ def test_the_container_is_confined(tmp_path: Path):
     assert (host["Memory"], host["MemorySwap"]) == (512 * 1024**2, 512 * 1024**2)
     assert host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 100
     assert host["NetworkMode"] == "bridge"
+    # every capability dropped, a root build's few given back
+    assert host["CapDrop"] == ["ALL"]
+    assert host["CapAdd"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+    assert not {"NET_RAW", "MKNOD", "SYS_ADMIN", "SYS_CHROOT", "SETFCAP", "NET_ADMIN"} & set(host["CapAdd"])
+
+
+def test_the_image_user_stays_unless_the_operator_names_one(tmp_path: Path):
+    job = Job(name="test", image="busybox", run="ci/test")
+    assert "User" not in convert.container_config(job, CTX, tmp_path, convert.Limits())
+    named = convert.Limits.of(Settings.from_env({"TASUKI_JOB_USER": "1000:1000"}))
+    assert convert.container_config(job, CTX, tmp_path, named)["User"] == "1000:1000"
 
 
 def test_a_job_may_have_no_network(tmp_path: Path):

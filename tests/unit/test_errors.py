@@ -13,12 +13,14 @@ from werkzeug.wrappers import Request
 from tasuki.shared import answers, errors
 from tasuki.shared.errors import (
     ActionError,
+    BodyTooLarge,
     BrokerUnavailable,
     ConfigError,
     DecodeError,
     HostRefused,
     HostUnavailable,
     NoSuchLetter,
+    StatusNotSent,
     StoreError,
     TasukiError,
     WebhookError,
@@ -82,6 +84,8 @@ def test_the_drawn_statuses_are_the_classes_http_status():
         (NoSuchLetter("no dead letter x"), 404),
         (HostUnavailable("api.github.com answered 502"), 503),
         (HostRefused("bad token"), 502),
+        (StatusNotSent("not a commit id"), 502),
+        (BodyTooLarge("over 1024 bytes"), 413),
         (TasukiError("anything else"), 500),
     ],
 )
@@ -90,8 +94,9 @@ def test_the_functions_the_api_and_the_page_answer_an_error_with_its_status(erro
     def handler(request):
         raise error
 
-    body, code, _ = handler(None)
-    assert code == status and str(error) in json.loads(body)["error"]
+    answered = handler(None)  # streamed: the rest of the request's body is left unread
+    assert answered.is_streamed
+    assert answered.status_code == status and str(error) in json.loads(answered.get_data())["error"]
 
     # Given the web page's views for the runs raise it
     def view(rt, request):

@@ -21,7 +21,7 @@ from tasuki.shared.hosts import GitHost
 from tasuki.shared.hosts.common import api_headers, bearer, digest, outcome, text, verify_token
 from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Event, JobUpdated, Ref, Repository
-from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
 from tasuki.shared.store.sqlite import SQLiteStore
 from tests.conftest import pushed
 
@@ -205,7 +205,9 @@ def test_the_checkout_clones_with_its_login(forge, monkeypatch, tmp_path):
     monkeypatch.setattr(checkout, "git", git)
     url = "https://forge.example/acme/app.git"
     registry = Registry(repositories={"acme/app": RepositoryConfig(clone_url=url, token=TOKEN)})
-    checkouts = checkout.Checkouts(tmp_path / "cache", tmp_path / "ws", credentials=registry.credentials_for)
+    checkouts = checkout.Checkouts(
+        tmp_path / "cache", tmp_path / "ws", credentials=Repositories(registry).credentials_for
+    )
     # When a job of a forge event is checked out
     with pytest.raises(CheckoutFailed):
         with checkouts.workspace(url, SHA, "run1-build", host="forge"):

@@ -23,7 +23,7 @@ from tasuki.shared.codec import decode
 from tasuki.shared.memory import MemoryBroker
 from tasuki.shared.messages import Event
 from tasuki.shared.runtime import Runtime
-from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
+from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers, many_refs
 from tests.strategies import header_names, json_values, paths, replaced
 from tests.unit.conftest import function_client
 
@@ -42,10 +42,11 @@ class Ingress:
 
     def published(self) -> list[tuple[str, Any, Event]]:
         """Every message waiting for the router, taken off its queue: (routing key, properties, event)."""
-        return [
-            (p.routing_key, p.properties, decode(p.body, Event))
-            for p in self.broker.take(topics.subscription("router").queue)
-        ]
+        return [(key, props, decode(body, Event)) for key, props, body in self.published_bodies()]
+
+    def published_bodies(self) -> list[tuple[str, Any, bytes]]:
+        """As `published`, each message's body as the bytes published."""
+        return [(p.routing_key, p.properties, p.body) for p in self.broker.take(topics.subscription("router").queue)]
 
 
 def start(memory_runtime: Callable[..., Runtime], tmp_path: Path, **values: Any) -> Ingress:
@@ -56,7 +57,8 @@ def start(memory_runtime: Callable[..., Runtime], tmp_path: Path, **values: Any)
 
 @pytest.fixture
 def ingress(memory_runtime, tmp_path) -> Ingress:
-    return start(memory_runtime, tmp_path, max_body_bytes=LIMIT)
+    # Unknown repositories accepted on purpose: the fixtures of every host reach the router.
+    return start(memory_runtime, tmp_path, max_body_bytes=LIMIT, unknown_repositories="accept")
 
 
 def first_push(secret: str = SECRET, delivery: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -255,14 +257,40 @@ def test_a_chunked_body_over_the_limit_is_refused_after_limit_bytes(ingress):
     assert len(ingress.published()) == 1
 
 
-def test_unknown_repositories_get_a_404_when_so_configured(memory_runtime, tmp_path):
-    ingress = start(memory_runtime, tmp_path, unknown_repositories="reject")
+def test_unknown_repositories_get_a_404_by_default(memory_runtime, tmp_path):
+    ingress = start(memory_runtime, tmp_path)
     body = fixture_body("github", "push.json")
     answer = ingress.post(body, headers("github", "push", body))
     assert answer.status_code == 404 and "not registered" in answer.json["error"]
     body, head = first_push()  # registered
     assert ingress.post(body, head).status_code == 202
     assert len(ingress.published()) == 1
+
+
+def test_a_push_of_4000_refs_is_refused_with_nothing_published(memory_runtime, tmp_path):
+    ingress = start(memory_runtime, tmp_path)
+    body = many_refs(4000)
+    answer = ingress.post(body, headers("bitbucket", "repo:push", body, secret=SECRET))
+    assert answer.status_code == 413, answer.text
+    assert "4000 refs" in answer.json["error"] and "at most 100" in answer.json["error"]
+    assert ingress.published_bodies() == []
+
+
+def test_a_push_of_4000_refs_publishes_bytes_linear_in_its_size(memory_runtime, tmp_path):
+    # Given an ingress that takes that many refs from one delivery
+    ingress = start(memory_runtime, tmp_path, max_events_per_delivery=5000)
+    # When a push of 4000 refs arrives
+    body = many_refs(4000)
+    answer = ingress.post(body, headers("bitbucket", "repo:push", body, secret=SECRET))
+    assert answer.status_code == 202 and answer.json["events"] == 4000, answer.text
+    # Then each event carries its own ref only, and what was published grows with the delivery:
+    # each event is at most the delivery without its refs, its own ref and a little of its own
+    published = ingress.published_bodies()
+    assert len(published) == 4000
+    rest = len(many_refs(0))
+    assert sum(len(b) for _, _, b in published) < 4000 * (rest + 1500) < 20 * len(body)
+    first = decode(published[0][2], Event)
+    assert [c["new"]["name"] for c in first.payload["push"]["changes"]] == ["b0"]
 
 
 # --- properties: never a 500, never a publish on invalid input -----------------------------------

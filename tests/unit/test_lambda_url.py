@@ -27,25 +27,26 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("TASUKI_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # nothing may get that far
     for name in ("router", "dispatcher", "reporter"):
         monkeypatch.setenv(f"TASUKI_{name.upper()}_URL", f"https://{name}.{DOMAIN}/")
+    monkeypatch.setenv("TASUKI_PUBLIC_URL", f"https://web.{DOMAIN}")  # the name the web page answers to
     runtime.cache_clear()
     yield
     runtime.cache_clear()
 
 
-def function_url_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> dict:
-    """The event a Lambda Function URL passes to the function (payload format 2.0)."""
+def function_url_event(host: str, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> dict:
+    """The event a Lambda Function URL `host` passes to its function (payload format 2.0)."""
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": query,
-        "headers": {k.lower(): v for k, v in {**headers, "host": DOMAIN, "x-forwarded-proto": "https"}.items()},
+        "headers": {k.lower(): v for k, v in {**headers, "host": host, "x-forwarded-proto": "https"}.items()},
         "queryStringParameters": dict(p.split("=", 1) for p in query.split("&")) if query else None,
         "requestContext": {
             "accountId": "anonymous",
-            "apiId": DOMAIN.split(".")[0],
-            "domainName": DOMAIN,
-            "domainPrefix": DOMAIN.split(".")[0],
+            "apiId": host.split(".")[0],
+            "domainName": host,
+            "domainPrefix": host.split(".")[0],
             "http": {
                 "method": method,
                 "path": path,
@@ -88,8 +89,11 @@ def test_a_function_url_event_gets_the_answer_functions_framework_gives(env, fun
     client = functions_framework.create_app(function, source).test_client()
     handler = lambda_url.handler(function, source)
     for method, path, query, headers, body in requests_for(function):
-        expected = client.open(path, method=method, query_string=query, headers=headers, data=body)
-        got = handler(function_url_event(method, path, query, headers, body), None)
+        host = f"{function}.{DOMAIN}"
+        expected = client.open(
+            path, base_url=f"https://{host}", method=method, query_string=query, headers=headers, data=body
+        )
+        got = handler(function_url_event(host, method, path, query, headers, body), None)
         got_body = base64.b64decode(got["body"]) if got.get("isBase64Encoded") else got["body"].encode()
         got_headers = {k.lower(): v for k, v in got["headers"].items()}
         assert (got["statusCode"], got_headers.get("content-type"), got_body) == (

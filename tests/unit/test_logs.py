@@ -147,10 +147,8 @@ def test_a_pushed_message_binds_its_fields_for_the_request():
         headers = {"Authorization": f"Bearer {push.tokens.sign(key, 'https://f/')}"}
 
         def __init__(self, body: bytes) -> None:
-            self.body = body
-
-        def get_data(self) -> bytes:
-            return self.body
+            self.content_length = len(body)
+            self.stream = io.BytesIO(body)
 
     from tasuki.shared import codec
 

@@ -4,12 +4,14 @@ functions-framework's own test client; and the push envelope reads back what the
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
 
 from tasuki.shared import push, tokens, topics
 from tasuki.shared.errors import AuthError
 from tasuki.shared.runtime import runtime
+from tasuki.shared.settings import Settings
 from tests.unit.conftest import function_client as client
 
 KEY = "handler-test-key-of-at-least-32-bytes"
@@ -65,6 +67,69 @@ def test_a_valid_token_gets_past_authentication(env, function):
     answer = client(function).post("/", json=body(), headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 400, answer.get_data(as_text=True)  # the body is refused, not the caller
     assert runtime().broker.published == []
+
+
+class Watched(io.RawIOBase):
+    """A request body of `size` bytes that counts how many of them were read (seeking, as the
+    test client does to measure it, reads nothing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.position, self.read_bytes = size, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self.size - self.position))
+        buffer[:n] = b"{" * n
+        self.position += n
+        self.read_bytes += n
+        return n
+
+
+# A body that comes chunked: its length is not said, it is found by reading.
+CHUNKED = {"wsgi.input_terminated": True, "CONTENT_LENGTH": ""}
+
+
+@pytest.mark.parametrize("function", PUSHED)
+@pytest.mark.parametrize("length", ["said", "chunked"])
+def test_the_token_is_checked_before_a_byte_of_the_body_is_read(env, function, length):
+    # Given a huge body (Content-Length says so, or it comes chunked) and no token
+    stream = Watched(10 * 1024**3)
+    extra = CHUNKED if length == "chunked" else {}
+    answer = client(function).post("/", input_stream=stream, environ_overrides=extra, content_type="application/json")
+    # Then the answer is 401 and nothing of the body was read, before or after the handler
+    assert answer.status_code == 401 and stream.read_bytes == 0
+
+
+@pytest.mark.parametrize("function", PUSHED)
+def test_a_body_over_the_limit_is_refused_reading_no_further(env, function):
+    token = tokens.sign(KEY, env.endpoint(function))
+    headers = {"Authorization": f"Bearer {token}"}
+    # said by Content-Length: nothing read
+    stream = Watched(env.max_push_bytes + 1)
+    answer = client(function).post("/", input_stream=stream, headers=headers)
+    assert answer.status_code == 413 and stream.read_bytes == 0
+    assert "TASUKI_MAX_BODY_BYTES" in answer.get_json()["error"]
+    # found by reading a chunked body: no further than the limit
+    stream = Watched(10 * 1024**3)
+    answer = client(function).post("/", input_stream=stream, headers=headers, environ_overrides=CHUNKED)
+    assert answer.status_code == 413 and env.max_push_bytes < stream.read_bytes <= env.max_push_bytes + 1
+
+
+def test_the_push_limit_grows_with_the_webhook_limit():
+    assert Settings().max_push_bytes == 8 * 1024**2
+    assert Settings(max_body_bytes=25 * 1024**2).max_push_bytes == 100 * 1024**2
 
 
 def test_tokens_are_short_lived_and_bound_to_one_audience():

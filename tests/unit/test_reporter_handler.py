@@ -4,6 +4,8 @@ how each kind of host answer becomes an ack or a nack."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from functions_framework import create_app
@@ -131,3 +133,61 @@ def test_a_repository_without_credentials_is_noted_not_retried(client, hosts, tm
     [(_, message)] = SQLiteStore(tmp_path / "tasuki.db").get_notes("run1")
     assert "no github API credentials for someone/else" in message
     assert hosts.statuses() == []
+
+
+@pytest.mark.parametrize(("host", "repo"), [("bitbucket", "acme/bb"), ("github", "acme/gh"), ("gitlab", "group/gl")])
+@pytest.mark.parametrize("after", ["../../../../user/repos", "c" * 40 + "/../../x", "abc", "g" * 40, "c" * 65])
+def test_a_commit_that_is_not_a_commit_id_is_never_put_in_a_url(client, hosts, tmp_path, host, repo, after):
+    # Given an event whose `after` tries to walk the status URL to another API path
+    hostile = notice(host, repo).model_copy(
+        update={"event": notice(host, repo).event.model_copy(update={"after": after})}
+    )
+    # When it is reported: acked, noted on the run, and nothing at all reaches the host
+    answer = post(client, hostile)
+    assert answer.status_code == 200 and answer.get_json()["reported"] is False
+    [(_, message)] = SQLiteStore(tmp_path / "tasuki.db").get_notes("run1")
+    assert "not 7 to 64 hexadecimal characters" in message
+    assert hosts.paths == []
+
+
+class Elsewhere:
+    """Another server, which records what reaches it (a credential must not)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                seen.append(dict(self.headers.items()))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/steal"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("host", "repo"), [("bitbucket", "acme/bb"), ("github", "acme/gh"), ("gitlab", "group/gl")])
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_a_redirect_elsewhere_is_not_followed_with_the_credential(client, hosts, tmp_path, host, repo, code):
+    elsewhere = Elsewhere()
+    try:
+        hosts.fail_next(code, headers={"Location": elsewhere.url})
+        answer = post(client, notice(host, repo))
+        assert answer.status_code == 200 and answer.get_json()["reported"] is False
+        assert elsewhere.seen == []
+        [(_, message)] = SQLiteStore(tmp_path / "tasuki.db").get_notes("run1")
+        assert f"answered {code}, a redirect to http://127.0.0.1:" in message and "not followed" in message
+    finally:
+        elsewhere.close()

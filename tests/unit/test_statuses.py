@@ -128,3 +128,25 @@ def test_pull_requests_report_on_the_source_branch_and_descriptions_fit():
 def test_no_commit_no_status():
     deleted = event().model_copy(update={"after": ""})
     assert statuses.status_for(RunUpdated(run_id="r", status="success", event=deleted), "http://ci") is None
+
+
+def test_a_request_stays_under_the_hosts_configured_api():
+    from tasuki.shared.errors import StatusNotSent
+    from tasuki.shared.registry import RepositoryConfig
+
+    status = statuses.status_for(
+        RunUpdated(run_id="r", status="running", event=event("github", "acme/api"), rule_id="x"), "http://ci"
+    )
+    config = RepositoryConfig(token="t")
+    assert statuses.request_for(status, "https://ghe.example/api/v3", config).url.startswith(
+        "https://ghe.example/api/v3/repos/"
+    )
+    for name in ("acme/../../../user", "acme/./api", "..%2F..", "acme\\..\\x"):
+        with pytest.raises(StatusNotSent, match="is not under https://ghe.example/api/v3"):
+            statuses.request_for(
+                status.__class__(**{**status.__dict__, "repository": name}), "https://ghe.example/api/v3", config
+            )
+    assert statuses.within("https://api.github.com/repos/a/b/statuses/" + "c" * 40, "https://api.github.com")
+    assert not statuses.within("https://api.github.com.evil.example/repos/a", "https://api.github.com")
+    assert not statuses.within("http://api.github.com/repos/a", "https://api.github.com")
+    assert not statuses.within("https://ghe.example/api/v3x/repos/a", "https://ghe.example/api/v3")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tasuki.shared import codec, webhooks
 from tasuki.shared.errors import WebhookError
 from tasuki.shared.messages import Event
-from tasuki.shared.registry import Registry, RepositoryConfig
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
 from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
 from tests.strategies import event_names, header_names, json_values, paths, replaced
 
@@ -40,6 +40,8 @@ EXPECTED = {
 
 
 def read(head, body, registry=OPEN, **kw) -> webhooks.Delivery:
+    """Read a delivery; unknown repositories are accepted unless the test says otherwise."""
+    kw.setdefault("unknown_repositories", "accept")
     return webhooks.read(head, body, registry=registry, **kw)
 
 
@@ -159,24 +161,73 @@ def test_the_secret_of_a_repository_cannot_be_dodged_by_changing_the_case_of_its
     assert refused(headers(host, event, body), body, registry_with(repository, "s3cret")).http_status == 401
 
 
-class TwoPlaces:
-    """A registry over several places (a file and the store), which lists its names with all()."""
+class Stored:
+    """The store's side of the registry: repositories registered on the page."""
 
     def __init__(self, **configs: RepositoryConfig) -> None:
         self.configs = {name.replace("__", "/"): config for name, config in configs.items()}
 
-    def get(self, full_name):
-        return self.configs.get(full_name)
-
-    def all(self):
-        return {name: (config, "store") for name, config in self.configs.items()}
+    def list_repositories(self):
+        return dict(self.configs)
 
 
 def test_a_registry_over_several_places_is_searched_without_case_too():
     body = fixture_body("github", "push.json").replace(b"binkkatal/sample_app", b"BinkKatal/Sample_App")
-    registry = TwoPlaces(binkkatal__sample_app=RepositoryConfig(secret="s3cret"))
+    registry = Repositories(Registry(), Stored(binkkatal__sample_app=RepositoryConfig(secret="s3cret")))
     assert refused(headers("github", "push", body), body, registry).http_status == 401
     assert read(headers("github", "push", body, secret="s3cret"), body, registry).events
+
+
+@pytest.mark.parametrize("host", sorted(SIGNED))
+@pytest.mark.parametrize("spelling", ["{} ", " {}", "{}/", "/{}/", "{}\t", "{} /"])
+def test_no_spelling_of_a_registered_name_escapes_its_secret(host, spelling):
+    # Given a repository registered with a secret, in the file and (another) on the page
+    name, event, repository = SIGNED[host]
+    variant = spelling.format(repository.upper())
+    body = json.dumps(fixture(host, name)).replace(json.dumps(repository), json.dumps(variant)).encode()
+    for registry in (
+        registry_with(repository, "s3cret"),
+        Repositories(Registry(), Stored(**{repository.replace("/", "__"): RepositoryConfig(secret="s3cret")})),
+    ):
+        # When a delivery names it with spaces, slashes or another case, unsigned: refused
+        assert refused(headers(host, event, body), body, registry).http_status == 401
+        # Signed, it is read, and its events name the repository as registered
+        delivery = read(headers(host, event, body, secret="s3cret"), body, registry, unknown_repositories="reject")
+        assert {e.repository.full_name for e in delivery.events} == {repository}
+
+
+def test_an_event_never_carries_the_payloads_clone_url():
+    payload = fixture("github", "push.json")
+    payload["repository"]["clone_url"] = "http://169.254.169.254/latest/meta-data.git"
+    body = json.dumps(payload).encode()
+    for registry in (OPEN, registry_with("binkkatal/sample_app")):
+        (event,) = read(headers("github", "push", body), body, registry).events
+        assert event.repository.clone_url == ""
+
+
+def test_a_push_of_more_refs_than_the_limit_is_refused_before_anything_is_encoded():
+    payload = fixture("bitbucket", "repo-push.json")
+    change = payload["push"]["changes"][0]
+    payload["push"]["changes"] = [{**change, "new": {**change["new"], "name": f"branch-{n}"}} for n in range(101)]
+    body = json.dumps(payload).encode()
+    error = refused(headers("bitbucket", "repo:push", body), body)
+    assert error.http_status == 413 and "101 refs" in str(error) and "TASUKI_MAX_EVENTS_PER_DELIVERY" in str(error)
+    assert len(read(headers("bitbucket", "repo:push", body), body, max_events=101).events) == 101
+
+
+def test_each_event_of_a_push_carries_only_its_own_ref():
+    # Given a Bitbucket push of 500 refs, each with its commits
+    payload = fixture("bitbucket", "repo-push.json")
+    change = payload["push"]["changes"][0]
+    payload["push"]["changes"] = [{**change, "new": {**change["new"], "name": f"branch-{n}"}} for n in range(500)]
+    body = json.dumps(payload).encode()
+    delivery = read(headers("bitbucket", "repo:push", body), body, max_events=500)
+    # Then each event's payload is the delivery with its own change only, and all of them
+    # together are about the size of the delivery, not 500 times it
+    for n, event in enumerate(delivery.events):
+        assert event.payload["push"]["changes"] == [payload["push"]["changes"][n]]
+        assert event.payload["repository"] == payload["repository"]
+    assert sum(len(b) for b in delivery.bodies) < 4 * len(body)
 
 
 def test_a_registered_repository_without_a_secret_takes_unsigned_deliveries():
@@ -184,14 +235,17 @@ def test_a_registered_repository_without_a_secret_takes_unsigned_deliveries():
     assert read(headers("github", "push", body), body, registry_with("binkkatal/sample_app")).events
 
 
-def test_unknown_repositories_are_accepted_or_refused_with_a_404_as_configured():
+def test_unknown_repositories_are_refused_with_a_404_unless_accepted_on_purpose():
     body = fixture_body("github", "push.json")
     head = headers("github", "push", body)
     assert read(head, body, unknown_repositories="accept").events
-    error = refused(head, body, unknown_repositories="reject")
+    with pytest.raises(WebhookError) as caught:
+        webhooks.read(head, body, registry=OPEN)  # the default
+    error = caught.value
     assert (
         error.http_status == 404 and "binkkatal/sample_app" in str(error) and "TASUKI_REPOSITORIES_FILE" in str(error)
     )
+    assert "/api/repositories" in str(error)
     assert read(head, body, registry_with("binkkatal/sample_app"), unknown_repositories="reject").events
 
 
