@@ -2,10 +2,11 @@
 gets only a bundle's requirements.txt (no project install; pip may use its cache and the index),
 functions-framework serves each function from its bundle folder alone, exactly as Cloud
 Functions (2nd gen) and Cloud Run run it, and a real push goes through all of them against the
-test RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database): a signed webhook into the ingress, the event it
-published into the router (a rule matches), the run it requested into the dispatcher (the plan
-is ordered), a status change into the reporter with a Google-signed OIDC token (no credentials:
-noted on the run), and the web function's API lists the run."""
+test RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database): a signed webhook of a
+registered repository into the ingress, the event it published into the router (a rule
+matches), the run it requested into the dispatcher (the plan is ordered), a status change into
+the reporter with a Google-signed OIDC token (no credentials: noted on the run), and the web
+function's API lists the run."""
 
 from __future__ import annotations
 
@@ -27,13 +28,16 @@ from tasuki.local.deploy import bundle
 from tasuki.shared import codec, push, tokens, topics
 from tasuki.shared.messages import RunUpdated
 from tasuki.shared.recipes import Rule
+from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
+from tests import deliveries
 from tests.conftest import bitbucket_push, free_port, take
 from tests.google_keys import KeySet
 
 KEY = "bundle-test-push-key-of-at-least-32-bytes"
 ACCOUNT = "tasuki-push@acme-ci.iam.gserviceaccount.com"
+SECRET = "the-webhook-secret-of-acme-api"
 LISTEN = ("--host", "127.0.0.1", "--port")
 START_WITHIN = 120  # seconds for a function to answer after its process started (a slow, busy machine)
 
@@ -191,8 +195,10 @@ def test_every_bundle_serves_its_function_from_its_folder_alone(served):
     queue = {s.name: s.queue for s in topics.SUBSCRIPTIONS}
     rt.store.add_rule(Rule(repository="acme/api", branch="main"))
 
-    # ingress: a Bitbucket push becomes an event on tasuki.events, confirmed.
-    body, headers = bitbucket_push("acme/api", "main", "c" * 40)
+    # ingress: a signed Bitbucket push of a registered repository becomes an event on tasuki.events.
+    rt.store.put_repository("acme/api", RepositoryConfig(clone_url="https://bitbucket.org/acme/api.git", secret=SECRET))
+    body, _ = bitbucket_push("acme/api", "main", "c" * 40)
+    headers = deliveries.headers("bitbucket", "repo:push", body, secret=SECRET)
     answer = requests.post(functions.urls["ingress"], data=body, headers=headers, timeout=60)
     assert answer.status_code == 202, answer.text
     (event,) = take(rt.broker, queue["router"])
