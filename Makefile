@@ -2,7 +2,7 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup lint unit test local demo bench clean
+.PHONY: setup lint unit test local demo bench bundle clean
 
 setup:
 	@bash local/setup.sh
@@ -41,5 +41,9 @@ demo: setup
 bench: setup
 	$(VENV)/bin/python -m tests.bench $(BENCH)
 
+# One deployable folder and zip per function under build/bundles/ (infra/gcp, infra/aws, docs/cloud.md).
+bundle: setup
+	$(VENV)/bin/tasuki deploy bundle
+
 clean:
-	rm -rf $(VENV) .tasuki .pytest_cache
+	rm -rf $(VENV) .tasuki .pytest_cache build

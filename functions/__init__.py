@@ -5,10 +5,12 @@ reporter (run and job statuses -> commit statuses on the git host), logs (job.lo
 web (the page and the API).
 """
 
+import pkgutil
 from pathlib import Path
 
-# Every function, each a module here and a functions-framework target of the same name.
-NAMES = ("ingress", "router", "dispatcher", "reporter", "logs", "web")
+# Every function: each module of this package (a new module is a new function everywhere: the
+# bundles, the deploy descriptors), not a list kept by hand.
+NAMES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
 
 
 def source(name: str) -> Path:

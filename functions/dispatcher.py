@@ -58,8 +58,7 @@ def dispatcher(request):
     # 1-2. Authenticate the push, read the envelope, decode the message by its type.
     message = push.receive_message(
         request,
-        key=rt.signing_key,
-        audience=rt.settings.endpoint("dispatcher"),
+        rt.push_verifier("dispatcher"),
         accepts=ACCEPTS,
         limit=rt.settings.max_push_bytes,
     )

@@ -25,8 +25,7 @@ def logs(request):
     # 1-2. Authenticate the push, read the envelope, decode the chunk.
     chunk = push.receive_message(
         request,
-        key=rt.signing_key,
-        audience=rt.settings.endpoint("logs"),
+        rt.push_verifier("logs"),
         accepts=ACCEPTS,
         limit=rt.settings.max_push_bytes,
     )

@@ -33,8 +33,7 @@ def reporter(request):
     # 1-2. Authenticate the push, read the envelope, decode the notice.
     notice = push.receive_message(
         request,
-        key=rt.signing_key,
-        audience=rt.settings.endpoint("reporter"),
+        rt.push_verifier("reporter"),
         accepts=ACCEPTS,
         limit=rt.settings.max_push_bytes,
     )

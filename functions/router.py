@@ -29,8 +29,7 @@ def router(request):
     # 1-2. Authenticate the push, read the envelope, decode the event.
     event = push.receive_message(
         request,
-        key=rt.signing_key,
-        audience=rt.settings.endpoint("router"),
+        rt.push_verifier("router"),
         accepts={Event.TYPE: Event},
         limit=rt.settings.max_push_bytes,
     )

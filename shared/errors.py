@@ -24,6 +24,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │   │                        (bad token, unknown commit, a redirect elsewhere)
     │   └── StatusNotSent        Tasuki would not send it: a commit id that is not one,
     │                            or a URL that leaves the host's configured API
+    ├── DeployError              a step of `tasuki deploy` failed (AWS refused it, or the
+    │                            dependencies layer could not be installed)
     └── JobError                 a job could not run; `reason` is a short machine-readable word
         ├── CheckoutFailed
         ├── ImageMissing
@@ -154,6 +156,11 @@ class HostRefused(TasukiError):
 class StatusNotSent(HostRefused):
     """A commit status Tasuki refuses to send: its commit is not a commit id, or its request would
     leave the host's configured API (the repository's credential goes nowhere else)."""
+
+
+class DeployError(TasukiError):
+    """A step of a deploy failed (AWS refused it, or the layer could not be installed); the
+    message names the step."""
 
 
 class JobError(TasukiError):

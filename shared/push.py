@@ -117,12 +117,13 @@ def parse(body: bytes | str | dict[str, Any]) -> PushedMessage:
 
 
 def receive_message(
-    request: Any, *, key: str, audience: str, accepts: Mapping[str, type[M]], limit: int = MIN_PUSH_BYTES
+    request: Any, verifier: tokens.Verifier, *, accepts: Mapping[str, type[M]], limit: int = MIN_PUSH_BYTES
 ) -> M:
-    """A pushed-to handler's first steps: check the token (before a byte of the body is read),
-    read the body (at most `limit` bytes: `Settings.max_push_bytes`), read the envelope, decode
-    the message by its `type` attribute. `accepts` maps the types the handler takes to their models."""
-    tokens.verify(key, request.headers.get("Authorization"), audience)
+    """A pushed-to handler's first steps: check the token (the bridge's, or Google's where
+    configured: `tokens.Verifier`) before a byte of the body is read, read the body (at most
+    `limit` bytes: `Settings.max_push_bytes`), read the envelope, decode the message by its `type`
+    attribute. `accepts` maps the types the handler takes to their models."""
+    verifier.verify(request.headers.get("Authorization"))
     pushed = parse(read_body(request, limit, "pushes are read up to 4 × TASUKI_MAX_BODY_BYTES, at least 8 MiB"))
     logs.bind(**logs.fields(pushed.attributes))  # the rest of the request's log lines carry run, job, delivery
     model = accepts.get(pushed.type)

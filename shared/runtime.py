@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from functools import cache, cached_property
 
+from tasuki.shared import oidc, tokens
 from tasuki.shared.broker import Broker, MessageBroker, Publishing
 from tasuki.shared.publisher import Publisher
 from tasuki.shared.registry import Repositories, load_registry
@@ -49,6 +50,20 @@ class Runtime:
     def order_key(self) -> str:
         """The key that seals what orders carry for executors alone (`TASUKI_ORDER_KEY`)."""
         return self.settings.order_key_value()
+
+    @cached_property
+    def google_tokens(self) -> oidc.GoogleTokens | None:
+        """Google-signed push tokens, when TASUKI_PUSH_OIDC_SERVICE_ACCOUNT says whose to accept."""
+        s = self.settings
+        if not s.push_oidc_service_account:
+            return None
+        certificates = oidc.Certificates(s.push_oidc_certs_url)
+        return oidc.GoogleTokens(s.push_oidc_service_account, certificates, audience=s.push_oidc_audience)
+
+    def push_verifier(self, function: str) -> tokens.Verifier:
+        """What the pushed-to `function` accepts: the bridge's tokens for its endpoint URL, and
+        Google's when configured."""
+        return tokens.Verifier(self.signing_key, self.settings.endpoint(function), self.google_tokens)
 
     @cached_property
     def publisher(self) -> Publishing:

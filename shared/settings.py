@@ -9,11 +9,13 @@ was found.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +23,7 @@ from tasuki.shared import cloneurls
 from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # The smallest body limit of a push request (`Settings.max_push_bytes`).
 MIN_PUSH_BYTES = 8 * 1024 * 1024
@@ -64,6 +67,13 @@ class Settings(BaseModel):
     dispatcher_url: str = ""
     reporter_url: str = ""
     logs_url: str = ""
+    # Google-signed OIDC push tokens (shared/oidc.py: Cloud Scheduler, a real Pub/Sub push
+    # subscription), accepted beside the bridge's own when the service account is set: signed by a
+    # key published at the certificates URL, issued by Google, for the audience (empty: the
+    # function's endpoint URL, as Google sends by default), to this verified service account.
+    push_oidc_service_account: str = ""
+    push_oidc_audience: str = ""
+    push_oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     # The address people use to reach the web page (links in commit statuses).
     public_url: str = ""
     # The webhook URL to paste into the git host. Empty: http://<host>:<ingress port>/.
@@ -157,6 +167,22 @@ class Settings(BaseModel):
     @classmethod
     def _level_in_capitals(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("push_oidc_service_account")
+    @classmethod
+    def _an_email(cls, email: str) -> str:
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+            raise ValueError("expected a service-account email like tasuki-push@PROJECT.iam.gserviceaccount.com")
+        return email
+
+    @field_validator("push_oidc_certs_url")
+    @classmethod
+    def _certificates_over_https(cls, url: str) -> str:
+        """Signing keys fetched in clear could be swapped on the way: https, or this machine."""
+        parts = urlsplit(url)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK):
+            return url
+        raise ValueError("expected an https:// URL (or http:// on this machine)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

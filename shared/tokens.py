@@ -3,6 +3,10 @@
 As a Pub/Sub push subscription sends an OIDC token, the bridge sends
 `Authorization: Bearer <JWT>` with the endpoint URL as audience and a short expiry, signed
 (HS256) with the key from settings. `verify()` raises `AuthError` with the reason.
+
+A function on Google Cloud also receives what Google delivers itself (Cloud Scheduler, a real
+Pub/Sub push), signed by Google: a `Verifier` accepts both kinds, the bridge's always and
+Google's when `shared.oidc.GoogleTokens` are configured (TASUKI_PUSH_OIDC_*).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Mapping
 
 import jwt
 
+from tasuki.shared import oidc
 from tasuki.shared.errors import AuthError
 
 ISSUER = "tasuki-bridge"
@@ -25,16 +30,22 @@ def sign(key: str, audience: str, *, subject: str = "bridge", lifetime: int = LI
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify(key: str, authorization: str | None, audience: str) -> Mapping[str, object]:
-    """Check an `Authorization` header value; the token's claims, or `AuthError`."""
+def bearer(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header value, or `AuthError`."""
     if not authorization:
         raise AuthError("missing Authorization header: pushes must carry 'Bearer <token>'")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def verify(key: str, authorization: str | None, audience: str) -> Mapping[str, object]:
+    """Check an `Authorization` header value carrying a bridge token; its claims, or `AuthError`."""
+    token = bearer(authorization)
     try:
         return jwt.decode(
-            token.strip(),
+            token,
             key,
             algorithms=[ALGORITHM],
             audience=audience,
@@ -45,5 +56,29 @@ def verify(key: str, authorization: str | None, audience: str) -> Mapping[str, o
         raise AuthError("the push token has expired") from None
     except jwt.InvalidAudienceError:
         raise AuthError(f"the push token is not for this endpoint (expected audience {audience})") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid push token: {exc}") from None
+
+
+class Verifier:
+    """What one pushed-to function accepts: the bridge's tokens for its endpoint URL and, when
+    `google` is set, Google-signed OIDC tokens (checked as `shared.oidc` says)."""
+
+    def __init__(self, key: str, endpoint: str, google: oidc.GoogleTokens | None = None) -> None:
+        self.key = key
+        self.endpoint = endpoint
+        self.google = google
+
+    def verify(self, authorization: str | None) -> Mapping[str, object]:
+        token = bearer(authorization)
+        if self.google is not None and oidc.is_google(unverified_claims(token)):
+            return self.google.verify(token, self.endpoint)
+        return verify(self.key, authorization, self.endpoint)
+
+
+def unverified_claims(token: str) -> Mapping[str, object]:
+    """The claims of a token without checking anything: only to choose which check applies."""
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid push token: {exc}") from None

@@ -18,6 +18,8 @@
     tasuki store [status]           where the store is (TASUKI_STORE_URL) and its schema version
     tasuki store migrate            bring the store's schema up to date (prints versions before and after)
     tasuki store prune              delete what is older than TASUKI_RETENTION_RUNS_DAYS / _DELIVERIES_DAYS
+    tasuki deploy bundle [--out D]  one deployable folder and zip per function (build/bundles/)
+    tasuki deploy aws --bucket B    the bundles on AWS Lambda behind Function URLs (infra/aws/)
 
 Settings come from TASUKI_* environment variables (see README). Errors are one clear line and
 exit code 2; nothing prints a traceback for a mistake a person can fix.
@@ -334,6 +336,23 @@ def load_rules_file(rt: Runtime, path: Path) -> None:
     )
 
 
+def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
+    try:
+        from tasuki.local.deploy import aws as to_aws
+        from tasuki.local.deploy import bundle
+    except ImportError as exc:
+        raise ConfigError(f"tasuki deploy needs its extra: pip install 'tasuki[deploy]' ({exc})") from None
+    target = to_aws.target_from(args) if args.action == "aws" else None
+    bundles = bundle.build(Path(args.out))
+    for built in bundles:
+        print(f"{built.name:<12} {built.folder}/  {built.zip}  sha256 {built.sha256[:12]}")
+    print(f"{len(bundles)} bundles and {Path(args.out) / 'manifest.json'}", flush=True)
+    if target is not None:
+        print(f"deploying to AWS Lambda in {target.region}:", flush=True)
+        to_aws.report(to_aws.deploy(target, Path(args.out)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -414,6 +433,16 @@ def parser() -> argparse.ArgumentParser:
     rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
     rules.add_argument("--disabled", action="store_true", help="create it disabled")
     rules.set_defaults(fn=cmd_rules)
+    deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")
+    deploy.add_argument("action", choices=["bundle", "aws"], help="bundle: build the bundles; aws: build, then deploy")
+    deploy.add_argument("--out", default="build/bundles", help="the bundles' folder (default: build/bundles)")
+    deploy.add_argument("--bucket", help="aws: the S3 bucket for bundles and layers (made if missing)")
+    deploy.add_argument("--region", help="aws: default AWS_REGION or the AWS configuration")
+    deploy.add_argument("--prefix", default="tasuki-", help="aws: prefix of the functions', layer's and role's names")
+    deploy.add_argument("--env-file", help="aws: TASUKI_*=value lines, the settings of every function")
+    deploy.add_argument("--memory", type=int, default=512, help="aws: MB per function (default 512)")
+    deploy.add_argument("--timeout", type=int, default=60, help="aws: seconds per invocation (default 60)")
+    deploy.set_defaults(fn=cmd_deploy)
     store = sub.add_parser("store", help="the store: status, migrate (schema), prune (retention)")
     store.add_argument("action", nargs="?", choices=["status", "migrate", "prune"], default="status")
     store.set_defaults(fn=cmd_store)

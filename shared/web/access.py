@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tasuki.shared.errors import ConfigError
-from tasuki.shared.settings import Settings
+from tasuki.shared.settings import LOOPBACK, Settings
 
 COOKIE = "tasuki_session"
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = frozenset(LOOPBACK)
 # Methods that change nothing; every other one must come from the site itself.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION = re.compile(r"^v1\.(\d{1,12})\.([A-Za-z0-9_-]{16,64})\.([0-9a-f]{64})$")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tasuki.shared import codec, flowfile
 from tasuki.shared.errors import FlowFileError
+from tasuki.shared.flowfile import reading
 from tasuki.shared.messages import RunPlanned
 
 # The classic "billion laughs": nine levels of nine aliases, 9**9 strings once expanded.
@@ -79,7 +80,7 @@ def test_a_file_over_the_size_limit_is_refused():
 
 
 def test_reading_slower_than_the_limit_is_refused(monkeypatch):
-    monkeypatch.setattr(flowfile, "MAX_SECONDS", -1.0)  # every file is too slow
+    monkeypatch.setattr(reading, "MAX_SECONDS", -1.0)  # every file is too slow
     assert "took longer than" in refused("jobs:\n  a: {image: i, run: r}\n")
 
 

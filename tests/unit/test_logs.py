@@ -138,13 +138,13 @@ def test_a_line_logged_inside_a_scoped_request_has_the_run_and_the_next_request_
     assert logs.current() == {}
 
 
-def test_a_pushed_message_binds_its_fields_for_the_request(monkeypatch):
+def test_a_pushed_message_binds_its_fields_for_the_request():
     """push.receive_message, every pushed-to handler's first step, puts the message's attributes
     into the request's context."""
-    monkeypatch.setattr(push.tokens, "verify", lambda key, authorization, audience: None)
+    key = "a-push-key-of-at-least-32-bytes-long"
 
     class Request:
-        headers = {"Authorization": "Bearer t"}
+        headers = {"Authorization": f"Bearer {push.tokens.sign(key, 'https://f/')}"}
 
         def __init__(self, body: bytes) -> None:
             self.content_length = len(body)
@@ -164,9 +164,8 @@ def test_a_pushed_message_binds_its_fields_for_the_request(monkeypatch):
 
     @logs.scoped
     def handle() -> dict[str, str]:
-        push.receive_message(
-            Request(json.dumps(body).encode()), key="k", audience="a", accepts={"job.finished": JobFinished}
-        )
+        verifier = push.tokens.Verifier(key, "https://f/")
+        push.receive_message(Request(json.dumps(body).encode()), verifier, accepts={"job.finished": JobFinished})
         return logs.current()
 
     assert handle() == {"run": "r-9", "job": "test"}
