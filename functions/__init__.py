@@ -1,7 +1,8 @@
 """Tasuki's stateless HTTP functions, each a functions-framework target of the same name.
 
 ingress (git hosts -> tasuki.events), router (events -> run.requested), dispatcher (runs -> jobs),
-reporter (run and job statuses -> commit statuses on the git host), web (the page and the API).
+reporter (run and job statuses -> commit statuses on the git host), logs (job.log chunks -> the store),
+web (the page and the API).
 """
 
 import pkgutil

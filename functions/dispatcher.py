@@ -1,28 +1,38 @@
 """Dispatcher: advances each run's DAG, one message at a time per run (ordered by run id).
 
 Receives (subscription "dispatcher"): run.requested (router), run.wake (itself), run.planned,
-job.started, job.finished (executor), run.cancel (command line, web page, itself).
-Publishes: plan.order and job.order on tasuki.jobs (executors pull them); run.updated /
-job.updated on tasuki.runs for every status change; run.cancel for runs a newer push
-supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
+job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
+tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
+Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
+URL from the registry and the clone credentials sealed; a run of a repository Tasuki may not
+clone ends in error instead, saying why); lease answers on tasuki.executors;
+run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
+push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import logs, push, scheduler
+from tasuki.shared import logs, outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
+from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.messages import (
+    JobExpired,
     JobFinished,
+    JobHeartbeat,
     JobStarted,
+    Message,
     RunCancel,
     RunMessage,
     RunPlanned,
     RunRequested,
     RunWake,
+    Tick,
+    WorkOrder,
     utcnow,
 )
 from tasuki.shared.runtime import Runtime, runtime
@@ -30,9 +40,14 @@ from tasuki.shared.store import RunRecord
 
 log = logging.getLogger("tasuki.dispatcher")
 
-ACCEPTS: dict[str, type[RunMessage]] = {
-    m.TYPE: m for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobFinished)
+ACCEPTS: dict[str, type[Message]] = {
+    m.TYPE: m
+    for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobHeartbeat, JobExpired, JobFinished, Tick)
 }
+# What the outbox still holds this long after it was recorded is published by the tick.
+OUTBOX_GRACE = timedelta(seconds=10)
+# Retention (TASUKI_RETENTION_*) runs from the tick at most this often.
+PRUNE_EVERY = timedelta(hours=1)
 
 
 @functions_framework.http
@@ -47,20 +62,29 @@ def dispatcher(request):
         accepts=ACCEPTS,
         limit=rt.settings.max_push_bytes,
     )
-    # 3-4. Hold the run, decide (pure) from its current state, publish, then record: one
-    # transaction, so no other writer's update is lost; a crash before the commit redelivers the
-    # message, which is decided again.
+    if isinstance(message, Tick):
+        return answer(200, **tick(rt, utcnow()))
+    assert isinstance(message, RunMessage)
+    # 3-4. Hold the run, decide (pure) from its current state, and record the new state with what
+    #    it publishes (the outbox): one transaction, so no other writer's update is lost. Then
+    #    publish what the run's outbox holds (also what a crash left there) and clear it.
     with rt.store.locked_run(message.run_id) as held:
         if held.run is not None:
             logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
-        decision = scheduler.decide(held.run, held.jobs, message, utcnow())
-        for outgoing in decision.publish:
-            rt.broker.publish(outgoing)
+        now = utcnow()
+        decision = scheduler.decide(held.run, held.jobs, message, now, lease=rt.settings.job_lease_timeout)
+        try:
+            outgoing = [addressed(rt, m) for m in decision.publish]
+        except CheckoutFailed as exc:  # its repository cannot be cloned: the jobs it orders end in error
+            decision = scheduler.not_ordered(held.run, held.jobs, decision, str(exc), now)
+            outgoing = decision.publish
         if decision.run is not None:
             held.save(decision.run)
         for job in decision.jobs:
             held.put_job(job)
+        held.send([outbox.entry(message.run_id, m) for m in outgoing])
         run = held.run
+    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []
@@ -76,6 +100,45 @@ def dispatcher(request):
     return answer(
         200, run=message.run_id, published=[m.TYPE for m in decision.publish], started=started, cancelled=cancelled
     )
+
+
+def addressed(rt: Runtime, message: Message) -> Message:
+    """A work order completed with where to clone from (the registry's clone URL, never one an
+    event names: `Repositories.checkout_url`) and the registry's clone credentials, sealed for the
+    executor alone. `CheckoutFailed` says why a repository cannot be cloned (not registered, a
+    clone URL scheme not allowed)."""
+    if not isinstance(message, WorkOrder):
+        return message
+    name = message.event.repository.full_name
+    clone_url = rt.registry.checkout_url(name)
+    config = rt.registry.get(name)
+    credentials = (
+        config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
+    )
+    return message.model_copy(
+        update={
+            "clone_url": clone_url,
+            "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
+        }
+    )
+
+
+def tick(rt: Runtime, now: datetime) -> dict:
+    """The clock: each run-out lease becomes a job.expired in its run's order (the dispatcher
+    decides there, as for any message of the run), what the outbox still holds goes out, and
+    once an hour (whichever dispatcher instance gets there first) retention prunes the store."""
+    expired = [
+        (JobExpired(run_id=run_id, job=job, attempt=attempt), f"{run_id}:{job}:{attempt}:expired", None)
+        for run_id, job, attempt in rt.store.expired_leases(now)
+    ]
+    if expired:
+        rt.publisher.publish_all(expired)
+    left = outbox.publish(rt.store, rt.publisher, rt.store.outbox(before=now - OUTBOX_GRACE))
+    pruned = None
+    if rt.store.due("prune", now, every=PRUNE_EVERY):
+        runs_before, deliveries_before = rt.settings.retention_cutoffs(now)
+        pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)._asdict()
+    return {"expired": len(expired), "republished": left, "pruned": pruned}
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:
@@ -101,7 +164,15 @@ def admit(rt: Runtime, run_id: str) -> bool:
             held.save(run.model_copy(update={"admitted": True, "message": ""}))
     # Ordered once the place is recorded: a crash in between redelivers the message, and the
     # admitted run's plan is ordered again (executors plan idempotently).
-    rt.broker.publish(scheduler.plan_order(run), message_id=f"{run.id}:plan")
+    try:
+        order = addressed(rt, scheduler.plan_order(run))
+    except CheckoutFailed as exc:
+        # Nothing to clone from: the run's plan is this error, decided in the run's order as an
+        # executor's would be (the run ends, its place is freed).
+        log.info("run %s not planned: %s", run.id, exc)
+        rt.publisher.publish(RunPlanned(run_id=run.id, error=str(exc)), message_id=f"{run.id}:planned")
+        return False
+    rt.publisher.publish(order, message_id=f"{run.id}:plan")
     return True
 
 

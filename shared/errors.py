@@ -5,7 +5,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
 
     TasukiError                                                                           500
     ├── ConfigError              a setting or a configuration file is invalid             500
-    │   └── FilterError          a subscription filter does not parse; carries the position
+    │   ├── FilterError          a subscription filter does not parse; carries the position
+    │   └── SealError            a sealed value cannot be opened (another TASUKI_ORDER_KEY?)
     ├── DecodeError              a message body is not what its model expects             400
     ├── BrokerError                                                                       503
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
@@ -60,6 +61,10 @@ class FilterError(ConfigError):
     def __init__(self, message: str, position: int) -> None:
         super().__init__(message)
         self.position = position
+
+
+class SealError(ConfigError):
+    """A sealed value cannot be opened with this key, or the key itself is unusable."""
 
 
 class DecodeError(TasukiError):

@@ -14,13 +14,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasuki.shared.flowfile import Job
-from tasuki.shared.topics import EVENTS, JOBS, RUNS
+from tasuki.shared.sealing import Sealed
+from tasuki.shared.topics import EVENTS, EXECUTORS, JOBS, RUNS, executor_key
 
 RunStatus = Literal["queued", "running", "success", "failure", "cancelled", "error"]
 JobStatus = Literal["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 # A job is over once it reaches one of these; only "success" lets its dependants start.
 JOB_FINAL = frozenset({"success", "failure", "error", "timeout", "cancelled", "skipped"})
 RUN_FINAL = frozenset({"success", "failure", "cancelled", "error"})
+# An executor id as it may appear in a routing key (no wildcards) and a container label.
+EXECUTOR_ID = r"^[A-Za-z0-9_.\-]{1,200}$"
 
 
 def utcnow() -> datetime:
@@ -199,37 +202,79 @@ class RunCancel(RunMessage):
 
 
 class JobStarted(RunMessage):
+    """The claim: executor `executor` is about to run attempt `attempt` of the job. The dispatcher
+    grants it (the job is running, held by that executor under a lease) or refuses it, with a
+    `LeaseAnswer` addressed to the executor; no container starts before the grant."""
+
     TYPE = KEY = "job.started"
 
     job: str
-    executor: str = ""
+    attempt: int = Field(1, ge=1)
+    executor: str = Field("", pattern=r"^[A-Za-z0-9_.\-]{0,200}$")
     at: datetime = Field(default_factory=utcnow)
+
+
+class JobHeartbeat(RunMessage):
+    """A running attempt is alive (sent from the job's own run loop): the dispatcher renews its
+    lease. With `release`, the executor gives the job up (it is stopping): ordered again at once.
+    `sent` is the executor's own clock, echoed in the answer."""
+
+    TYPE = KEY = "job.heartbeat"
+
+    job: str
+    attempt: int = Field(ge=1)
+    executor: str = Field(pattern=EXECUTOR_ID)
+    sent: float = 0.0
+    release: bool = False
+
+
+class JobExpired(RunMessage):
+    """The tick found the lease of this attempt run out; the dispatcher checks again, in the
+    run's order, and orders the job again."""
+
+    TYPE = KEY = "job.expired"
+
+    job: str
+    attempt: int = Field(ge=1)
 
 
 class JobFinished(RunMessage):
     TYPE = KEY = "job.finished"
 
     job: str
+    attempt: int = Field(1, ge=1)
     status: Literal["success", "failure", "error", "timeout", "cancelled"]
     exit_code: int | None = None
     reason: str = ""  # machine-readable cause when status is not success/failure
     message: str = ""  # what a person reads on the run
+    log_chunks: int | None = Field(None, ge=0)  # how many job.log chunks the attempt wrote
     at: datetime = Field(default_factory=utcnow)
 
 
 class JobLog(RunMessage):
-    """A chunk of a job's log as it is written (executor -> whoever watches the job live).
+    """A chunk of a job's log as it is written (executor -> functions/logs, which stores it).
 
-    Best effort: the store holds the whole log (`seq` numbers its chunks); an event may be
-    dropped when the broker is slow. `data` is the masked chunk, decoded as UTF-8.
+    None is lost: published confirmed, stored once by (run, job, attempt, seq); chunks of an
+    attempt that is no longer the job's current one are ignored. `data` is the masked chunk,
+    decoded as UTF-8.
     """
 
     TYPE = KEY = "job.log"
-    MANDATORY = False
 
     job: str
-    seq: int
-    data: str
+    attempt: int = Field(1, ge=1)
+    seq: int = Field(ge=0, le=10_000_000)
+    data: str = Field(max_length=1024 * 1024)
+
+
+class Tick(Message):
+    """The clock (published by the bridge every `Settings.tick_interval` seconds): the dispatcher
+    looks for run-out leases and for what its outbox still holds."""
+
+    TYPE = KEY = "tick"
+    EXCHANGE = RUNS
+
+    at: datetime = Field(default_factory=utcnow)
 
 
 class RunUpdated(RunMessage):
@@ -258,6 +303,34 @@ class JobUpdated(RunMessage):
     rule_id: str = ""
 
 
+# --- to one executor (dispatcher -> executor) ------------------------------------------------
+
+
+class LeaseAnswer(Message):
+    """The dispatcher's answer to a claim or a heartbeat, addressed to the executor that sent it.
+    Refused (`granted` false, `reason` cancelled, finished, superseded, held): the executor
+    starts nothing, or stops the attempt's container. Also sent unasked when a run is cancelled."""
+
+    TYPE = "job.lease"
+    EXCHANGE = EXECUTORS
+    MANDATORY = False  # the executor may be gone; its job's lease then runs out
+
+    run_id: str
+    job: str
+    attempt: int = Field(ge=1)
+    executor: str = Field(pattern=EXECUTOR_ID)
+    granted: bool
+    reason: str = ""
+    sent: float = 0.0  # the heartbeat's `sent`, echoed
+
+    @property
+    def routing_key(self) -> str:
+        return executor_key(self.executor)
+
+    def attributes(self) -> dict[str, str]:
+        return {"run": self.run_id}
+
+
 # --- work for executors (dispatcher -> executor) ----------------------------------------------
 
 
@@ -267,6 +340,10 @@ class WorkOrder(Message):
     run_id: str
     event: Event
     pool: str = "default"
+    # Where to clone from, resolved by the dispatcher from the registry, and the registry's clone
+    # credentials sealed with the order key: the executor reads no registry and no store.
+    clone_url: str = ""
+    credentials: Sealed | None = None
 
     @property
     def routing_key(self) -> str:
@@ -286,11 +363,17 @@ class PlanOrder(WorkOrder):
 
 
 class JobOrder(WorkOrder):
-    """Run one job of a planned run, answer with `job.started` and `job.finished`."""
+    """Run attempt `attempt` of one job of a planned run: claim it (`job.started`), run it once
+    granted with heartbeats, answer `job.finished`. Its message id is run:job:attempt."""
 
     TYPE = "job.order"
 
     job: Job
+    attempt: int = Field(1, ge=1)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.run_id}:{self.job.name}:{self.attempt}"
 
 
 MODELS: dict[str, type[Message]] = {
@@ -302,10 +385,14 @@ MODELS: dict[str, type[Message]] = {
         RunPlanned,
         RunCancel,
         JobStarted,
+        JobHeartbeat,
+        JobExpired,
         JobFinished,
         JobLog,
+        Tick,
         RunUpdated,
         JobUpdated,
+        LeaseAnswer,
         PlanOrder,
         JobOrder,
     )

@@ -13,7 +13,8 @@ Names are compared normalised (`normalise`: no surrounding spaces or slashes, an
 hosts treat them, so that `ACME/api`, `acme/api ` and `acme/api/` are all `acme/api` and meet its
 secret; two registered names that normalise alike are refused. The clone URL of a checkout always
 comes from here (`Repositories.checkout_url`), never from a webhook's payload: a repository that
-is not registered is never cloned.
+is not registered is never cloned. The dispatcher reads it to address work orders (clone URL,
+sealed clone credentials); executors never read it.
 """
 
 from __future__ import annotations
@@ -127,14 +128,6 @@ class Repositories:
         if wrong:
             raise CheckoutFailed(f"{name}: not cloned: {wrong}")
         return config.clone_url
-
-    def credentials_for(self, clone_url: str) -> RepositoryConfig | None:
-        """The registered repository cloned from this URL, whose token (or username and app
-        password) executors also clone with; None for a repository not registered."""
-        for config, _ in self.all().values():
-            if config.clone_url and config.clone_url == clone_url:
-                return config
-        return None
 
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""

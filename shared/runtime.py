@@ -47,6 +47,11 @@ class Runtime:
         return self.settings.signing_key()
 
     @cached_property
+    def order_key(self) -> str:
+        """The key that seals what orders carry for executors alone (`TASUKI_ORDER_KEY`)."""
+        return self.settings.order_key_value()
+
+    @cached_property
     def google_tokens(self) -> oidc.GoogleTokens | None:
         """Google-signed push tokens, when TASUKI_PUSH_OIDC_SERVICE_ACCOUNT says whose to accept."""
         s = self.settings

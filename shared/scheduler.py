@@ -3,24 +3,33 @@
 Given every job's status and needs, `advance()` says which pending jobs become `skipped`
 (a need ended other than in success) and which are ready to queue (every need succeeded).
 `run_status()` derives the run's status from its jobs. `decide()` turns a run's state and one
-message into a `Decision`: what to publish and record, and which store-backed steps follow
+message into a `Decision`: what to record and publish, and which store-backed steps follow
 (take a place among the repository's runs, cancel the runs a newer push supersedes, wake the
 runs waiting for a place). `superseded()` is the pure half of the rule option `cancel_previous`.
+
+Leases: each order of a job is an attempt (1, 2, ...). An executor's claim (`job.started`) of
+the current attempt of a queued job is granted (the job is running, held by that executor until
+`lease` seconds after the last heartbeat); any other claim or heartbeat is refused, so at most
+one executor holds an attempt, and anything a lost attempt still says (heartbeat, finish) is
+ignored. A lease that ran out (`job.expired`) or was given back orders attempt + 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tasuki.shared.messages import (
     JOB_FINAL,
     RUN_FINAL,
+    JobExpired,
     JobFinished,
+    JobHeartbeat,
     JobOrder,
     JobStarted,
     JobUpdated,
+    LeaseAnswer,
     Message,
     PlanOrder,
     RunCancel,
@@ -33,6 +42,8 @@ from tasuki.shared.messages import (
 from tasuki.shared.store import JobRecord, RunRecord
 
 FAILED = frozenset({"failure", "timeout"})
+# A job whose executor is lost this many times ends in error rather than being ordered again.
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -102,29 +113,190 @@ class Decision:
     release: bool = False
 
 
-def decide(run: RunRecord | None, jobs: Mapping[str, JobRecord], message: Message, now: datetime) -> Decision:
+def decide(
+    run: RunRecord | None, jobs: Mapping[str, JobRecord], message: Message, now: datetime, *, lease: float = 60.0
+) -> Decision:
     """The pure core of the dispatcher: current state + one message -> effects. Idempotent: a
     message that was already applied decides nothing new, except what a crash between recording
-    and the store-backed steps may have left undone (those steps are idempotent too)."""
+    and the store-backed steps may have left undone (those steps are idempotent too). `lease` is
+    how long a granted claim or a heartbeat holds the job (seconds)."""
     if isinstance(message, RunRequested):
         return _requested(run, jobs, message, now)
-    if run is None:
-        return Decision()  # a message about a run that was never requested: nothing to do
-    if run.status in RUN_FINAL:
+    if run is None or run.status in RUN_FINAL:
+        # An executor asking about a job of a run that is over (or unknown) gets its answer.
+        refusal = _refusal(run, jobs, message)
+        if run is None:
+            return Decision(publish=refusal)
         # A late or duplicate message. If it is the one that finished the run, redelivered after
         # a crash, the runs waiting for a place may not have been woken: wake them (again).
-        return Decision(release=True)
+        return Decision(publish=refusal, release=True)
     if isinstance(message, RunWake):
         return Decision(admit=True) if _unplanned(run, jobs) else Decision()
     if isinstance(message, RunPlanned):
         return _planned(run, jobs, message, now)
     if isinstance(message, JobStarted):
-        return _started(run, jobs, message, now)
+        return _claimed(run, jobs, message, now, timedelta(seconds=lease))
+    if isinstance(message, JobHeartbeat):
+        return _heartbeat(run, jobs, message, now, timedelta(seconds=lease))
+    if isinstance(message, JobExpired):
+        return _expired(run, jobs, message, now)
     if isinstance(message, JobFinished):
         return _finished(run, jobs, message, now)
     if isinstance(message, RunCancel):
         return _cancel(run, jobs, message, now)
     return Decision()
+
+
+# --- leases -------------------------------------------------------------------------------------
+
+
+def _answer(msg: JobStarted | JobHeartbeat, granted: bool, reason: str = "") -> list[Message]:
+    """The answer to the executor that sent `msg` (none to a sender that gave no id)."""
+    if not msg.executor:
+        return []
+    answer = LeaseAnswer(
+        run_id=msg.run_id,
+        job=msg.job,
+        attempt=msg.attempt,
+        executor=msg.executor,
+        granted=granted,
+        reason=reason,
+        sent=msg.sent if isinstance(msg, JobHeartbeat) else 0.0,
+    )
+    return [answer]
+
+
+def refused_because(job: JobRecord | None, msg: JobStarted | JobHeartbeat, run: RunRecord | None) -> str:
+    """Why this claim or heartbeat is refused, or "" when it holds."""
+    if run is None or job is None:
+        return "unknown: the store has no such job"
+    if job.status == "cancelled" or run.status == "cancelled":
+        return "cancelled"
+    if job.status in JOB_FINAL or run.status in RUN_FINAL:
+        return "finished"
+    if msg.attempt != job.attempt:
+        return f"superseded: attempt {job.attempt} is the current one"
+    if job.status == "running" and job.executor != msg.executor:
+        return f"held by executor {job.executor}"
+    if isinstance(msg, JobHeartbeat) and job.status != "running":
+        return "not running: the lease was given up"
+    return ""
+
+
+def _refusal(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: Message) -> list[Message]:
+    if isinstance(msg, JobStarted | JobHeartbeat) and not getattr(msg, "release", False):
+        return _answer(msg, False, refused_because(jobs.get(msg.job), msg, run))
+    return []
+
+
+def _claimed(
+    run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobStarted, now: datetime, lease: timedelta
+) -> Decision:
+    job = jobs.get(msg.job)
+    reason = refused_because(job, msg, run)
+    if reason or job is None:
+        return Decision(publish=_refusal(run, jobs, msg))
+    if job.status == "running":  # the same executor claims again (its grant was lost)
+        return Decision(publish=_answer(msg, True))
+    held = job.model_copy(
+        update={
+            "status": "running",
+            "executor": msg.executor,
+            "lease_expires": now + lease,
+            "started_at": msg.at,
+            "message": "",
+        }
+    )
+    decision = _advance(run, {**jobs, job.name: held}, now, changed=[held])
+    decision.publish[:0] = _answer(msg, True)
+    return decision
+
+
+def _heartbeat(
+    run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobHeartbeat, now: datetime, lease: timedelta
+) -> Decision:
+    job = jobs.get(msg.job)
+    reason = refused_because(job, msg, run)
+    if reason or job is None:
+        return Decision(publish=[] if msg.release else _answer(msg, False, reason))
+    if msg.release:
+        return _again(run, job, now, f"executor {msg.executor} stopped (attempt {job.attempt}); ordered again")
+    return Decision(jobs=[job.model_copy(update={"lease_expires": now + lease})], publish=_answer(msg, True))
+
+
+def _expired(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobExpired, now: datetime) -> Decision:
+    job = jobs.get(msg.job)
+    if job is None or job.status != "running" or job.attempt != msg.attempt:
+        return Decision()
+    if job.lease_expires is None or job.lease_expires > now:
+        return Decision()  # renewed since the tick looked
+    why = f"executor {job.executor} stopped answering (attempt {job.attempt}); ordered again"
+    if job.attempt >= MAX_ATTEMPTS:
+        lost = job.model_copy(
+            update={
+                "status": "error",
+                "reason": "executor-lost",
+                "message": f"its executor stopped answering {job.attempt} times; not ordered again",
+                "finished_at": now,
+                "lease_expires": None,
+            }
+        )
+        return _advance(run, {**jobs, job.name: lost}, now, changed=[lost])
+    return _again(run, job, now, why)
+
+
+def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
+    """Order the next attempt of a job whose executor is gone (the run's status stays)."""
+    again = job.model_copy(
+        update={
+            "status": "queued",
+            "attempt": job.attempt + 1,
+            "executor": "",
+            "lease_expires": None,
+            "started_at": None,
+            "message": why,
+        }
+    )
+    return Decision(jobs=[again], publish=[job_order(run, again), _job_updated(run, again)])
+
+
+def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
+    assert job.spec is not None, "a job is ordered only once planned in full"
+    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt)
+
+
+def not_ordered(
+    run: RunRecord | None, jobs: Mapping[str, JobRecord], decision: Decision, why: str, now: datetime
+) -> Decision:
+    """`decision`, but the jobs it orders are not ordered: each ends in error with `why` (the run's
+    repository cannot be cloned), as a failed checkout would end it, so its dependants are
+    skipped and the run ends (error)."""
+    run = decision.run or run
+    orders = [m for m in decision.publish if isinstance(m, JobOrder)]
+    if run is None or not orders:
+        return decision
+    current = {**jobs, **{j.name: j for j in decision.jobs}}
+    failed = [
+        current[order.job.name].model_copy(
+            update={
+                "status": "error",
+                "reason": "checkout-failed",
+                "message": why,
+                "finished_at": now,
+                "lease_expires": None,
+            }
+        )
+        for order in orders
+    ]
+    then = _advance(run, {**current, **{j.name: j for j in failed}}, now, changed=failed)
+    return Decision(
+        run=then.run or decision.run,
+        jobs=list({j.name: j for j in (*decision.jobs, *then.jobs)}.values()),
+        publish=[*(m for m in decision.publish if not isinstance(m, JobOrder)), *then.publish],
+        supersede=decision.supersede,
+        admit=decision.admit,
+        release=decision.release or then.release,
+    )
 
 
 def _unplanned(run: RunRecord, jobs: Mapping[str, JobRecord]) -> bool:
@@ -217,21 +389,15 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
     return _advance(run, planned, now, changed=list(planned.values()))
 
 
-def _started(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobStarted, now: datetime) -> Decision:
-    job = jobs.get(msg.job)
-    if job is None or job.status in JOB_FINAL or job.status == "running":
-        return Decision()
-    job = job.model_copy(update={"status": "running", "started_at": msg.at})
-    return _advance(run, {**jobs, job.name: job}, now, changed=[job])
-
-
 def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, now: datetime) -> Decision:
     job = jobs.get(msg.job)
-    if job is None or job.status in JOB_FINAL:
-        return Decision()
+    if job is None or job.status in JOB_FINAL or job.attempt != msg.attempt:
+        return Decision()  # over already, or a late answer of a lost attempt
     job = job.model_copy(
         update={
             "status": msg.status,
+            "lease_expires": None,
+            "log_chunks": msg.log_chunks,
             "exit_code": msg.exit_code,
             "reason": msg.reason,
             "message": msg.message,
@@ -244,13 +410,24 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
 
 def _cancel(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunCancel, now: datetime) -> Decision:
     changed = [
-        j.model_copy(update={"status": "cancelled", "message": msg.reason, "finished_at": now})
+        j.model_copy(update={"status": "cancelled", "message": msg.reason, "finished_at": now, "lease_expires": None})
         for j in jobs.values()
         if j.status not in JOB_FINAL
     ]
+    # The executors holding running jobs are told at once: their leases are refused.
+    stops = [
+        LeaseAnswer(
+            run_id=run.id, job=j.name, attempt=j.attempt, executor=j.executor, granted=False, reason="cancelled"
+        )
+        for j in jobs.values()
+        if j.status == "running" and j.executor
+    ]
     run = run.model_copy(update={"status": "cancelled", "message": msg.reason, "finished_at": now})
     return Decision(
-        run=run, jobs=changed, publish=[*(_job_updated(run, j) for j in changed), _run_updated(run)], release=True
+        run=run,
+        jobs=changed,
+        publish=[*stops, *(_job_updated(run, j) for j in changed), _run_updated(run)],
+        release=True,
     )
 
 
@@ -266,9 +443,9 @@ def _advance(run: RunRecord, jobs: Mapping[str, JobRecord], now: datetime, chang
         )
         current[name] = changed_by_name[name] = job
     for name in step.ready:
-        job = current[name].model_copy(update={"status": "queued"})
+        job = current[name].model_copy(update={"status": "queued", "attempt": current[name].attempt + 1})
         current[name] = changed_by_name[name] = job
-        decision.publish.append(JobOrder(run_id=run.id, event=run.event, job=job.spec))
+        decision.publish.append(job_order(run, job))
     decision.jobs = list(changed_by_name.values())
     decision.publish.extend(_job_updated(run, j) for j in decision.jobs if j.status != "pending")
 

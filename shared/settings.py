@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The smallest body limit of a push request (`Settings.max_push_bytes`).
 MIN_PUSH_BYTES = 8 * 1024 * 1024
 # Where each function listens when Tasuki runs on one machine (`make local`).
-DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083}
+DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083, "logs": 8084}
 
 
 class Settings(BaseModel):
@@ -62,9 +62,11 @@ class Settings(BaseModel):
     router_port: int = Field(DEFAULT_PORTS["router"], ge=1, le=65535)
     dispatcher_port: int = Field(DEFAULT_PORTS["dispatcher"], ge=1, le=65535)
     reporter_port: int = Field(DEFAULT_PORTS["reporter"], ge=1, le=65535)
+    logs_port: int = Field(DEFAULT_PORTS["logs"], ge=1, le=65535)
     router_url: str = ""
     dispatcher_url: str = ""
     reporter_url: str = ""
+    logs_url: str = ""
     # Google-signed OIDC push tokens (shared/oidc.py: Cloud Scheduler, a real Pub/Sub push
     # subscription), accepted beside the bridge's own when the service account is set: signed by a
     # key published at the certificates URL, issued by Google, for the audience (empty: the
@@ -108,12 +110,21 @@ class Settings(BaseModel):
     # The clone URL schemes a repository may be registered with and cloned from (shared/cloneurls.py).
     clone_schemes: str = cloneurls.DEFAULT
 
+    # Key that seals what job orders carry for executors only (clone credentials): the functions
+    # seal, the executors open, so every host needs the same one. Empty: a key generated once and
+    # kept in <data_dir>/order.key (copy that file's content to TASUKI_ORDER_KEY on executor hosts).
+    order_key: str = Field("", repr=False)
+
+    # Job leases: an executor claims a job before it runs it and renews the claim by heartbeats
+    # (every quarter of this); a job whose executor stops renewing for this long is ordered again.
+    job_lease_timeout: float = Field(60.0, ge=1, le=3600, description="seconds")
+
     # Executor
     executor_concurrency: int = Field(2, ge=1, le=64)
     executor_pool: str = "default"
     # Names this executor's containers (label tasuki.executor) so that it can find and remove
     # what it left behind after a crash. Empty: <hostname>.<pool>. Unique per executor process.
-    executor_id: str = ""
+    executor_id: str = Field("", pattern=r"^[A-Za-z0-9_.\-]*$", max_length=200)
     # The Docker engine jobs run on, like unix:///var/run/docker.sock or tcp://host:2375.
     # Empty: DOCKER_HOST, or the engine's default socket.
     docker_host: str = ""
@@ -127,6 +138,8 @@ class Settings(BaseModel):
     # image's own user (often root: builds install packages).
     job_user: str = Field("", pattern=r"^[A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$")
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
+    # The executor's mirror cache is kept under this size: least recently used mirrors go first.
+    mirror_cache_bytes: int = Field(10 * 1024**3, ge=0)
     # Values masked in every job log, comma-separated.
     secrets: str = ""
 
@@ -253,18 +266,40 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         return [s for s in (part.strip() for part in self.secrets.split(",")) if s]
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between an executor's heartbeats for a running job."""
+        return self.job_lease_timeout / 4
+
+    @property
+    def tick_interval(self) -> float:
+        """Seconds between the ticks that find run-out leases (and what the outbox still holds)."""
+        return max(0.5, min(15.0, self.job_lease_timeout / 4))
+
     def signing_key(self) -> str:
         """The push-token key: the configured one, or one generated once under the data dir."""
-        if self.push_key:
-            return self.push_key
-        path = self.data_dir / "push.key"
+        return self.push_key or self._generated_key("push.key", lambda: secrets.token_urlsafe(32))
+
+    def order_key_value(self) -> str:
+        """The key that seals order contents: the configured one, or one generated once under
+        the data dir (`order.key`)."""
+        from tasuki.shared import sealing
+
+        key = self.order_key or self._generated_key("order.key", sealing.new_key)
+        sealing.check_key(key)
+        return key
+
+    def _generated_key(self, name: str, make: Callable[[], str]) -> str:
+        """The key kept in <data_dir>/<name>, made on first use; every process of this data dir
+        reads the same one."""
+        path = self.data_dir / name
         try:
             return path.read_text().strip()
         except FileNotFoundError:
             pass
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        tmp = path.with_name(f"push.key.{secrets.token_hex(4)}")
+        key = make()
+        tmp = path.with_name(f"{name}.{secrets.token_hex(4)}")
         tmp.write_text(key)
         tmp.chmod(0o600)
         try:

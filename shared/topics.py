@@ -13,16 +13,27 @@ One push, top to bottom::
         publish  tasuki.jobs     job.<pool>       (PlanOrder)          read the flow file
     queue tasuki.executor.<pool> (executors pull) --> local/executor   check out, read .tasuki.yml
         publish  tasuki.runs     run.planned      (RunPlanned)         -> dispatcher
-        dispatcher publishes     job.<pool>       (JobOrder)           one per ready job
-    executor runs the container, streams the log to the store
-        publish  tasuki.runs     job.started, job.finished             -> dispatcher
-                                 job.log (chunks of the log, best effort; the store has it all)
+        dispatcher records, then publishes (an outbox: recorded with the state change, published
+        after the commit, cleared once confirmed)  job.<pool>  (JobOrder)  one per ready job,
+        with the clone URL from the registry and the clone credentials sealed (TASUKI_ORDER_KEY)
+    executor claims the job   tasuki.runs  job.started (run, job, attempt, executor)
+    dispatcher grants or refuses it   tasuki.executors  executor.<id>  (LeaseAnswer); the
+        executor acknowledges the order only then, so RabbitMQ's consumer_timeout never bounds
+        a job; refused: cancelled, finished, or held by another executor
+    executor runs the container; from its run loop, every lease/4 seconds
+        publish  tasuki.runs     job.heartbeat   -> dispatcher renews the lease, answers
+                                 job.log (chunks, none lost)  -> subscription "logs" -> functions/logs
+                                 job.finished    -> dispatcher
+    the bridge publishes a `tick` every few seconds -> dispatcher: a lease that ran out
+        (executor gone) becomes job.expired in the run's order -> the job is ordered again
+        (attempt + 1); late messages of the lost attempt are ignored. An executor that cannot
+        renew its lease kills its own container first.
     dispatcher advances the DAG, and on every status change publishes
         tasuki.runs  run.updated, job.updated
     subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter
         POST the commit status to the git host the push came from
-    `tasuki runs cancel RUN` publishes run.cancel -> dispatcher; executors see the run cancelled
-        in the store and stop its containers
+    `tasuki runs cancel RUN` publishes run.cancel -> dispatcher, which answers the executors
+        holding its running jobs with a refused lease: they stop the containers
 
 A push that fails too often goes to `tasuki.deadletter` and waits in the queue
 `tasuki.deadletters` to be inspected and replayed (`tasuki deadletters`).
@@ -48,8 +59,9 @@ from tasuki.shared.errors import FilterError
 EVENTS = "tasuki.events"
 RUNS = "tasuki.runs"
 JOBS = "tasuki.jobs"
+EXECUTORS = "tasuki.executors"
 DEADLETTER = "tasuki.deadletter"
-EXCHANGES = (EVENTS, RUNS, JOBS, DEADLETTER)
+EXCHANGES = (EVENTS, RUNS, JOBS, EXECUTORS, DEADLETTER)
 
 DEADLETTER_QUEUE = "tasuki.deadletters"
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
@@ -57,6 +69,11 @@ QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
 def executor_queue(pool: str = "default") -> str:
     return f"tasuki.executor.{pool}"
+
+
+def executor_key(executor_id: str) -> str:
+    """The routing key on tasuki.executors of what is addressed to one executor (lease answers)."""
+    return f"executor.{executor_id}"
 
 
 class RetryPolicy(BaseModel):
@@ -132,10 +149,22 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(
         name="dispatcher",
         topic=RUNS,
-        keys=("run.requested", "run.wake", "run.planned", "run.cancel", "job.started", "job.finished"),
+        keys=(
+            "run.requested",
+            "run.wake",
+            "run.planned",
+            "run.cancel",
+            "job.started",
+            "job.heartbeat",
+            "job.expired",
+            "job.finished",
+            "tick",
+        ),
         endpoint="dispatcher",
         ordering=True,
     ),
+    # Job logs into the store, chunk by chunk, stored once each whatever the order of arrival.
+    Subscription(name="logs", topic=RUNS, keys=("job.log",), endpoint="logs", max_outstanding=32),
     # Commit statuses on the git host; ordered by run id so a job's statuses arrive in order.
     Subscription(
         name="reporter",

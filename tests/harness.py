@@ -31,10 +31,17 @@ TASUKI = Path(sys.executable).parent / "tasuki"
 
 class LocalTasuki:
     def __init__(
-        self, env: dict[str, str], ready_timeout: float = 60, *, tasuki: Path = TASUKI, cwd: Path | None = None
+        self,
+        env: dict[str, str],
+        ready_timeout: float = 60,
+        *,
+        tasuki: Path = TASUKI,
+        cwd: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
-        """`tasuki` is the command to start (this venv's unless given), in `cwd` (here unless given)."""
-        self.tasuki, self.cwd = tasuki, cwd
+        """`tasuki` is the command to start (this venv's unless given), in `cwd` (here unless
+        given), with `args` after `local` (e.g. --no-executor)."""
+        self.tasuki, self.cwd, self.args = tasuki, cwd, args
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
         for name in NAMES:
             self.env.setdefault(f"TASUKI_{name.upper()}_PORT", str(free_port()))
@@ -55,7 +62,7 @@ class LocalTasuki:
 
     def __enter__(self) -> LocalTasuki:
         self.proc = subprocess.Popen(
-            [str(self.tasuki), "local"],
+            [str(self.tasuki), "local", *self.args],
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
@@ -139,8 +146,61 @@ class LocalTasuki:
             [str(self.tasuki), *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=60
         )
 
-    def log_of(self, run_id: str, job: str) -> str:
-        return b"".join(d for _, d in self.store.read_log(run_id, job)).decode("utf-8", "replace")
+    def log_of(self, run_id: str, job: str, timeout: float = 30) -> str:
+        """The job's log, once every chunk its executor announced is stored (functions/logs may
+        store the last ones a moment after the run ended)."""
+        return log_of(self.store, run_id, job, timeout)
+
+
+def log_of(store, run_id: str, job: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        chunks = store.read_log(run_id, job)
+        record = next((j for j in store.get_jobs(run_id) if j.name == job), None)
+        complete = record is None or record.log_chunks is None or len(chunks) >= record.log_chunks
+        if complete or time.monotonic() > deadline:
+            return b"".join(d for _, d in chunks).decode("utf-8", "replace")
+        time.sleep(0.1)
+
+
+class ExecutorProcess:
+    """`tasuki executor` as a real process with these settings only, its output kept for the
+    assertions' messages."""
+
+    def __init__(self, env: dict[str, str], wait: float = 180) -> None:
+        self.env = env
+        self.wait = wait
+        self.output: list[str] = []
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+        self.proc = subprocess.Popen(
+            [str(TASUKI), "executor"], env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def id(self) -> str:
+        return self.env["TASUKI_EXECUTOR_ID"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def wait_for_line(self, words: str) -> None:
+        deadline = time.monotonic() + self.wait
+        while not any(words in line for line in self.output):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the executor never said {words!r}:\n{''.join(self.output)}")
+            time.sleep(0.1)
+
+    def peak_rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(self.wait)
 
 
 def configured(tmp: Path, amqp_url: str, repositories: dict[str, dict], rules: str, **settings: str) -> LocalTasuki:

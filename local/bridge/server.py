@@ -47,6 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from tasuki.local.bridge import ticker
 from tasuki.local.bridge.acks import Acks
 from tasuki.local.bridge.delivery import Delivery
 from tasuki.local.bridge.pusher import Pusher
@@ -351,6 +352,7 @@ def main(settings: Settings) -> None:
         what="cannot declare the topology yet",
     )
     bridge.start()
+    ticker.start(settings, bridge.stop)
     try:
         while not bridge.stop.wait(0.5):
             pass

@@ -1,6 +1,6 @@
 """The `tasuki` command line.
 
-    tasuki local                    every process on this machine (what `make local` runs)
+    tasuki local [--no-executor]    every process on this machine (what `make local` runs)
     tasuki demo                     with `tasuki local` running: a sample repository, a rule, a push
     tasuki functions                every function in one process, each on its own port (threads)
     tasuki serve FUNCTION           one function (ingress, router, dispatcher, ...) under gunicorn
@@ -54,7 +54,7 @@ def cmd_local(rt: Runtime, args: argparse.Namespace) -> int:
     rt.registry  # noqa: B018  a registry file that cannot be used (a clone URL not allowed, ...) stops the start
     if rt.settings.rules_file:
         load_rules_file(rt, rt.settings.rules_file)
-    return supervisor.run(rt.settings, os.environ)
+    return supervisor.run(rt.settings, os.environ, without=("executor",) if args.no_executor else ())
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ def cmd_bridge(rt: Runtime, args: argparse.Namespace) -> int:
 def cmd_executor(rt: Runtime, args: argparse.Namespace) -> int:
     from tasuki.local.executor import service as executor
 
-    executor.main(rt.settings, rt.store, rt.registry)
+    executor.main(rt.settings)
     return 0
 
 
@@ -356,7 +356,13 @@ def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasuki", description="Tasuki: a small CI service.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("local", help="run every process on this machine").set_defaults(fn=cmd_local)
+    local = sub.add_parser("local", help="run every process on this machine")
+    local.add_argument(
+        "--no-executor",
+        action="store_true",
+        help="run the functions and the bridge only; executors run elsewhere (`tasuki executor`)",
+    )
+    local.set_defaults(fn=cmd_local)
     sub.add_parser(
         "demo", help="with `tasuki local` running: a sample repository, a rule and a signed push"
     ).set_defaults(fn=cmd_demo)

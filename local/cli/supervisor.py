@@ -205,12 +205,14 @@ def _announce_when_ready(supervisor: Supervisor, settings: Settings, stop: threa
         stop.wait(0.2)
 
 
-def run(settings: Settings, environ: Mapping[str, str]) -> int:
+def run(settings: Settings, environ: Mapping[str, str], *, without: tuple[str, ...] = ()) -> int:
+    """Run every Procfile process but those named in `without` (the executor, when executors run
+    on other hosts)."""
     access.check_configuration(settings)
     check_ports_free(settings)
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
     env = process_environment(settings, environ, logs.resolved(settings.log_format, sys.stdout))
-    commands = parse_procfile(PROCFILE.read_text()).processes
+    commands = {n: c for n, c in parse_procfile(PROCFILE.read_text()).processes.items() if n not in without}
     supervisor = Supervisor(commands, env, kill_wait=settings.stop_grace + 5)
     stop = threading.Event()
     threading.Thread(target=_announce_when_ready, args=(supervisor, settings, stop), daemon=True).start()

@@ -50,10 +50,11 @@ stops the start with a message naming it.
 """
 
 from tasuki.functions.{name} import {name}
-from tasuki.shared import lambda_url, logs
+from tasuki.shared import lambda_url
+from tasuki.shared.logs import configure as configure_log_lines
 from tasuki.shared.runtime import runtime
 
-logs.configure(runtime().settings.log_format, runtime().settings.log_level)
+configure_log_lines(runtime().settings.log_format, runtime().settings.log_level)
 lambda_handler = lambda_url.handler("{name}", __file__)
 
 __all__ = ["{name}", "lambda_handler"]

@@ -4,7 +4,9 @@ The first job of a repository clones a bare mirror under `<data_dir>/cache`; lat
 fetch into it, and only when it lacks the commit. A workspace is a local clone of the mirror
 checked out at the commit, and is removed after the job. Its objects are copies, never hard
 links or alternates: a job may rewrite anything in its workspace's `.git` without changing the
-mirror, or what the next job of the same commit checks out.
+mirror, or what the next job of the same commit checks out. The cache is kept within
+`max_bytes`: after a clone or fetch, the least recently used mirrors (not one in use) are
+removed until the rest fit.
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
 they are now, committed or not (also with copied objects: a job cannot touch the checkout's).
 
@@ -13,9 +15,10 @@ Before git fetches anything, the clone URL is checked against the schemes the op
 (`GIT_ALLOW_PROTOCOL`), which also holds for redirects and submodules.
 
 Git runs with argv lists only, never a shell, and never prompts. Clone credentials are the
-repository's API credentials in the registry, logged in as its host says (`GitHost.clone_login`
-in `shared/hosts/`), and reach git through its environment only (`auth_env`); no message shows
-them. Failures raise `CheckoutFailed` with git's words.
+repository's API credentials in the registry (the executor opens them from the order's sealed
+copy), logged in as its host says (`GitHost.clone_login` in `shared/hosts/`), and reach git
+through its environment only (`auth_env`); no message shows them. Failures raise
+`CheckoutFailed` with git's words.
 """
 
 from __future__ import annotations
@@ -102,56 +105,95 @@ class Checkouts:
         self,
         cache_dir: Path,
         workspace_dir: Path,
-        credentials: Callable[[str], RepositoryConfig | None] = lambda url: None,
+        *,
+        max_bytes: int = 0,
         schemes: Collection[str] = (cloneurls.DEFAULT,),
     ) -> None:
+        """`max_bytes`: the size the mirror cache is kept within (0: no limit); `schemes`: the
+        clone URL schemes git may fetch from (TASUKI_CLONE_SCHEMES)."""
         self.cache_dir = Path(cache_dir)
         self.workspace_dir = Path(workspace_dir)
-        self.credentials = credentials
+        self.max_bytes = max_bytes
         self.schemes = tuple(schemes)
 
     def mirror_path(self, clone_url: str) -> Path:
         return self.cache_dir / (hashlib.sha256(clone_url.encode()).hexdigest()[:20] + ".git")
 
     @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        """One writer per mirror across every executor process on this host."""
+    def _locked(self, path: Path, *, wait: bool = True) -> Iterator[bool]:
+        """One writer per mirror across every executor process on this host. Without `wait`,
+        yields False at once when another holds the lock."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def mirror(self, clone_url: str, commit: str = "", *, host: str = "") -> Path:
+    def mirror(self, clone_url: str, commit: str = "", auth: RepositoryConfig | None = None, *, host: str = "") -> Path:
         """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given);
-        `host` (an `Event.host`) says how to log in with the repository's registry credentials."""
+        with the repository's registry credentials `auth`, logged in as `host` (an `Event.host`)
+        says."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
         self._check_commit(commit)
         wrong = cloneurls.problem(clone_url, self.schemes)
         if wrong:
             raise CheckoutFailed(f"not cloned: {wrong}")
-        config = self.credentials(clone_url)
-        env = {**auth_env(config, HOSTS.get(host)), "GIT_ALLOW_PROTOCOL": cloneurls.git_protocols(self.schemes)}
-        secrets = (config.token, config.app_password) if config else ()
+        env = {**auth_env(auth, HOSTS.get(host)), "GIT_ALLOW_PROTOCOL": cloneurls.git_protocols(self.schemes)}
+        secrets = (auth.token, auth.app_password) if auth else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
+        grown = False
         try:
             with self._locked(path):
+                path.with_suffix(".used").touch()
                 if not (path / "HEAD").exists():
                     tmp = path.with_suffix(".tmp")
                     shutil.rmtree(tmp, ignore_errors=True)
                     git("clone", "--mirror", "--quiet", "--", clone_url, str(tmp), env=env, secrets=secrets)
                     tmp.rename(path)
+                    grown = True
                 elif not commit or not self.has_commit(path, commit):
                     git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, secrets=secrets)
+                    grown = True
         except CheckoutFailed as exc:
             raise CheckoutFailed(f"cannot fetch {where}: {exc}") from None
+        if grown:
+            self.trim(keep=path)
         if commit and not self.has_commit(path, commit):
             raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
         return path
+
+    def trim(self, keep: Path | None = None) -> list[Path]:
+        """Remove the least recently used mirrors until the cache fits in `max_bytes` (a mirror
+        in use by a clone or fetch, and `keep`, stay); the mirrors removed."""
+        if not self.max_bytes or not self.cache_dir.is_dir():
+            return []
+        mirrors = []
+        for path in self.cache_dir.glob("*.git"):
+            used = path.with_suffix(".used")
+            mirrors.append((used.stat().st_mtime if used.exists() else 0.0, path, tree_bytes(path)))
+        total = sum(size for _, _, size in mirrors)
+        removed = []
+        for _, path, size in sorted(mirrors):
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            with self._locked(path, wait=False) as mine:
+                if not mine:
+                    continue  # in use: it stays this time
+                remove_tree(path)
+                path.with_suffix(".used").unlink(missing_ok=True)
+            total -= size
+            removed.append(path)
+        return removed
 
     @staticmethod
     def _check_commit(commit: str) -> None:
@@ -167,9 +209,11 @@ class Checkouts:
         except CheckoutFailed:
             return False
 
-    def read_file(self, clone_url: str, commit: str, path: str, *, host: str = "") -> bytes | None:
+    def read_file(
+        self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> bytes | None:
         """A file's content at a commit, straight from the mirror; None if it does not exist."""
-        mirror = self.mirror(clone_url, commit, host=host)
+        mirror = self.mirror(clone_url, commit, auth, host=host)
         try:
             done = subprocess.run(
                 ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
@@ -178,27 +222,42 @@ class Checkouts:
             raise CheckoutFailed(f"cannot read {path} at {commit}: {exc}") from None
         return done.stdout if done.returncode == 0 else None
 
-    def changed_paths(self, clone_url: str, before: str, after: str, *, host: str = "") -> list[str] | None:
+    def changed_paths(
+        self, clone_url: str, before: str, after: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> list[str] | None:
         """Paths changed between two commits; None when it cannot be known (new branch, lost base)."""
         if not before or not after or set(before) == {"0"} or not is_commit_id(before):
             return None
-        mirror = self.mirror(clone_url, after, host=host)
+        mirror = self.mirror(clone_url, after, auth, host=host)
         if not self.has_commit(mirror, before):
             return None
         return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
 
-    @contextmanager
-    def workspace(self, clone_url: str, commit: str, name: str, *, host: str = "") -> Iterator[Path]:
-        """A working tree at `commit`, removed when the block ends."""
+    def prepare(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> Path:
+        """A working tree at `commit` under the workspace folder; the caller removes it."""
         if not commit:
             raise CheckoutFailed("no commit to check out (the event names none)")
-        mirror = self.mirror(clone_url, commit, host=host)
+        mirror = self.mirror(clone_url, commit, auth, host=host)
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
         try:
             git("clone", "--no-checkout", "--no-hardlinks", "--quiet", "--", str(mirror), str(path), env=LOCAL)
             git("checkout", "--quiet", "--detach", commit, cwd=path)
+        except BaseException:
+            remove_tree(path)
+            raise
+        return path
+
+    @contextmanager
+    def workspace(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> Iterator[Path]:
+        """A working tree at `commit`, removed when the block ends."""
+        path = self.prepare(clone_url, commit, name, auth, host=host)
+        try:
             yield path
         finally:
             remove_tree(path)
@@ -211,6 +270,21 @@ class Checkouts:
         for path in left:
             remove_tree(path)
         return len(left)
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes the files under `path` take (hard links counted once per tree)."""
+    seen, total = set(), 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
 
 
 def remove_tree(path: Path) -> None:

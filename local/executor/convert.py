@@ -28,6 +28,7 @@ WORKSPACE = "/workspace"
 LABEL_RUN = "tasuki.run"
 LABEL_JOB = "tasuki.job"
 LABEL_EXECUTOR = "tasuki.executor"
+LABEL_ATTEMPT = "tasuki.attempt"
 
 # Job containers drop every capability and get back only these, which a build running as root
 # typically needs (Docker's default set also has MKNOD, NET_RAW, NET_BIND_SERVICE, SYS_CHROOT,
@@ -60,6 +61,7 @@ class Context:
     event: str = ""
     host: str = ""
     actor: str = ""
+    attempt: int = 0  # the order's attempt (a label, not a variable: a rerun must not change a job)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,12 @@ def environment(job: Job, ctx: Context) -> dict[str, str]:
 
 
 def labels(ctx: Context, job: Job, executor_id: str) -> dict[str, str]:
-    return {LABEL_RUN: ctx.run_id, LABEL_JOB: ctx.job or job.name, LABEL_EXECUTOR: executor_id}
+    return {
+        LABEL_RUN: ctx.run_id,
+        LABEL_JOB: ctx.job or job.name,
+        LABEL_EXECUTOR: executor_id,
+        LABEL_ATTEMPT: str(ctx.attempt),
+    }
 
 
 def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "") -> dict[str, Any]:

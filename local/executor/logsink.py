@@ -161,57 +161,76 @@ class LogSink:
 
 
 class LogEvents:
-    """Log chunks as `job.log` events: best effort, one publishing thread, a bounded queue.
+    """Log chunks as `job.log` events, none lost: one publishing thread, a bounded queue.
 
-    The store holds every chunk; events are for whoever watches a job live. When the broker is
-    slow or away, events are dropped (and counted) rather than slowing the job or filling memory.
+    Each chunk is published confirmed under the message id run:job:attempt:seq (functions/logs
+    stores it once), and retried while RabbitMQ is away. The queue holds at most `capacity`
+    chunks: a job that prints faster than they go out waits in `put`, never fills memory.
+    `drain()` waits until every chunk put so far is confirmed (a job's log goes out before its
+    `job.finished`). Only `close()` gives up what RabbitMQ never took, and says so.
     """
 
-    def __init__(self, broker: Publishing, *, capacity: int = 64, retry_after: float = 5.0) -> None:
+    def __init__(self, broker: Publishing, *, capacity: int = 64, retry: float = 0.5, longest: float = 10.0) -> None:
         self._broker = broker
         self._queue: queue.Queue = queue.Queue(capacity)
-        self._retry_after = retry_after
+        self._retry, self._longest = retry, longest
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.dropped = 0
+        self._closing = threading.Event()
+        self.published = 0
+        self.lost = 0
 
-    def offer(self, message: Any) -> None:
+    def put(self, message: Any) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="job-log-events")
                 self._thread.start()
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self.dropped += 1
+        self._queue.put(message)
 
-    def drain(self, timeout: float = 5.0) -> None:
-        """Wait (a bounded time) until what was offered is published or dropped, so that a job's
-        last log events go out before its `job.finished`."""
-        deadline = time.monotonic() + timeout
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every chunk put so far is published (or `timeout` passed); True if so."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks and (left := deadline - time.monotonic()) > 0:
+            while self._queue.unfinished_tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
                 self._queue.all_tasks_done.wait(left)
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
+            self.drain(timeout)
+            self._closing.set()
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
 
     def _loop(self) -> None:
-        quiet_until = 0.0
         while (message := self._queue.get()) is not None:
             try:
-                if time.monotonic() < quiet_until:
-                    self.dropped += 1
-                    continue
-                self._broker.publish(message)
-            except TasukiError as exc:
-                self.dropped += 1
-                quiet_until = time.monotonic() + self._retry_after
-                log.warning("job.log events paused for %.0fs: %s", self._retry_after, exc)
+                self._publish(message)
             finally:
                 self._queue.task_done()
         self._queue.task_done()
         self._broker.close()  # this thread's connection
+
+    def _publish(self, message: Any) -> None:
+        delay = self._retry
+        while True:
+            try:
+                self._broker.publish(
+                    message, message_id=f"{message.run_id}:{message.job}:{message.attempt}:{message.seq}:log"
+                )
+                self.published += 1
+                return
+            except TasukiError as exc:
+                if self._closing.is_set():
+                    self.lost += 1
+                    log.error(
+                        "job.log chunk %s of %s/%s not published: %s", message.seq, message.run_id, message.job, exc
+                    )
+                    return
+                log.warning("job.log chunk not published yet (%s); trying again in %.1fs", exc, delay)
+                self._closing.wait(delay)
+                delay = min(delay * 2, self._longest)

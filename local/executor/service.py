@@ -1,21 +1,34 @@
 """The executor: pulls work from `tasuki.executor.<pool>` (competing consumers) and does it.
+It needs RabbitMQ and a Docker engine, nothing else: no store, no repository registry.
 
 - `plan.order`: read the flow file at the pushed commit (from the mirror cache), choose the jobs
   this event runs, answer `run.planned` (or `run.planned` with the validation error).
-- `job.order`: check out the commit, run the job's container, stream its log to the store (and
-  as `job.log` events), answer `job.started` and `job.finished`.
+- `job.order`: claim the job (`job.started`), and only once the dispatcher granted the claim
+  run its container, with heartbeats from the job's own run loop, the log as `job.log` chunks
+  (none lost) and `job.finished` at the end. A refused claim (the run was cancelled, the job
+  finished or is held by another executor) starts nothing.
+
+Orders carry what the executor needs: the clone URL the dispatcher took from the registry and
+the clone credentials sealed with `TASUKI_ORDER_KEY` (`shared.sealing`), opened here only to
+hand to git. The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
+runs, and the commit must be a commit id (`local.executor.checkout`). Answers to claims and heartbeats come on this executor's own queue (exclusive,
+bound to `executor.<id>` on tasuki.executors), also when a run is cancelled: a refused lease
+kills the container at once.
 
 Several executors on several hosts share one queue with no other coordination; each takes at
-most `TASUKI_EXECUTOR_CONCURRENCY` orders at a time (the prefetch). An order is acknowledged
-only after its answer was published, so an executor that dies loses nothing: the order is
-redelivered. A finished job's result is recorded in the store before it is announced, so a
-redelivered order of a job that already finished re-announces the result instead of running
-the job again; a redelivered order of a job still running in this process waits for it.
+most `TASUKI_EXECUTOR_CONCURRENCY` orders at a time (the prefetch). A plan order is acknowledged
+once answered (an executor that dies leaves it to the next one). A job order is acknowledged
+once its claim is answered, so RabbitMQ's consumer_timeout never bounds a job: from then on the
+lease keeps it (`local.executor.lease`). An executor that cannot renew its lease kills its own
+container; the dispatcher orders the job again (attempt + 1) when the lease ran out, and before
+starting an attempt an executor removes the containers of earlier attempts on its engine.
 
 Lifecycle: on start, containers labelled with this executor's id (left by a crash) and its
 workspaces are removed. SIGTERM (or Ctrl-C) stops taking work and lets running jobs finish for
 `TASUKI_STOP_GRACE` seconds; jobs still running then are killed, their containers removed and
-their orders requeued for another executor. A second signal does not wait for the grace.
+their leases given back, so the dispatcher orders them again for another executor at once. A
+second signal does not wait for the grace. Each job's workspace is removed after it, and the
+mirror cache is kept within `TASUKI_MIRROR_CACHE_BYTES`.
 """
 
 from __future__ import annotations
@@ -30,20 +43,31 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tasuki.local.executor import convert, jobs
-from tasuki.local.executor.checkout import Checkouts
+from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.lease import Lease
 from tasuki.local.executor.logsink import LogEvents, LogSink
-from tasuki.shared import codec, flowfile, logs, topics
+from tasuki.local.executor.slots import Slots
+from tasuki.shared import codec, flowfile, logs, sealing, topics
 from tasuki.shared.broker import Broker, attributes_of, connect
-from tasuki.shared.errors import DecodeError, FlowFileError, JobError, TasukiError
-from tasuki.shared.messages import Event, JobFinished, JobLog, JobOrder, JobStarted, PlanOrder, RunPlanned
+from tasuki.shared.errors import DecodeError, FlowFileError, JobError, SealError, TasukiError
+from tasuki.shared.messages import (
+    Event,
+    JobFinished,
+    JobLog,
+    JobOrder,
+    LeaseAnswer,
+    PlanOrder,
+    RunPlanned,
+    WorkOrder,
+)
 from tasuki.shared.reconnect import keep_connected
-from tasuki.shared.registry import Repositories
+from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import Store
 from tasuki.shared.text import clip
 
 log = logging.getLogger("tasuki.executor")
@@ -55,7 +79,8 @@ ABORT_WAIT = 60.0
 
 
 class Interrupted(Exception):
-    """The executor is stopping: the order goes back to the queue for another executor."""
+    """The order goes back to the queue for another executor (this one is stopping, or its claim
+    was not answered)."""
 
 
 def context(event: Event, run_id: str, job: str) -> convert.Context:
@@ -77,41 +102,38 @@ def context(event: Event, run_id: str, job: str) -> convert.Context:
 
 
 class Executor:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        store: Store,
-        registry: Repositories,
-        broker: Broker | None = None,
-        docker: Docker | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, broker: Broker | None = None, docker: Docker | None = None) -> None:
         self.settings = settings
-        self.store = store
-        self.registry = registry
         self.broker = broker or Broker(settings.amqp_url)
         self.docker = docker or Docker(settings.docker_host)
         self.id = settings.executor_id or f"{socket.gethostname()}.{settings.executor_pool}"
+        self.order_key = settings.order_key_value()
         self.checkouts = Checkouts(
             settings.cache_dir,
             settings.workspace_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id),
-            credentials=registry.credentials_for,
+            max_bytes=settings.mirror_cache_bytes,
             schemes=settings.allowed_clone_schemes,
         )
         self.limits = convert.Limits.of(settings)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
         self.stop = threading.Event()  # take no more work
-        self.abort = threading.Event()  # the grace is over: interrupt running jobs, requeue them
+        self.abort = threading.Event()  # the grace is over: interrupt running jobs, give them back
         self.events = LogEvents(self.broker)
         self._pool = ThreadPoolExecutor(settings.executor_concurrency, thread_name_prefix="job")
+        # Checkouts run beside the claim; the job's thread heartbeats while it waits for one.
+        self._prepare = ThreadPoolExecutor(settings.executor_concurrency, thread_name_prefix="checkout")
         self._futures: set[Future] = set()
-        self._running: dict[tuple[str, str], threading.Event] = {}
+        self._running: set[tuple[str, str, int]] = set()
+        self._leases: dict[tuple[str, str, int], Lease] = {}
+        self._busy: set[object] = set()  # orders taken and not finished, over every connection
+        self._connection: Any = None
+        self._slots: Slots | None = None
         self._lock = threading.Lock()
 
     # -- the consumer loop ------------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Take work until `stop` is set, then finish (or requeue) what is running."""
+        """Take work until `stop` is set, then finish (or give back) what is running."""
         self.cleanup_orphans()
         queue = topics.executor_queue(self.settings.executor_pool)
         try:
@@ -119,6 +141,7 @@ class Executor:
         finally:
             self._finish_running(lambda: time.sleep(0.2))  # the broker went away while stopping
             self._pool.shutdown(wait=True)
+            self._prepare.shutdown(wait=True)
             self.events.close()
             self.broker.close()
 
@@ -127,16 +150,28 @@ class Executor:
         futures = self._futures
         try:
             channel = connection.channel()
-            channel.basic_qos(prefetch_count=self.settings.executor_concurrency)
+            # This executor's own queue: the answers to its claims and heartbeats.
+            answers = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(answers, topics.EXECUTORS, routing_key=topics.executor_key(self.id))
+            channel.basic_consume(answers, lambda ch, m, p, body: self._answer(body), auto_ack=True)
 
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
                 if self.stop.is_set():  # arrived while stopping: another executor takes it
                     ch.basic_nack(method.delivery_tag, requeue=True)
                     return
-                futures.add(self._pool.submit(self._work, connection, ch, method, properties, body))
+                token = object()
+                with self._lock:
+                    self._busy.add(token)
+                    slots.taken()
+                futures.add(self._pool.submit(self._work, connection, ch, slots, token, method, properties, body))
                 futures.difference_update([f for f in futures if f.done()])
 
-            tag = channel.basic_consume(queue, on_message)
+            with self._lock:  # jobs still running from a lost connection keep their slots
+                slots = self._slots = Slots(
+                    channel, queue, on_message, self.settings.executor_concurrency, busy=len(self._busy)
+                )
+                self._connection = connection
+            slots.open()
             log.info(
                 "executor %s: taking work from %s (concurrency %d)",
                 self.id,
@@ -145,7 +180,7 @@ class Executor:
             )
             while not self.stop.is_set():
                 connection.process_data_events(time_limit=0.2)
-            channel.basic_cancel(tag)
+            slots.close()
             self._finish_running(lambda: connection.process_data_events(time_limit=0.2))
             connection.process_data_events(time_limit=0.2)  # send the last acks and nacks
         finally:
@@ -155,9 +190,20 @@ class Executor:
                 except Exception:  # closing a broken connection: nothing left to save
                     pass
 
+    def _answer(self, body: bytes) -> None:
+        try:
+            answer = codec.decode(body, LeaseAnswer)
+        except DecodeError as exc:
+            log.warning("unreadable lease answer ignored: %s", exc)
+            return
+        with self._lock:
+            lease = self._leases.get((answer.run_id, answer.job, answer.attempt))
+        if lease is not None:
+            lease.answer(answer)
+
     def _finish_running(self, pump: Callable[[], None]) -> None:
-        """Stopping: let running jobs finish within the grace, then interrupt them (their orders
-        are requeued). `pump` keeps the connection alive (and sends acks) while waiting."""
+        """Stopping: let running jobs finish within the grace, then interrupt them (their leases
+        are given back). `pump` keeps the connection alive (and sends acks) while waiting."""
 
         def running() -> int:
             return sum(not f.done() for f in self._futures)
@@ -170,39 +216,86 @@ class Executor:
             log.info("stopping: %d job(s) running get %ds to finish", running(), self.settings.stop_grace)
         wait_until(time.monotonic() + self.settings.stop_grace)
         if running():
-            log.warning("stopping: the grace is over; interrupting running jobs, their orders go back to the queue")
+            log.warning("stopping: the grace is over; interrupting running jobs, they go to another executor")
             self.abort.set()
             wait_until(time.monotonic() + ABORT_WAIT)
 
-    def _work(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        with logs.context(**logs.fields(attributes_of(properties.headers))):
-            self._handle_and_settle(connection, channel, method, properties, body)
+    def _free(self, token: object) -> None:
+        """An order's work is over: its slot is free on the current connection."""
+        with self._lock:
+            self._busy.discard(token)
+            connection, slots = self._connection, self._slots
+            if connection is not None and slots is not None:
+                try:
+                    connection.add_callback_threadsafe(slots.freed)
+                except Exception:  # connection gone: the next one counts the jobs still running
+                    pass
 
-    def _handle_and_settle(self, connection: Any, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        settle: Callable[[int], None] = channel.basic_ack
+    def _work(
+        self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
+    ) -> None:
+        with logs.context(**logs.fields(attributes_of(properties.headers))):
+            self._handle_and_settle(connection, channel, slots, token, method, properties, body)
+
+    def _handle_and_settle(
+        self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
+    ) -> None:
+        settled = threading.Event()
+
+        def later(action: Callable[[], None]) -> None:
+            try:
+                connection.add_callback_threadsafe(action)
+            except Exception as exc:  # connection gone: the order is redelivered (if unacknowledged)
+                log.warning("could not settle %s: %s", properties.message_id, exc)
+
+        def settle(requeue: bool | None = None, *, early: bool = False) -> None:
+            """Acknowledge the order (requeue None), or give it back (True) or dead-letter it."""
+            if settled.is_set():
+                return
+            settled.set()
+            tag = method.delivery_tag
+
+            def action() -> None:
+                if requeue is None:
+                    channel.basic_ack(tag)
+                else:
+                    channel.basic_nack(tag, requeue=requeue)
+                if early:
+                    slots.acknowledged_early()
+
+            later(action)
+
         try:
-            self.handle(properties.type or "", body, redelivered=method.redelivered)
+            self.handle(properties.type or "", body, ack=lambda: settle(early=True))
+            settle()
         except Interrupted:
-            settle = lambda tag: channel.basic_nack(tag, requeue=True)  # noqa: E731
+            settle(True)
         except DecodeError as exc:
             log.error("unreadable work order %s goes to the dead letters: %s", properties.message_id, exc)
-            settle = lambda tag: channel.basic_nack(tag, requeue=False)  # noqa: E731
+            settle(False)
         except Exception:
             log.exception("work order %s failed; it goes back to the queue", properties.message_id)
             self.stop.wait(1)
-            settle = lambda tag: channel.basic_nack(tag, requeue=True)  # noqa: E731
-        try:
-            connection.add_callback_threadsafe(lambda: settle(method.delivery_tag))
-        except Exception as exc:  # connection gone: the order is redelivered, results are recorded
-            log.warning("could not settle %s: %s", properties.message_id, exc)
+            settle(True)
+        finally:
+            self._free(token)
 
-    def handle(self, message_type: str, body: bytes, *, redelivered: bool = False) -> None:
+    def handle(self, message_type: str, body: bytes, *, ack: Callable[[], None] = lambda: None) -> None:
         if message_type == PlanOrder.TYPE:
             self.plan(codec.decode(body, PlanOrder))
         elif message_type == JobOrder.TYPE:
-            self.run(codec.decode(body, JobOrder), redelivered=redelivered)
+            self.run(codec.decode(body, JobOrder), ack=ack)
         else:
             raise DecodeError(f"expected a plan.order or job.order, found type {message_type!r}")
+
+    def credentials(self, order: WorkOrder) -> RepositoryConfig | None:
+        """The clone credentials the order carries sealed, opened (SealError with another key)."""
+        if order.credentials is None:
+            return None
+        try:
+            return RepositoryConfig.model_validate(sealing.unseal_json(self.order_key, order.credentials))
+        except ValueError:
+            raise SealError("the order's sealed clone credentials are not credentials") from None
 
     # -- planning ---------------------------------------------------------------------------------
 
@@ -215,21 +308,21 @@ class Executor:
         the same commit again would fail the same way."""
         event = order.event
         try:
-            url = self.registry.checkout_url(event.repository.full_name)
-            text = self.checkouts.read_file(url, event.after, order.flow_file, host=event.host)
+            auth = self.credentials(order)
+            text = self.checkouts.read_file(order.clone_url, event.after, order.flow_file, auth, host=event.host)
             if text is None:
                 raise FlowFileError(
                     f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
                 )
             flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
-            changed = self.checkouts.changed_paths(url, event.before, event.after, host=event.host)
+            changed = self.checkouts.changed_paths(order.clone_url, event.before, event.after, auth, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
             planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
             codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
-        except (FlowFileError, JobError) as exc:
+        except (FlowFileError, JobError, SealError) as exc:
             return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))
         except Exception as exc:
             log.exception("run %s: planning failed", order.run_id)
@@ -241,90 +334,124 @@ class Executor:
 
     # -- running a job ----------------------------------------------------------------------------
 
-    def run(self, order: JobOrder, *, redelivered: bool = False) -> jobs.Outcome | None:
-        """Run one job once: a second order for it waits for the first, then re-announces.
-        Returns what happened, or None when the order only re-announced a recorded result."""
-        key = (order.run_id, order.job.name)
-        while True:
-            with self._lock:
-                other = self._running.get(key)
-                if other is None:
-                    mine = self._running[key] = threading.Event()
-                    break
-            other.wait()  # the same order came again (a lost connection) while it runs here
+    def run(self, order: JobOrder, *, ack: Callable[[], None] = lambda: None) -> jobs.Outcome | None:
+        """Claim the job and run it once granted. Returns what happened, or None when it did not
+        run here (refused, or the same order again while it runs here)."""
+        key = (order.run_id, order.job.name, order.attempt)
+        with self._lock:
+            if key in self._running:  # the same order came again (a lost connection) while it runs here
+                ack()
+                return None
+            self._running.add(key)
         try:
-            return self._run_once(order, redelivered=redelivered)
+            return self._run_once(order, ack)
         finally:
             with self._lock:
-                del self._running[key]
-            mine.set()
+                self._running.discard(key)
 
-    def _run_once(self, order: JobOrder, *, redelivered: bool) -> jobs.Outcome | None:
-        run_id, name = order.run_id, order.job.name
-        recorded = self.store.get_result(run_id, name)
-        if recorded is not None:  # finished before; the order came again: announce, don't re-run
-            self.broker.publish(codec.decode(recorded, JobFinished), message_id=f"{run_id}:{name}:finished")
-            return None
+    def _run_once(self, order: JobOrder, ack: Callable[[], None]) -> jobs.Outcome | None:
+        run_id, name, attempt = order.run_id, order.job.name, order.attempt
         if self.abort.is_set():
             raise Interrupted
-        if self._run_cancelled(run_id):  # cancelled while its order waited: start nothing
-            finished = JobFinished(
-                run_id=run_id,
-                job=name,
-                status="cancelled",
-                reason="cancelled",
-                message="the run was cancelled before this job started",
-            )
-            self.store.put_result(run_id, name, codec.encode(finished))
-            self.broker.publish(finished, message_id=f"{run_id}:{name}:finished")
-            return jobs.Outcome("cancelled", None, "cancelled", finished.message)
-        self.broker.publish(
-            JobStarted(run_id=run_id, job=name, executor=self.id), message_id=f"{run_id}:{name}:started"
+        lease = Lease(
+            run_id, name, attempt, self.id, timeout=self.settings.job_lease_timeout, publish=self.broker.publish
         )
-        self.store.clear_log(run_id, name)
-        with LogSink(self._log_writer(run_id, name), self.settings.secret_values()) as sink:
-            if redelivered:
-                sink.feed(b"[tasuki] this job was interrupted (its executor stopped) and runs again\n")
-            outcome = self._attempt(order, sink)
-            if outcome.status == "cancelled" and self.abort.is_set():
-                sink.feed(f"\n[tasuki] executor {self.id} is stopping: this job goes back to the queue\n".encode())
+        with self._lock:
+            self._leases[lease.key] = lease
+        # The checkout (and the removal of earlier attempts' containers) runs while the claim is
+        # answered; no container starts before the grant.
+        workspace = self._prepare.submit(self._make_workspace, order)
+        try:
+            lease.claim()
+            if not lease.wait(self.settings.job_lease_timeout):
+                log.warning("run %s job %s: no answer to the claim; the order goes back to the queue", run_id, name)
                 raise Interrupted
-        finished = JobFinished(
-            run_id=run_id,
-            job=name,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            reason=outcome.reason,
-            message=outcome.message,
-        )
-        self.store.put_result(run_id, name, codec.encode(finished))
-        self.events.drain()  # the log's last events go out before the job's end
-        self.broker.publish(finished, message_id=f"{run_id}:{name}:finished")
-        return outcome
+            ack()  # granted or refused: the lease, not the unacknowledged order, holds the job now
+            if not lease.granted:
+                log.info("run %s job %s attempt %d: not run here (%s)", run_id, name, attempt, lease.reason)
+                return None
+            with LogSink(self._log_writer(run_id, name, attempt), self.settings.secret_values()) as sink:
+                if attempt > 1:
+                    sink.feed(f"[tasuki] attempt {attempt}: the earlier attempt's executor stopped\n".encode())
+                outcome = self._attempt(order, workspace, lease, sink)
+                stopped = lease.stop_reason()
+                if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
+                    sink.feed(
+                        f"\n[tasuki] executor {self.id} is stopping: this job goes to another executor\n".encode()
+                    )
+            if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
+                self.events.drain()
+                lease.release()
+                return outcome
+            if stopped:  # the dispatcher decided already (cancelled), or will (lease lost)
+                log.info("run %s job %s attempt %d stopped: %s", run_id, name, attempt, stopped)
+                return outcome
+            self.events.drain()  # the whole log goes out before the job's end
+            self.broker.publish(
+                JobFinished(
+                    run_id=run_id,
+                    job=name,
+                    attempt=attempt,
+                    status=outcome.status,
+                    exit_code=outcome.exit_code,
+                    reason=outcome.reason,
+                    message=outcome.message,
+                    log_chunks=sink.seq,
+                ),
+                message_id=f"{run_id}:{name}:{attempt}:finished",
+            )
+            return outcome
+        finally:
+            with self._lock:
+                self._leases.pop(lease.key, None)
+            workspace.add_done_callback(_discard_workspace)
 
-    def _attempt(self, order: JobOrder, sink: LogSink) -> jobs.Outcome:
+    def _make_workspace(self, order: JobOrder) -> Path:
+        self.remove_earlier_attempts(order)
+        name = f"{order.run_id}-{order.job.name}-{order.attempt}"
+        return self.checkouts.prepare(
+            order.clone_url, order.event.after, name, self.credentials(order), host=order.event.host
+        )
+
+    def _attempt(self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
         event, job = order.event, order.job
         started = time.monotonic()
+
+        def stop() -> bool:
+            return self.abort.is_set() or bool(lease.stop_reason())
+
+        def tick() -> None:
+            sink.tick()
+            lease.beat()
+
         try:
-            url = self.registry.checkout_url(event.repository.full_name)
-            with self.checkouts.workspace(url, event.after, f"{order.run_id}-{job.name}", host=event.host) as workspace:
-                checked_out = time.monotonic()
-                outcome = jobs.run_job(
-                    self.docker,
-                    job,
-                    context(event, order.run_id, job.name),
-                    workspace,
-                    limits=self.limits,
-                    timeout=min(job.timeout or self.settings.job_timeout, self.settings.job_timeout_max),
-                    on_output=sink.feed,
-                    cancelled=self._cancel_check(order.run_id),
-                    on_tick=sink.tick,
-                    executor_id=self.id,
-                )
-        except JobError as exc:
+            while not workspace.done():  # heartbeats go on while git works
+                tick()
+                if stop():
+                    return jobs.Outcome("cancelled", None, "cancelled", "stopped before it started")
+                try:
+                    workspace.result(timeout=0.25)
+                except TimeoutError:
+                    continue
+            path = workspace.result()
+            checked_out = time.monotonic()
+            outcome = jobs.run_job(
+                self.docker,
+                job,
+                dataclasses.replace(context(event, order.run_id, job.name), attempt=order.attempt),
+                path,
+                limits=self.limits,
+                timeout=min(job.timeout or self.settings.job_timeout, self.settings.job_timeout_max),
+                on_output=sink.feed,
+                cancelled=stop,
+                on_tick=tick,
+                executor_id=self.id,
+            )
+        except (JobError, SealError) as exc:
             sink.feed(f"[tasuki] {exc}\n".encode())
-            return jobs.Outcome("error", None, exc.reason, str(exc), time.monotonic() - started)
+            reason = exc.reason if isinstance(exc, JobError) else "order-key"
+            return jobs.Outcome("error", None, reason, str(exc), time.monotonic() - started)
         log.info(
             "run %s job %s: %s (checkout %.2fs, container %.2fs)",
             order.run_id,
@@ -335,34 +462,36 @@ class Executor:
         )
         return dataclasses.replace(outcome, checkout_seconds=checked_out - started)
 
-    def _log_writer(self, run_id: str, name: str) -> Callable[[int, bytes], None]:
+    def _log_writer(self, run_id: str, name: str, attempt: int) -> Callable[[int, bytes], None]:
         def write(seq: int, data: bytes) -> None:
-            self.store.append_log(run_id, name, seq, data)
-            self.events.offer(JobLog(run_id=run_id, job=name, seq=seq, data=data.decode("utf-8", "replace")))
+            self.events.put(
+                JobLog(run_id=run_id, job=name, attempt=attempt, seq=seq, data=data.decode("utf-8", "replace"))
+            )
 
         return write
 
-    def _run_cancelled(self, run_id: str) -> bool:
+    def remove_earlier_attempts(self, order: JobOrder) -> int:
+        """Before attempt N starts, no container of an earlier attempt of the job may still run
+        on this engine (its executor may have been cut off without knowing it)."""
         try:
-            run = self.store.get_run(run_id)
-        except TasukiError:
-            return False
-        return run is not None and run.status == "cancelled"
-
-    def _cancel_check(self, run_id: str) -> Callable[[], bool]:
-        """True once the executor must stop the job, or the run was cancelled (read each second)."""
-        checked_at, found = 0.0, False
-
-        def cancelled() -> bool:
-            nonlocal checked_at, found
-            if self.abort.is_set():
-                return True
-            now = time.monotonic()
-            if now - checked_at >= 1.0:
-                checked_at, found = now, self._run_cancelled(run_id)
-            return found
-
-        return cancelled
+            found = self.docker.containers_labelled(convert.LABEL_RUN, order.run_id)
+        except TasukiError as exc:
+            log.warning("cannot look for containers of earlier attempts: %s", exc)
+            return 0
+        earlier = [
+            c
+            for c in found
+            if (c.get("Labels") or {}).get(convert.LABEL_JOB) == order.job.name and _attempt_of(c) < order.attempt
+        ]
+        for container in earlier:
+            log.warning(
+                "removing container %s of an earlier attempt of run %s job %s",
+                container["Id"][:12],
+                order.run_id,
+                order.job.name,
+            )
+            self.docker.remove(container["Id"])
+        return len(earlier)
 
     # -- crash recovery ---------------------------------------------------------------------------
 
@@ -387,9 +516,21 @@ class Executor:
         return len(orphans)
 
 
-def main(settings: Settings, store: Store, registry: Repositories) -> None:
+def _attempt_of(container: dict[str, Any]) -> int:
+    try:
+        return int((container.get("Labels") or {}).get(convert.LABEL_ATTEMPT, "0"))
+    except ValueError:
+        return 0
+
+
+def _discard_workspace(done: Future) -> None:
+    if not done.cancelled() and done.exception() is None:
+        remove_tree(done.result())
+
+
+def main(settings: Settings) -> None:
     Broker(settings.amqp_url).declare(pools=(settings.executor_pool,))
-    executor = Executor(settings, store=store, registry=registry)
+    executor = Executor(settings)
 
     def on_signal(signum: int, _frame: Any) -> None:
         if executor.stop.is_set():

@@ -15,7 +15,7 @@ and migrated on first use, or by `tasuki store migrate`. Records are plain pydan
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Protocol
 
@@ -23,10 +23,21 @@ from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import location
-from tasuki.shared.store.records import JobRecord, Pruned, RulesSync, RunRecord
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord
 from tasuki.shared.store.schema import LATEST
 
-__all__ = ["LATEST", "JobRecord", "LockedRun", "Pruned", "RulesSync", "RunRecord", "Store", "new_store", "open_store"]
+__all__ = [
+    "LATEST",
+    "JobRecord",
+    "LockedRun",
+    "OutboxEntry",
+    "Pruned",
+    "RulesSync",
+    "RunRecord",
+    "Store",
+    "new_store",
+    "open_store",
+]
 
 
 class LockedRun(Protocol):
@@ -43,6 +54,10 @@ class LockedRun(Protocol):
         ...
 
     def put_job(self, job: JobRecord) -> None: ...
+
+    def send(self, entries: list[OutboxEntry]) -> None:
+        """Add messages to the outbox with what is saved (published after the commit)."""
+        ...
 
     def admit(self, limit: int | None) -> bool:
         """See `Store.admit_run`."""
@@ -124,12 +139,36 @@ class Store(Protocol):
         from the file and left it. Rules made on the command line are left alone. Idempotent."""
         ...
 
-    # logs (executor writes, web reads)
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes) -> None: ...
+    # logs (functions/logs writes, web reads)
+    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+        """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
+        nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
+        attempt, or of a job the store does not know)."""
+        ...
 
-    def read_log(self, run_id: str, job: str, after: int = -1) -> list[tuple[int, bytes]]: ...
+    def read_log(
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Chunks after `after` of one attempt (default: the job's current attempt), in order."""
+        ...
 
-    def clear_log(self, run_id: str, job: str) -> None: ...
+    # the outbox (the dispatcher publishes it after each commit; the tick what is left), leases
+    def outbox(
+        self, *, run_id: str | None = None, before: datetime | None = None, limit: int = 500
+    ) -> list[OutboxEntry]:
+        """Messages not yet confirmed, oldest first: of one run, or recorded before `before`."""
+        ...
+
+    def clear_outbox(self, message_ids: list[str]) -> None: ...
+
+    def expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, int]]:
+        """(run id, job, attempt) of the running jobs whose lease ran out before `now`."""
+        ...
+
+    def due(self, chore: str, now: datetime, *, every: timedelta) -> bool:
+        """True, and the chore marked done at `now`, if it was not done within `every` (one of
+        several asking at once is told so)."""
+        ...
 
     # notes on a run from other processes, shown with it (each distinct note once)
     def add_note(self, run_id: str, source: str, message: str) -> None: ...
@@ -152,15 +191,10 @@ class Store(Protocol):
 
     def session_ended(self, session_id: str) -> bool: ...
 
-    # executor-side record of a finished job, so that a redelivered order does not run it twice
-    def put_result(self, run_id: str, job: str, result: bytes) -> None: ...
-
-    def get_result(self, run_id: str, job: str) -> bytes | None: ...
-
     # retention
     def prune(self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = 500) -> Pruned:
         """Delete the runs that finished before `runs_before` with their jobs, logs, notes and
-        results, and the delivery keys seen before `deliveries_before` (None: keep them), in
+        outbox leftovers, and the delivery keys seen before `deliveries_before` (None: keep them), in
         batches of `batch`, each batch its own transaction."""
         ...
 

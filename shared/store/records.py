@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -54,6 +55,24 @@ class JobRecord(BaseModel):
     message: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Leases: the job's current attempt (0 until it is first ordered), the executor whose claim
+    # was granted and until when its lease holds unless renewed by a heartbeat.
+    attempt: int = 0
+    executor: str = ""
+    lease_expires: datetime | None = None
+    # How many log chunks the attempt that finished the job wrote (from its job.finished).
+    log_chunks: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A message in the dispatcher's outbox: recorded with the state change that made it,
+    published after the commit, removed once RabbitMQ confirmed it."""
+
+    message_id: str
+    run_id: str
+    type: str
+    body: bytes
 
 
 class RulesSync(NamedTuple):
@@ -65,7 +84,7 @@ class RulesSync(NamedTuple):
 
 
 class Pruned(NamedTuple):
-    """What `Store.prune` deleted: runs (with their jobs, logs, notes and results) and delivery keys."""
+    """What `Store.prune` deleted: runs (with their jobs, logs, notes and outbox leftovers) and delivery keys."""
 
     runs: int
     deliveries: int

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
-from tasuki.shared.store.records import JobRecord, Pruned, RulesSync, RunRecord, stamp
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, stamp
 from tasuki.shared.store.schema import LATEST
 
 # The statuses of a run that is over, as an SQL list.
@@ -73,6 +73,17 @@ class HeldRun:
             raise ValueError(f"holding run {self.run_id}, asked to put a job of run {job.run_id}")
         self._tx.execute(*_put_job(job))
         self.jobs[job.name] = job
+
+    def send(self, entries: list[OutboxEntry]) -> None:
+        """Add messages to the outbox, in this transaction (published once it committed)."""
+        now = stamp(utcnow())
+        for e in entries:
+            if e.run_id != self.run_id:
+                raise ValueError(f"holding run {self.run_id}, asked to send a message of run {e.run_id}")
+            self._tx.execute(
+                "INSERT INTO outbox (message_id, run_id, type, body, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (e.message_id, e.run_id, e.type, e.body, now),
+            )
 
     def admit(self, limit: int | None) -> bool:
         """Give the run a place among its repository's unfinished runs: True if it has one (now
@@ -247,21 +258,75 @@ class SQLStore:
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes) -> None:
-        self._write(
-            "INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (run_id, job, seq) DO UPDATE SET data = excluded.data",
-            (run_id, job, seq, data),
-        )
+    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+        with self._tx() as tx:
+            current = tx.execute(
+                "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
+            ).fetchone()
+            if current is None:
+                return False
+            tx.execute(
+                "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (run_id, job, attempt, seq, data),
+            )
+            return True
 
-    def read_log(self, run_id: str, job: str, after: int = -1) -> list[tuple[int, bytes]]:
-        rows = self._query(
-            "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? ORDER BY seq", (run_id, job, after)
-        )
+    def read_log(
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        if attempt is None:
+            rows = self._query(
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? AND attempt ="
+                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq",
+                (run_id, job, after, run_id, job),
+            )
+        else:
+            rows = self._query(
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq",
+                (run_id, job, attempt, after),
+            )
         return [(seq, bytes(data)) for seq, data in rows]
 
-    def clear_log(self, run_id: str, job: str) -> None:
-        self._write("DELETE FROM logs WHERE run_id = ? AND job = ?", (run_id, job))
+    # -- the outbox, leases, chores --------------------------------------------------------------
+
+    def outbox(
+        self, *, run_id: str | None = None, before: datetime | None = None, limit: int = 500
+    ) -> list[OutboxEntry]:
+        sql, params = "SELECT message_id, run_id, type, body FROM outbox WHERE 1=1", []
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if before is not None:
+            sql += " AND at < ?"
+            params.append(stamp(before))
+        sql += " ORDER BY seq LIMIT ?"
+        rows = self._query(sql, (*params, max(0, limit)))
+        return [OutboxEntry(message_id, run, kind, bytes(body)) for message_id, run, kind, body in rows]
+
+    def clear_outbox(self, message_ids: list[str]) -> None:
+        if message_ids:
+            marks = ", ".join("?" * len(message_ids))
+            self._write(f"DELETE FROM outbox WHERE message_id IN ({marks})", message_ids)
+
+    def expired_leases(self, now: datetime, limit: int = 500) -> list[tuple[str, str, int]]:
+        rows = self._query(
+            "SELECT run_id, name, attempt FROM jobs WHERE lease_expires IS NOT NULL AND lease_expires < ?"
+            " ORDER BY lease_expires LIMIT ?",
+            (stamp(now), max(0, limit)),
+        )
+        return [(run_id, name, attempt) for run_id, name, attempt in rows]
+
+    def due(self, chore: str, now: datetime, *, every: timedelta) -> bool:
+        """True (and the chore marked done now) if `chore` was not done in the last `every`: of
+        several processes asking at once, one is told yes."""
+        return (
+            self._write(
+                "INSERT INTO chores (name, at) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET at = excluded.at WHERE chores.at < ?",
+                (chore, stamp(now), stamp(now - every)),
+            )
+            == 1
+        )
 
     # -- notes -----------------------------------------------------------------------------------
 
@@ -310,26 +375,13 @@ class SQLStore:
     def session_ended(self, session_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,)))
 
-    # -- executor results ------------------------------------------------------------------------
-
-    def put_result(self, run_id: str, job: str, result: bytes) -> None:
-        self._write(
-            "INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)"
-            " ON CONFLICT (run_id, job) DO UPDATE SET result = excluded.result",
-            (run_id, job, result),
-        )
-
-    def get_result(self, run_id: str, job: str) -> bytes | None:
-        rows = self._query("SELECT result FROM results WHERE run_id = ? AND job = ?", (run_id, job))
-        return bytes(rows[0][0]) if rows else None
-
     # -- retention -------------------------------------------------------------------------------
 
     def prune(
         self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = PRUNE_BATCH
     ) -> Pruned:
         """Delete the runs that finished before `runs_before` (with their jobs, logs, notes and
-        results) and the delivery keys seen before `deliveries_before` (None: keep them), `batch`
+        outbox leftovers) and the delivery keys seen before `deliveries_before` (None: keep them), `batch`
         at a time, each batch its own transaction: a large backlog never holds a lock for long."""
         batch = max(1, batch)
         runs = deliveries = 0
@@ -343,7 +395,7 @@ class SQLStore:
                 if ids:  # the runs first: a held run is locked in the same order (run, then its jobs)
                     marks = ", ".join("?" * len(ids))
                     tx.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
-                    for table in ("jobs", "logs", "notes", "results"):
+                    for table in ("jobs", "logs", "notes", "outbox"):
                         tx.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
             runs += len(ids)
             if len(ids) < batch:
@@ -391,7 +443,8 @@ def _update_run(run: RunRecord) -> tuple[str, tuple]:
 
 def _put_job(job: JobRecord) -> tuple[str, tuple]:
     return (
-        "INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)"
-        " ON CONFLICT (run_id, name) DO UPDATE SET record = excluded.record",
-        (job.run_id, job.name, job.model_dump_json()),
+        "INSERT INTO jobs (run_id, name, attempt, lease_expires, record) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, name) DO UPDATE SET attempt = excluded.attempt,"
+        " lease_expires = excluded.lease_expires, record = excluded.record",
+        (job.run_id, job.name, job.attempt, _stamp(job.lease_expires), job.model_dump_json()),
     )

@@ -8,7 +8,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from tasuki.shared.errors import ActionError
-from tasuki.shared.messages import RUN_FINAL
+from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.web import actions, openapi
@@ -93,21 +93,20 @@ def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
         after = int(request.args.get("after", -1))
     except ValueError:
         raise ActionError(400, "after must be a chunk number") from None
-    chunks = rt.store.read_log(run_id, job, after)
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise ActionError(404, f"run {run_id} has no job {job!r}")
-    done = record.status in RUN_FINAL or jobs[job].status in (
-        "success",
-        "failure",
-        "error",
-        "timeout",
-        "cancelled",
-        "skipped",
-    )
+    current = jobs[job]
+    # The current attempt's log; a job ordered again (its executor was lost) starts a new one.
+    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt)
+    last = chunks[-1][0] if chunks else after
+    over = record.status in RUN_FINAL or current.status in JOB_FINAL
+    # Done once the job is over and every chunk its executor announced is stored.
+    done = over and (current.log_chunks is None or last + 1 >= current.log_chunks)
     return reply(
         {
             "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
+            "attempt": current.attempt,
             "done": done,
         }
     )

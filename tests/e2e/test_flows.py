@@ -97,10 +97,11 @@ class Barrier:
         self.server.close()
 
 
-def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, vhost, docker_client, make_repo):
-    barrier = Barrier(parties=2)
+def diamond_repo(make_repo, barrier: Barrier) -> tuple[Path, str]:
+    """A repository whose diamond's test and lint pass only if they meet at `barrier` (which
+    starts answering here): they must run at the same time."""
     threading.Thread(target=barrier.answer, daemon=True).start()
-    repo, commit = make_repo(
+    return make_repo(
         {
             ".tasuki.yml": DIAMOND,
             "ci/build": OK,
@@ -110,6 +111,11 @@ def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, 
         },
         branch="main",
     )
+
+
+def test_a_diamond_runs_build_then_test_and_lint_together_then_deploy(tmp_path, vhost, docker_client, make_repo):
+    barrier = Barrier(parties=2)
+    repo, commit = diamond_repo(make_repo, barrier)
     with start(
         tmp_path, vhost, "rules:\n  - {event: push, repository: acme/diamond}\n", {"acme/diamond": repo}
     ) as tasuki:

@@ -292,7 +292,7 @@ def test_nothing_was_written_outside_tasukis_own_files(world):
     # After every attack above: the data dir holds Tasuki's own files only (no file a job or a
     # payload named), the workspaces are gone, and no command named in a clone URL ran
     data = Path(world.tasuki.settings.data_dir)
-    own = {"tasuki.db", "tasuki.db-wal", "tasuki.db-shm", "push.key", "cache", "workspaces"}
+    own = {"tasuki.db", "tasuki.db-wal", "tasuki.db-shm", "push.key", "order.key", "cache", "workspaces"}
     assert {p.name for p in data.iterdir()} <= own
     assert not any(p.is_file() for p in (data / "workspaces").rglob("*"))
     assert not Path("/tmp/pwned").exists()

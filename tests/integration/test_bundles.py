@@ -4,9 +4,10 @@ functions-framework serves each function from its bundle folder alone, exactly a
 Functions (2nd gen) and Cloud Run run it, and a real push goes through all of them against the
 test RabbitMQ (a fresh vhost) and PostgreSQL (a fresh database): a signed webhook of a
 registered repository into the ingress, the event it published into the router (a rule
-matches), the run it requested into the dispatcher (the plan is ordered), a status change into
-the reporter with a Google-signed OIDC token (no credentials: noted on the run), and the web
-function's API lists the run."""
+matches), the run it requested into the dispatcher (the plan is ordered; its jobs too once
+planned), the clock's tick into the dispatcher as Cloud Scheduler pushes it, a job's log chunk
+into the logs function (stored), a status change into the reporter with a Google-signed OIDC
+token (no credentials: noted on the run), and the web function's API lists the run."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import pytest
 import requests
 
 from tasuki import functions as tasuki_functions
-from tasuki.local.deploy import bundle
+from tasuki.local.deploy import bundle, clock
 from tasuki.shared import codec, push, tokens, topics
-from tasuki.shared.messages import RunUpdated
+from tasuki.shared.flowfile import Job
+from tasuki.shared.messages import JobLog, RunPlanned, RunUpdated
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
@@ -113,7 +115,7 @@ class Served:
         self.urls = {name: f"http://127.0.0.1:{port}/" for name, port in self.ports.items()}
         env = clean_env(
             **settings,
-            **{f"TASUKI_{name.upper()}_URL": self.urls[name] for name in ("router", "dispatcher", "reporter")},
+            **{f"TASUKI_{name.upper()}_URL": self.urls[name] for name in bundle.pushed_functions()},
         )
         self.processes = {}
         for name, port in self.ports.items():
@@ -215,7 +217,26 @@ def test_every_bundle_serves_its_function_from_its_folder_alone(served):
     assert answer.status_code == 200, answer.text
     assert rt.store.get_run(requested.run_id).repository == "acme/api"
     (order,) = take(rt.broker, topics.executor_queue())
-    assert order.run_id == requested.run_id
+    assert (order.run_id, order.clone_url) == (requested.run_id, "https://bitbucket.org/acme/api.git")
+    build = Job(name="build", image="tasuki/busybox", run="ci/build")
+    answer = functions.push("dispatcher", RunPlanned(run_id=requested.run_id, jobs={"build": build}))
+    assert answer.status_code == 200, answer.text
+    (order,) = take(rt.broker, topics.executor_queue())
+    assert (order.job.name, order.attempt) == ("build", 1)
+
+    # dispatcher again: the clock's tick, the body Cloud Scheduler sends with its OIDC token.
+    (schedule,) = clock.schedules()
+    token = google.token(audience=functions.urls["dispatcher"], email=ACCOUNT)
+    answer = requests.post(
+        functions.urls["dispatcher"], json=schedule["body"], headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    assert answer.status_code == 200 and answer.json()["expired"] == 0, answer.text
+
+    # logs: a chunk of the job's log (attempt 1, the current one) is stored.
+    chunk = JobLog(run_id=requested.run_id, job="build", attempt=1, seq=0, data="hello from the bundle\n")
+    answer = functions.push("logs", chunk)
+    assert answer.status_code == 200 and answer.json()["stored"] is True, answer.text
+    assert rt.store.read_log(requested.run_id, "build") == [(0, b"hello from the bundle\n")]
 
     # reporter, pushed as Google would (a Pub/Sub push's OIDC token; google-auth and what it
     # needs are in the bundle): no API credentials for acme/api, so a note instead of a status.

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tasuki.local.executor.checkout import Checkouts, working_copy
+from tasuki.local.executor.checkout import Checkouts, tree_bytes, working_copy
 from tasuki.shared.errors import CheckoutFailed
-from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
+from tasuki.shared.registry import Registry, RepositoryConfig
 from tests.conftest import git
 
 
@@ -54,6 +54,27 @@ def test_a_second_job_uses_the_mirror_and_fetches_only_new_commits(tmp_path, mak
     second = git(work, "rev-parse", "HEAD").strip()
     with co.workspace(str(repo), second, "c") as ws:
         assert (ws / "README").read_text() == "two\n"
+
+
+def test_the_mirror_cache_keeps_within_its_size_removing_the_least_recently_used_first(tmp_path, make_repo):
+    big = {f"blob{n}": os.urandom(200_000).hex() for n in range(3)}  # ~1.2 MB each repository, uncompressible
+    (a, ca), (b, cb), (c, cc) = make_repo(big), make_repo(big | {"b": "b"}), make_repo(big | {"c": "c"})
+    sizes = []
+    co = checkouts(tmp_path)
+    for repo, commit in ((a, ca), (b, cb)):
+        co.mirror(str(repo), commit)
+        sizes.append(tree_bytes(co.mirror_path(str(repo))))
+    # Given a cache that holds two of these mirrors, where a was used after b
+    co.max_bytes = sum(sizes) + sizes[0] // 2
+    co.mirror(str(a), ca)
+    # When a third repository is cloned
+    co.mirror(str(c), cc)
+    # Then the least recently used mirror (b) is gone, the others stay, and the cache fits
+    assert [co.mirror_path(str(r)).exists() for r in (a, b, c)] == [True, False, True]
+    assert sum(tree_bytes(p) for p in (tmp_path / "cache").glob("*.git")) <= co.max_bytes
+    # and b comes back when a job needs it again
+    with co.workspace(str(b), cb, "w") as ws:
+        assert (ws / "b").read_text() == "b"
 
 
 def test_checkout_failures_say_what_failed(tmp_path, make_repo):
@@ -206,8 +227,8 @@ def private_repo(tmp_path, make_repo):
 def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secret(tmp_path, private_repo):
     _server, url, commit = private_repo
     registry = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="tok-3f9a-secret")})
-    co = checkouts(tmp_path, credentials=Repositories(registry).credentials_for)
-    with co.workspace(url, commit, "run-1-build", host="bitbucket") as ws:
+    co = checkouts(tmp_path)
+    with co.workspace(url, commit, "run-1-build", registry.repositories["acme/private"], host="bitbucket") as ws:
         assert (ws / "README").read_text() == "private\n"
     # The password is in no file of the mirror (its config names the URL only) and no repr
     mirror = co.mirror_path(url)
@@ -217,11 +238,9 @@ def test_a_private_repository_is_cloned_with_its_registry_token_that_stays_secre
 
 def test_wrong_or_missing_credentials_fail_clearly_without_showing_the_password(tmp_path, private_repo):
     server, url, commit = private_repo
-    wrong = Registry(repositories={"acme/private": RepositoryConfig(clone_url=url, token="not-the-token-77")})
+    wrong = RepositoryConfig(clone_url=url, token="not-the-token-77")
     with pytest.raises(CheckoutFailed) as failed:
-        with checkouts(tmp_path, credentials=Repositories(wrong).credentials_for).workspace(
-            url, commit, "w", host="bitbucket"
-        ):
+        with checkouts(tmp_path).workspace(url, commit, "w", wrong, host="bitbucket"):
             pass
     assert "cannot fetch" in str(failed.value) and "not-the-token-77" not in str(failed.value)
     with pytest.raises(CheckoutFailed, match="cannot fetch"):

@@ -102,14 +102,14 @@ def test_the_functions_are_deployed_behind_function_urls_and_a_second_run_change
         assert variables["TASUKI_AMQP_URL"] == "amqps://tasuki:pw@mq.example:5671/ci"
         assert (variables["TASUKI_DATA_DIR"], variables["TASUKI_HOST"]) == ("/tmp/tasuki", "0.0.0.0")
         assert variables["TASUKI_WEBHOOK_URL"] == first.urls["ingress"]
-        for pushed in ("router", "dispatcher", "reporter"):
+        for pushed in ("router", "dispatcher", "reporter", "logs"):
             assert variables[f"TASUKI_{pushed.upper()}_URL"] == first.urls[pushed]
         url = lam.get_function_url_config(FunctionName=f"tasuki-{name}")
         assert (url["FunctionUrl"], url["AuthType"]) == (first.urls[name], "NONE")
         policy = json.loads(lam.get_policy(FunctionName=f"tasuki-{name}")["Policy"])
         assert {s["Sid"] for s in policy["Statement"]} == {sid for sid, _ in aws.URL_PERMISSIONS}
     assert first.bridge_settings() == {
-        f"TASUKI_{n.upper()}_URL": first.urls[n] for n in ("dispatcher", "reporter", "router")
+        f"TASUKI_{n.upper()}_URL": first.urls[n] for n in ("dispatcher", "logs", "reporter", "router")
     }
 
     # Again with the same bundles and settings: nothing changes.

@@ -1,50 +1,59 @@
-"""The executor service with real RabbitMQ and real Docker: job orders in, containers run, logs
-and results out; competing consumers; SIGTERM grace and requeue; crash recovery; bounded memory.
+"""The executor service with real RabbitMQ and real Docker, and the real dispatcher and logs
+functions behind it (pushed to by `tests.pump`, which also ticks): job orders in, claims granted,
+containers run, logs stored through functions/logs, results out; competing consumers; SIGTERM
+grace and giving a job back; crash recovery through the lease; self-fencing; bounded memory.
 
 Executors run in a thread of the test (quick) or as a real `tasuki executor` process (signals,
-memory). A test waits for messages on a queue bound to tasuki.runs, never for a time.
+memory), each with its own data dir and no store setting. A test waits for messages on a queue
+bound to tasuki.runs, never for a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker.errors
 import pytest
 
+from tasuki.functions.dispatcher import addressed
 from tasuki.local.executor.service import Executor
-from tasuki.shared import codec
+from tasuki.shared import codec, sealing
 from tasuki.shared.broker import Broker
 from tasuki.shared.flowfile import Job
-from tasuki.shared.messages import MODELS, Event, JobFinished, JobOrder, PlanOrder, Ref, Repository
-from tasuki.shared.registry import Repositories, load_registry
+from tasuki.shared.messages import JOB_FINAL, MODELS, Event, JobFinished, JobOrder, Ref, Repository, RunCancel
+from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import RunRecord
-from tasuki.shared.store.sqlite import SQLiteStore
+from tasuki.shared.store import JobRecord, RunRecord
 from tasuki.shared.topics import RUNS, executor_queue
+from tests.conftest import IN_CI, queued_messages, rabbitmqctl
 from tests.dockerjobs import IMAGE, leftovers, script
-from tests.harness import TASUKI, remove_containers
+from tests.harness import ExecutorProcess as Process
+from tests.harness import log_of, remove_containers
+from tests.pump import Functions, Pump
 
 WAIT = 180  # seconds a test waits for a message before it fails (never a timing assertion)
 RELEASE = "while [ ! -e release ]; do sleep 0.1; done"  # a job that runs until the test says
 
 
 class World:
-    """A vhost with Tasuki's topology, a repository, a store and a queue that watches tasuki.runs."""
+    """A vhost with Tasuki's topology and the functions behind it, a repository registered as
+    acme/api, and a queue that watches tasuki.runs. Executors get their own data dir, the order
+    key, and no store."""
 
-    def __init__(self, vhost: str, tmp_path: Path, make_repo, executor_id: str, keys=("job.*",)) -> None:
-        self.url = vhost
+    def __init__(self, functions, tmp_path: Path, make_repo, executor_id: str, keys=("job.*",)) -> None:
+        self.functions = functions
+        self.rt = functions.rt
+        self.store = self.rt.store
+        self.url = self.rt.settings.amqp_url
         self.tmp = tmp_path
         self.executor_id = executor_id
-        self.broker = Broker(vhost)
-        self.broker.declare()
+        self.broker = Broker(self.url)
         with self.broker.channel() as ch:
             ch.queue_declare("watch")
             for key in keys:
@@ -60,38 +69,43 @@ class World:
                 "ci/fail": script("echo failing; exit 4"),
             }
         )
-        (tmp_path / "repos.yml").write_text(json.dumps({"repositories": {"acme/api": {"clone_url": str(self.repo)}}}))
+        self.store.put_repository("acme/api", RepositoryConfig(clone_url=str(self.repo)))
         self.env = {
-            "TASUKI_AMQP_URL": vhost,
-            "TASUKI_DATA_DIR": str(tmp_path / "data"),
+            "TASUKI_AMQP_URL": self.url,
+            "TASUKI_DATA_DIR": str(tmp_path / "executor"),
             "TASUKI_EXECUTOR_ID": executor_id,
-            "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
+            "TASUKI_ORDER_KEY": self.rt.order_key,
             "TASUKI_CLONE_SCHEMES": "https,file",  # the test repositories are local folders
             "TASUKI_JOB_MEMORY": "256m",
             "TASUKI_SECRETS": "s3cr3t-t0ken",
         }
-        self.store = SQLiteStore(self.settings().store_path)
         self.seen: list = []
+
+    def lease(self, seconds: float) -> None:
+        """A shorter lease timeout, for the dispatcher and every executor started after."""
+        self.rt.settings = self.rt.settings.model_copy(update={"job_lease_timeout": seconds})
+        self.env["TASUKI_JOB_LEASE_TIMEOUT"] = str(seconds)
 
     def settings(self, **values: str) -> Settings:
         return Settings.from_env({**self.env, **{f"TASUKI_{k.upper()}": str(v) for k, v in values.items()}})
 
-    def order(self, run_id: str, run: str, *, name: str = "build", **job) -> JobOrder:
+    def order(self, run_id: str, run: str, *, name: str = "build", repository: str = "acme/api", **job) -> JobOrder:
+        """A planned run whose job is queued (attempt 1), and its order, as the dispatcher makes them
+        (cloned from where the registry says `repository` is)."""
         event = Event(
             host="bitbucket",
             event="repo.push",
             kind="push",
             delivery_id=f"d-{run_id}",
-            repository=Repository(full_name="acme/api", clone_url=str(self.repo)),
+            repository=Repository(full_name=repository),
             ref=Ref(kind="branch", name="main"),
             after=self.commit,
         )
-        order = JobOrder(
-            run_id=run_id,
-            event=event,
-            job=Job(name=name, image=IMAGE, run=run, env={"SECRET_ECHO": "s3cr3t-t0ken"}, **job),
-        )
-        self.broker.publish(order)
+        spec = Job(name=name, image=IMAGE, run=run, env={"SECRET_ECHO": "s3cr3t-t0ken"}, **job)
+        self.store.create_run(RunRecord(id=run_id, event=event, status="running", admitted=True))
+        self.store.put_job(JobRecord(run_id=run_id, name=name, status="queued", spec=spec, attempt=1))
+        order = addressed(self.rt, JobOrder(run_id=run_id, event=event, job=spec))
+        self.broker.publish(order, message_id=order.message_id)
         return order
 
     def wait_for(self, predicate: Callable[[object], bool], what: str) -> object:
@@ -121,21 +135,35 @@ class World:
             f"job.started of {run_id}/{job}",
         )
 
-    def log(self, run_id: str, job: str = "build") -> bytes:
-        return b"".join(data for _, data in self.store.read_log(run_id, job))
+    def job(self, run_id: str, name: str = "build") -> JobRecord:
+        return next(j for j in self.store.get_jobs(run_id) if j.name == name)
 
-    def workspace(self, run_id: str, job: str = "build") -> Path:
-        return self.tmp / "data" / "workspaces" / self.executor_id / f"{run_id}-{job}"
+    def until(self, condition: Callable[[], object], what: str) -> object:
+        deadline = time.monotonic() + WAIT
+        while not (value := condition()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {WAIT}s; seen {[m.TYPE for m in self.seen]}")
+            time.sleep(0.1)
+        return value
+
+    def log(self, run_id: str, job: str = "build") -> bytes:
+        """The job's stored log; once its job.finished was seen, all of it (the dispatcher
+        recorded how many chunks there are, and functions/logs stored them)."""
+        if any(m.TYPE == "job.finished" and (m.run_id, m.job) == (run_id, job) for m in self.seen):
+            self.until(lambda: self.job(run_id, job).status in JOB_FINAL, f"the dispatcher recorded {run_id}/{job}")
+        return log_of(self.store, run_id, job, timeout=WAIT).encode()
+
+    def workspace(self, run_id: str, job: str = "build", attempt: int = 1, executor: str = "") -> Path:
+        return self.tmp / "executor" / "workspaces" / (executor or self.executor_id) / f"{run_id}-{job}-{attempt}"
 
     def running(self, run_id: str, job: str = "build", workspace: Path | None = None, after: bytes = b"") -> Path:
         """Wait until the job's script runs in its container (it said "waiting", after `after`
         when given); its workspace."""
-        deadline = time.monotonic() + WAIT
-        while b"waiting" not in (self.log(run_id, job).partition(after)[2] if after else self.log(run_id, job)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{run_id}/{job} never ran; seen {[m.TYPE for m in self.seen]}")
-            time.sleep(0.1)
-        return workspace or self.workspace(run_id, job)
+        self.until(
+            lambda: b"waiting" in (self.log(run_id, job).partition(after)[2] if after else self.log(run_id, job)),
+            f"{run_id}/{job} runs",
+        )
+        return workspace or self.workspace(run_id, job, self.job(run_id, job).attempt)
 
     def release(self, run_id: str, job: str = "build", workspace: Path | None = None) -> None:
         (self.running(run_id, job, workspace) / "release").touch()
@@ -146,10 +174,30 @@ class World:
 
 
 @pytest.fixture
-def world(vhost, tmp_path, make_repo, executor_id, docker_client) -> Iterator[World]:
-    w = World(vhost, tmp_path, make_repo, executor_id)
-    yield w
-    w.store.close()
+def functions(vhost, tmp_path, tasuki_env) -> Iterator[Functions]:
+    """The functions of this process on real RabbitMQ (a fresh vhost) and SQLite in tmp_path."""
+    from tasuki.shared.runtime import runtime
+
+    tasuki_env(
+        amqp_url=vhost,
+        data_dir=str(tmp_path / "data"),
+        push_key="a-push-key-for-tests-that-is-long-enough",
+        clone_schemes="https,file",  # the test repositories are local folders
+    )
+    rt = runtime()
+    rt.broker.declare()
+    yield Functions(rt)
+    rt.broker.close()
+    rt.store.close()
+
+
+@pytest.fixture
+def world(functions, tmp_path, make_repo, executor_id, docker_client) -> Iterator[World]:
+    w = World(functions, tmp_path, make_repo, executor_id)
+    with Pump(functions) as pump:
+        w.pump = pump
+        yield w
+    w.broker.close()
 
 
 @pytest.fixture
@@ -158,10 +206,7 @@ def start_executor(world) -> Iterator[Callable[..., Executor]]:
     running: list[tuple[Executor, threading.Thread]] = []
 
     def start(**values: str) -> Executor:
-        settings = world.settings(**values)
-        schemes = settings.allowed_clone_schemes
-        registry = Repositories(load_registry(settings.repositories_file, schemes), None, schemes)
-        executor = Executor(settings, store=SQLiteStore(settings.store_path), registry=registry)
+        executor = Executor(world.settings(**values))
         thread = threading.Thread(target=executor.serve, daemon=True)
         thread.start()
         running.append((executor, thread))
@@ -173,38 +218,6 @@ def start_executor(world) -> Iterator[Callable[..., Executor]]:
         executor.abort.set()
     for _, thread in running:
         thread.join(60)
-
-
-class Process:
-    """`tasuki executor` as a real process, its output kept for the assertions' messages."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.output: list[str] = []
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
-        self.proc = subprocess.Popen(
-            [str(TASUKI), "executor"], env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def wait_for_line(self, words: str) -> None:
-        deadline = time.monotonic() + WAIT
-        while not any(words in line for line in self.output):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the executor never said {words!r}:\n{''.join(self.output)}")
-            time.sleep(0.1)
-
-    def peak_rss_kb(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(WAIT)
 
 
 @pytest.fixture
@@ -227,17 +240,23 @@ def processes(world) -> Iterator[Callable[..., Process]]:
 # --- a job, start to end ------------------------------------------------------------------------------
 
 
-def test_a_job_order_runs_and_its_masked_log_reaches_the_store_and_the_events(world, start_executor):
-    start_executor()
+def test_a_job_order_is_claimed_run_and_its_masked_log_stored_through_the_logs_function(world, start_executor):
+    executor = start_executor()
     world.order("run-1", "ci/hello")
     done = world.finished("run-1")
-    assert (done.status, done.exit_code) == ("success", 0), world.log("run-1")
+    assert (done.status, done.exit_code, done.attempt) == ("success", 0, 1)
+    world.until(lambda: world.job("run-1").status == "success", "the dispatcher recorded the job")
     log = world.log("run-1").decode()
     assert "hello from build on main" in log and "token: ********" in log and "s3cr3t" not in log
     events = [m for m in world.seen if m.TYPE == "job.log"]
     assert "".join(m.data for m in sorted(events, key=lambda m: m.seq)) == log
-    assert [m.TYPE for m in world.seen if m.TYPE != "job.log"] == ["job.started", "job.finished"]
-    assert codec.decode(world.store.get_result("run-1", "build"), JobFinished).status == "success"
+    assert done.log_chunks == len(events)
+    # The claim came first, then the finish; the dispatcher recorded both
+    [claim] = [m for m in world.seen if m.TYPE == "job.started"]
+    assert (claim.executor, claim.attempt) == (executor.id, 1)
+    assert world.store.get_run("run-1").status == "success"
+    workspace = world.tmp / "executor" / "workspaces" / executor.id / "run-1-build-1"
+    world.until(lambda: not workspace.exists(), "the workspace is removed after the job")
 
 
 def test_a_failing_job_and_a_missing_executable_are_reported_on_the_run(world, start_executor):
@@ -251,37 +270,25 @@ def test_a_failing_job_and_a_missing_executable_are_reported_on_the_run(world, s
 
 
 def test_a_checkout_failure_is_a_clear_job_error(world, start_executor):
-    (world.tmp / "repos.yml").write_text(
-        json.dumps({"repositories": {"acme/api": {"clone_url": str(world.tmp / "gone.git")}}})
-    )
+    world.store.put_repository("acme/gone", RepositoryConfig(clone_url=str(world.tmp / "gone.git")))
     start_executor()
-    world.order("run-1", "ci/hello")
+    world.order("run-1", "ci/hello", repository="acme/gone")
     done = world.finished("run-1")
     assert (done.status, done.reason) == ("error", "checkout-failed")
     assert "cannot fetch" in done.message and "gone.git" in done.message
     assert "[tasuki] cannot fetch" in world.log("run-1").decode()
 
 
-def test_a_run_of_an_unregistered_repository_clones_nothing_whatever_its_event_names(world, start_executor):
-    # Given unknown repositories accepted (TASUKI_UNKNOWN_REPOSITORIES=accept) and an event for
-    # one that names a clone URL (the payload's: here a repository git could clone)
-    with world.broker.channel() as ch:
-        ch.queue_bind("watch", RUNS, routing_key="run.planned")
-    start_executor()
-    event = Event(
-        host="github",
-        event="push",
-        kind="push",
-        delivery_id="d-unknown",
-        repository=Repository(full_name="acme/unknown", clone_url=str(world.repo)),
-        ref=Ref(kind="branch", name="main"),
-        after=world.commit,
-    )
-    world.broker.publish(PlanOrder(run_id="run-u", event=event))
-    # Then the run's plan is an error saying how to register it, and nothing was cloned
-    planned = world.wait_for(lambda m: m.TYPE == "run.planned" and m.run_id == "run-u", "run.planned of run-u")
-    assert "acme/unknown is not registered" in planned.error and planned.jobs == {}
-    cache = world.tmp / "data" / "cache"
+def test_an_order_whose_clone_url_the_executor_does_not_allow_clones_nothing(world, start_executor):
+    # Given an executor that may clone over https only, and an order from a folder (say, the
+    # functions allow more than this executor host, or the order did not come from them)
+    start_executor(clone_schemes="https")
+    world.order("run-1", "ci/hello")
+    # Then git never runs: the job is a checkout failure saying why, and nothing was cloned
+    done = world.finished("run-1")
+    assert (done.status, done.reason) == ("error", "checkout-failed")
+    assert "not cloned: file clone URLs are not allowed here (TASUKI_CLONE_SCHEMES=https)" in done.message
+    cache = world.tmp / "executor" / "cache"
     assert not cache.exists() or not any(cache.glob("*.git"))
 
 
@@ -293,32 +300,60 @@ def test_an_unreachable_docker_engine_is_a_clear_job_error(world, start_executor
     assert "cannot reach the Docker engine" in done.message
 
 
-def test_a_redelivered_order_of_a_finished_job_does_not_run_it_again(world, start_executor):
+def test_an_order_sealed_with_another_key_is_a_clear_job_error(world, start_executor):
+    # Given a registered repository with clone credentials, and an executor with another order key
+    world.store.put_repository("acme/api", RepositoryConfig(clone_url=str(world.repo), token="cl0ne-credential"))
+    start_executor(order_key=sealing.new_key())
+    order = world.order("run-1", "ci/hello")
+    # The order carries the credentials only sealed
+    assert order.credentials is not None and "cl0ne" not in repr(order) and "cl0ne" not in order.model_dump_json()
+    done = world.finished("run-1")
+    assert (done.status, done.reason) == ("error", "order-key")
+    assert "another TASUKI_ORDER_KEY" in done.message
+
+
+def test_a_redelivered_order_of_a_finished_job_is_refused_and_does_not_run_again(world, start_executor):
     start_executor()
     order = world.order("run-1", "ci/hello")
-    first = world.finished("run-1")
+    world.finished("run-1")
     log = world.log("run-1")
-    # When the same order comes again (an ack lost on the way)
-    world.broker.publish(order)
-    world.wait_for(lambda m: sum(x.TYPE == "job.finished" for x in world.seen) == 2, "the second job.finished")
-    # Then the recorded result is announced again, and the job did not run a second time
-    finished = [m for m in world.seen if m.TYPE == "job.finished"]
-    assert finished[1].status == first.status and finished[1].at == first.at
-    assert sum(m.TYPE == "job.started" for m in world.seen) == 1
-    assert world.log("run-1") == log
+    # When the same order comes again (say the dispatcher published it twice)
+    world.broker.publish(order, message_id=order.message_id)
+    # Then it is taken and acknowledged (its claim refused, or seen running here still) ...
+    world.until(lambda: queued_messages(world.url)[executor_queue()] == 0, "the order is taken and acknowledged")
+    world.until(lambda: not world.pump.busy(), "the dispatcher took every message")
+    # ... and nothing runs a second time, nothing is announced again
+    assert sum(m.TYPE == "job.started" for m in world.seen) in (1, 2)
+    assert sum(m.TYPE == "job.finished" for m in world.seen) == 1
+    assert world.log("run-1") == log and log.count(b"hello from build") == 1
 
 
 def test_an_order_of_a_run_cancelled_while_it_waited_starts_no_container(world, start_executor, docker_client):
     # Given a run that was cancelled while one of its job orders still waited in the queue
-    order = world.order("run-c", "ci/hello")
-    world.store.create_run(RunRecord(id="run-c", event=order.event, status="cancelled"))
+    world.order("run-c", "ci/hello")
+    world.functions.push("dispatcher", RunCancel(run_id="run-c", reason="cancelled by a person"))
     # When an executor takes the order
     start_executor()
-    done = world.finished("run-c")
-    # Then the job ends cancelled without starting anything
-    assert (done.status, done.message) == ("cancelled", "the run was cancelled before this job started")
-    assert not any(m.TYPE == "job.started" for m in world.seen)
+    world.started("run-c")
+    world.until(lambda: world.queued() == 0, "the order is taken")
+    # Then its claim is refused: the job stays cancelled, nothing ran
+    world.until(lambda: sum(t == "job.started" for _, t in world.pump.pushed) == 1, "the claim answered")
+    assert world.job("run-c").status == "cancelled"
+    assert not any(m.TYPE == "job.finished" for m in world.seen)
     assert world.log("run-c") == b"" and leftovers(docker_client, world.executor_id) == []
+
+
+def test_cancelling_a_running_job_stops_its_container_at_once(world, start_executor, docker_client):
+    start_executor()
+    world.order("run-1", "ci/wait")
+    world.running("run-1")
+    assert len(leftovers(docker_client, world.executor_id)) == 1
+    # When the run is cancelled, the dispatcher refuses the lease to the executor holding it
+    world.functions.push("dispatcher", RunCancel(run_id="run-1", reason="cancelled by a person"))
+    # Then the container is stopped and removed, and the job stays cancelled
+    world.until(lambda: not leftovers(docker_client, world.executor_id), "the container is gone")
+    assert world.job("run-1").status == "cancelled"
+    assert not any(m.TYPE == "job.finished" for m in world.seen)
 
 
 def test_executors_compete_for_orders_each_within_its_concurrency(world, start_executor, docker_client):
@@ -334,7 +369,7 @@ def test_executors_compete_for_orders_each_within_its_concurrency(world, start_e
         by = {m.run_id: m.executor for m in world.seen if m.TYPE == "job.started"}
         assert sorted(by.values()) == sorted([a.id, b.id])
         for run_id, executor in by.items():
-            world.release(run_id, workspace=world.tmp / "data" / "workspaces" / executor / f"{run_id}-build")
+            world.release(run_id, workspace=world.workspace(run_id, executor=executor))
         assert world.finished("run-1").status == world.finished("run-2").status == "success"
     finally:
         remove_containers(world.executor_id + "-b")
@@ -353,6 +388,102 @@ def test_one_executor_runs_as_many_jobs_at_once_as_its_concurrency(world, start_
     assert [world.finished(r).status for r in ("run-1", "run-2", "run-3")] == ["success"] * 3
 
 
+def test_a_job_order_is_acknowledged_once_claimed_and_held_by_heartbeats(world, start_executor):
+    world.lease(4)
+    start_executor()
+    world.order("run-1", "ci/wait")
+    world.running("run-1")
+    # The order is acknowledged (not held unacked until the job ends): the lease holds the job
+    world.until(lambda: world.queued() == 0, "the order is acknowledged")
+    # and heartbeats renew it while the job runs, for longer than the lease timeout
+    first = world.job("run-1").lease_expires
+    world.until(
+        lambda: sum(t == "job.heartbeat" for _, t in world.pump.pushed) >= 6, "heartbeats over more than a lease"
+    )
+    assert world.job("run-1").lease_expires > first and world.job("run-1").attempt == 1
+    world.release("run-1")
+    assert world.finished("run-1").status == "success"
+
+
+def test_an_executor_that_cannot_renew_its_lease_kills_its_own_container(world, start_executor, docker_client):
+    world.lease(4)
+    start_executor()
+    world.order("run-1", "ci/wait")
+    world.running("run-1")
+    # When the dispatcher stops answering (a network cut between the executor and it)
+    world.pump.paused.set()
+    # Then the executor kills its container before the lease runs out, and announces nothing
+    world.until(lambda: not leftovers(docker_client, world.executor_id), "the container is gone")
+    assert not any(m.TYPE == "job.finished" for m in world.seen)
+    # When the dispatcher is back, the run-out lease orders the job again (attempt 2), which runs
+    world.pump.paused.clear()
+    world.until(lambda: world.job("run-1").attempt == 2, "attempt 2 is ordered")
+    world.release("run-1")
+    done = world.finished("run-1")
+    assert (done.status, done.attempt) == ("success", 2)
+    assert "attempt 2" in world.log("run-1").decode()
+
+
+def test_containers_of_earlier_attempts_are_removed_before_an_attempt_starts(world, start_executor, docker_client):
+    # Given a container of attempt 1 still running on this engine (its executor was cut off)
+    stale = docker_client.containers.run(
+        IMAGE,
+        ["sleep", "300"],
+        detach=True,
+        labels={"tasuki.run": "run-1", "tasuki.job": "build", "tasuki.attempt": "1", "tasuki.executor": "gone"},
+    )
+    try:
+        # When attempt 2 of the job is ordered here
+        world.order("run-1", "ci/hello")
+        world.store.put_job(world.job("run-1").model_copy(update={"attempt": 2}))
+        order = addressed(
+            world.rt,
+            JobOrder(run_id="run-1", event=world.store.get_run("run-1").event, job=world.job("run-1").spec, attempt=2),
+        )
+        world.broker.publish(order, message_id=order.message_id)
+        start_executor()
+        # Then attempt 1's order is refused, the stale container is removed, attempt 2 runs
+        done = world.finished("run-1")
+        assert (done.status, done.attempt) == ("success", 2)
+        with pytest.raises(docker.errors.NotFound):  # gone from the engine
+            stale.reload()
+    finally:
+        remove_containers("gone")
+
+
+def test_a_job_that_outlives_rabbitmqs_consumer_timeout_runs_exactly_once(world, start_executor):
+    """RabbitMQ closes a channel whose delivery stays unacknowledged past `consumer_timeout` and
+    hands the order to another consumer: a job holding its order would run twice. A claimed job
+    holds a lease instead. RabbitMQ 3.10's consumer_timeout is broker-global, so this test
+    changes it only where nothing else shares the broker."""
+    if not IN_CI and os.environ.get("CHANGE_RABBITMQ_CONSUMER_TIMEOUT_IN_TESTS") != "1":
+        pytest.skip(
+            "changes the shared RabbitMQ's consumer_timeout (broker-global): runs in CI, or with "
+            "CHANGE_RABBITMQ_CONSUMER_TIMEOUT_IN_TESTS=1"
+        )
+    before = rabbitmqctl("eval", "application:get_env(rabbit, consumer_timeout).").stdout.strip()
+    assert rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 3000).").returncode == 0
+    try:
+        # Given a consumer_timeout of 3 s, and an executor (its channel opened under that timeout)
+        start_executor()
+        world.order("run-1", "ci/wait")
+        world.running("run-1")
+        # When the job runs past it, and past RabbitMQ's periodic check of it (once a minute)
+        time.sleep(75)
+        world.release("run-1")
+        # Then it ran once: one claim, attempt 1, and no order is left or came back
+        done = world.finished("run-1")
+        assert (done.status, done.attempt) == ("success", 1)
+        assert sum(m.TYPE == "job.started" for m in world.seen) == 1
+        assert world.queued() == 0 and world.log("run-1").count(b"waiting") == 1
+    finally:
+        if before.startswith("{ok,"):
+            restore = f"application:set_env(rabbit, consumer_timeout, {before[4:-1]})."
+        else:
+            restore = "application:unset_env(rabbit, consumer_timeout)."
+        assert rabbitmqctl("eval", restore).returncode == 0, before
+
+
 # --- stopping and crashing ----------------------------------------------------------------------------
 
 
@@ -361,6 +492,7 @@ def test_sigterm_lets_a_running_job_finish_and_takes_no_more_work(world, process
     world.order("run-1", "ci/wait")
     world.started("run-1")
     world.order("run-2", "ci/hello")  # waits: the executor is busy
+    world.running("run-1")
     executor.proc.send_signal(signal.SIGTERM)
     executor.wait_for_line("stopping: 1 job(s) running")
     world.release("run-1")
@@ -370,65 +502,66 @@ def test_sigterm_lets_a_running_job_finish_and_takes_no_more_work(world, process
     assert leftovers(docker_client, world.executor_id) == []
 
 
-def test_sigterm_requeues_a_job_still_running_after_the_grace(world, processes, docker_client):
+def test_sigterm_gives_back_a_job_still_running_after_the_grace(world, processes, docker_client):
     executor = processes(stop_grace=1)
     world.order("run-1", "ci/wait")
-    world.started("run-1")
+    world.running("run-1")
     assert executor.stop(signal.SIGTERM) == 0
-    assert world.queued() == 1  # the order is back, for another executor
-    assert world.store.get_result("run-1", "build") is None
+    # The lease was given back: the dispatcher ordered attempt 2 at once, for another executor
+    world.until(lambda: world.job("run-1").attempt == 2, "attempt 2 is ordered")
+    world.until(lambda: world.queued() == 1, "attempt 2's order waits")
     assert not any(m.TYPE == "job.finished" for m in world.seen)
     assert leftovers(docker_client, world.executor_id) == []
-    assert "goes back to the queue" in world.log("run-1").decode()
+    assert any("interrupting running jobs, they go to another executor" in line for line in executor.output)
 
 
-def test_an_executor_killed_mid_job_leaves_no_container_after_restart(world, processes, docker_client):
+def test_an_executor_killed_mid_job_leaves_no_container_and_its_job_runs_again(world, processes, docker_client):
+    world.lease(4)
     # Given an executor killed (SIGKILL) while its job's container runs
     first = processes()
     world.order("run-1", "ci/wait")
     world.running("run-1")
     [orphan] = leftovers(docker_client, world.executor_id)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    assert [c.id for c in leftovers(docker_client, world.executor_id)] == [orphan.id]
     # When it starts again
     second = processes()
-    world.started("run-1", count=2)  # the unacknowledged order came back and runs again
-    # Then the orphan is gone, and the job runs to its end in a new container
-    workspace = world.running("run-1", after=b"runs again")
+    # Then the orphan is gone, the run-out lease ordered attempt 2, and it runs to its end
+    world.until(lambda: world.job("run-1").attempt == 2, "attempt 2 is ordered")
+    workspace = world.running("run-1")
     assert orphan.id not in [c.id for c in leftovers(docker_client, world.executor_id)]
     (workspace / "release").touch()
     done = world.finished("run-1")
-    assert done.status == "success"
-    assert "was interrupted (its executor stopped) and runs again" in world.log("run-1").decode()
+    assert (done.status, done.attempt) == ("success", 2)
+    assert "attempt 2" in world.log("run-1").decode()
     assert second.stop() == 0
     assert leftovers(docker_client, world.executor_id) == []
 
 
 def test_a_job_printing_50mb_keeps_its_whole_log_and_the_executor_memory_bounded(
-    vhost, tmp_path, make_repo, executor_id, docker_client
+    functions, tmp_path, make_repo, executor_id, docker_client
 ):
-    world = World(vhost, tmp_path, make_repo, executor_id, keys=("job.started", "job.finished"))
+    world = World(functions, tmp_path, make_repo, executor_id, keys=("job.started", "job.finished"))
     started: list[Process] = []
-    try:
-        executor = Process(world.env)
-        started.append(executor)
-        executor.wait_for_line("taking work from")
-        world.order("warm-up", "ci/hello")  # the first job loads what every job needs
-        world.finished("warm-up")
-        before = executor.peak_rss_kb()
-        world.order("run-1", "ci/loud")
-        done = world.finished("run-1")
-        after = executor.peak_rss_kb()
-        assert done.status == "success"
-        log = world.log("run-1")
-        line = b"0123456789" * 9 + b"0123456\n"
-        expected = (line * (50_000_000 // len(line) + 1))[:50_000_000] + b"END\n"
-        assert len(log) == len(expected) and hashlib.sha256(log).digest() == hashlib.sha256(expected).digest()
-        # The executor's peak memory grew by far less than the 50 MB that went through it
-        grown_mb = (after - before) / 1024
-        print(f"executor peak RSS: {before / 1024:.1f} MB before, {after / 1024:.1f} MB after the 50 MB job")
-        assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB"
-    finally:
-        for process in started:
-            process.stop()
-        world.store.close()
+    with Pump(functions) as world.pump:
+        try:
+            executor = Process(world.env)
+            started.append(executor)
+            executor.wait_for_line("taking work from")
+            world.order("warm-up", "ci/hello")  # the first job loads what every job needs
+            world.finished("warm-up")
+            before = executor.peak_rss_kb()
+            world.order("run-1", "ci/loud")
+            done = world.finished("run-1")
+            after = executor.peak_rss_kb()
+            assert done.status == "success"
+            log = world.log("run-1")
+            line = b"0123456789" * 9 + b"0123456\n"
+            expected = (line * (50_000_000 // len(line) + 1))[:50_000_000] + b"END\n"
+            assert len(log) == len(expected) and hashlib.sha256(log).digest() == hashlib.sha256(expected).digest()
+            # The executor's peak memory grew by far less than the 50 MB that went through it
+            grown_mb = (after - before) / 1024
+            print(f"executor peak RSS: {before / 1024:.1f} MB before, {after / 1024:.1f} MB after the 50 MB job")
+            assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB"
+        finally:
+            for process in started:
+                process.stop()

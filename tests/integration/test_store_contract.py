@@ -25,7 +25,7 @@ from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import LATEST, JobRecord, RunRecord, Store, new_store
+from tasuki.shared.store import LATEST, JobRecord, OutboxEntry, RunRecord, Store, new_store
 from tasuki.shared.store.records import stamp
 from tasuki.shared.store.sql import NOTE_CHARS
 from tasuki.shared.store.sqlite import SQLiteStore
@@ -320,20 +320,75 @@ def test_loading_the_rules_file_again_makes_no_duplicates_and_keeps_what_a_perso
     assert [r.id for r in store.list_rules()] == [mine.id, api.id]
 
 
-# --- logs, notes, repositories, executor results -----------------------------------------------
+# --- logs, the outbox, leases, notes, repositories -----------------------------------------------
 
 
-def test_log_chunks_are_bytes_kept_in_order_replaced_by_sequence_and_cleared(store):
+def test_log_chunks_are_bytes_kept_once_in_order_by_attempt_and_only_for_the_current_one(store):
+    store.put_job(JobRecord(run_id="r", name="build", attempt=1))
+    store.put_job(JobRecord(run_id="r", name="test", attempt=1))
     chunks = [b"line 1\n", b"\x00\xff not utf-8 \xfe\n", "ünïcode ✓\n".encode()]
     for seq in (2, 0, 1):
-        store.append_log("r", "build", seq, chunks[seq])
-    store.append_log("r", "test", 0, b"other job\n")
+        assert store.append_log("r", "build", seq, chunks[seq], attempt=1)
+    store.append_log("r", "test", 0, b"other job\n", attempt=1)
     assert store.read_log("r", "build") == list(enumerate(chunks))
     assert store.read_log("r", "build", after=0) == [(1, chunks[1]), (2, chunks[2])]
-    store.append_log("r", "build", 1, b"again\n")  # a redelivered chunk replaces its own sequence
-    assert store.read_log("r", "build", after=0)[0] == (1, b"again\n")
-    store.clear_log("r", "build")
-    assert store.read_log("r", "build") == [] and store.read_log("r", "test") == [(0, b"other job\n")]
+    assert store.append_log("r", "build", 1, b"again\n", attempt=1)  # a redelivered chunk: stored once
+    assert store.read_log("r", "build", after=0)[0] == (1, chunks[1])
+    # A chunk of another attempt than the job's current one, or of a job not known, is not stored
+    assert not store.append_log("r", "build", 3, b"late", attempt=2)
+    assert not store.append_log("r", "nosuch", 0, b"x", attempt=1)
+    # When the job is ordered again (attempt 2), its log starts over; attempt 1's stays readable
+    store.put_job(JobRecord(run_id="r", name="build", attempt=2))
+    assert not store.append_log("r", "build", 3, b"late of 1", attempt=1)
+    assert store.append_log("r", "build", 0, b"attempt 2\n", attempt=2)
+    assert store.read_log("r", "build") == [(0, b"attempt 2\n")]
+    assert store.read_log("r", "build", attempt=1) == list(enumerate(chunks))
+    assert store.read_log("r", "test") == [(0, b"other job\n")]
+
+
+def test_the_outbox_keeps_the_order_a_held_run_sent_in_until_cleared(store):
+    entries = [OutboxEntry(f"m{n}", "r", "run.updated", bytes([n])) for n in (3, 1, 2)]
+    with store.locked_run("r") as held:
+        held.save(run("r"))
+        held.send(entries[:2])
+    with store.locked_run("r") as held:
+        held.send([entries[2], entries[0]])  # the same message again is kept once
+    with store.locked_run("other") as held:
+        held.save(run("other"))
+        held.send([OutboxEntry("o1", "other", "run.updated", b"o")])
+    assert [e.message_id for e in store.outbox(run_id="r")] == ["m3", "m1", "m2"]
+    assert store.outbox(run_id="r")[0] == entries[0]
+    assert store.outbox(before=datetime.now(UTC) - timedelta(minutes=1)) == []
+    assert len(store.outbox(before=datetime.now(UTC) + timedelta(minutes=1))) == 4
+    store.clear_outbox(["m3", "m2", "o1"])
+    assert [e.message_id for e in store.outbox()] == ["m1"]
+
+
+def test_a_held_run_that_fails_sends_nothing(store):
+    with pytest.raises(RuntimeError), store.locked_run("r") as held:
+        held.save(run("r"))
+        held.send([OutboxEntry("m", "r", "run.updated", b"x")])
+        raise RuntimeError("the dispatcher died mid-step")
+    assert store.outbox() == [] and store.get_run("r") is None
+
+
+def test_run_out_leases_are_found_oldest_first(store):
+    store.put_job(JobRecord(run_id="a", name="build", status="running", attempt=2, lease_expires=T0))
+    store.put_job(JobRecord(run_id="b", name="test", status="running", attempt=1, lease_expires=T0 - timedelta(1)))
+    store.put_job(JobRecord(run_id="c", name="lint", status="running", attempt=1, lease_expires=T0 + timedelta(1)))
+    store.put_job(JobRecord(run_id="d", name="done", status="success", attempt=1))
+    assert store.expired_leases(T0 + timedelta(seconds=1)) == [("b", "test", 1), ("a", "build", 2)]
+    store.put_job(JobRecord(run_id="a", name="build", status="queued", attempt=3))  # ordered again
+    assert store.expired_leases(T0 + timedelta(seconds=1)) == [("b", "test", 1)]
+
+
+def test_a_chore_is_due_once_per_interval_whoever_asks(store):
+    hour = timedelta(hours=1)
+    assert store.due("prune", T0, every=hour)
+    assert not store.due("prune", T0 + timedelta(minutes=59), every=hour)
+    assert store.due("other", T0, every=hour)
+    assert store.due("prune", T0 + timedelta(minutes=61), every=hour)
+    assert not store.due("prune", T0 + timedelta(minutes=62), every=hour)
 
 
 def test_notes_are_kept_once_each_oldest_first_and_bounded(store):
@@ -369,37 +424,30 @@ def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expire
     assert store.session_ended("s1") and store.session_ended("s2") and not store.session_ended("old")
 
 
-def test_an_executor_result_is_recorded_per_job_and_replaced(store):
-    assert store.get_result("r", "build") is None
-    store.put_result("r", "build", b"\x81\xa6status\xa7success")
-    store.put_result("r", "build", b"\x81\xa6status\xa7failure")
-    store.put_result("r", "test", b"other")
-    assert store.get_result("r", "build") == b"\x81\xa6status\xa7failure"
-
-
 # --- retention ----------------------------------------------------------------------------------
 
 
 def test_prune_deletes_runs_finished_before_the_cutoff_with_everything_of_theirs(store):
     # Given runs that finished long ago and lately, one still running, each with jobs, logs,
-    # notes and results
+    # notes and a message left in the outbox
     old = [finished(f"old{n}", T0 + timedelta(minutes=n)) for n in range(5)]
     recent = finished("recent", T0 + timedelta(days=30))
     going = run("going", status="running", started_at=T0)
     for record in (*old, recent, going):
         store.create_run(record)
-        store.put_job(JobRecord(run_id=record.id, name="build"))
-        store.append_log(record.id, "build", 0, b"log")
+        store.put_job(JobRecord(run_id=record.id, name="build", attempt=1))
+        store.append_log(record.id, "build", 0, b"log", attempt=1)
         store.add_note(record.id, "reporter", "note")
-        store.put_result(record.id, "build", b"result")
+        with store.locked_run(record.id) as held:
+            held.send([OutboxEntry(f"{record.id}:m", record.id, "run.updated", b"x")])
     # When runs finished before day 10 are pruned, two at a time
     pruned = store.prune(runs_before=T0 + timedelta(days=10), deliveries_before=None, batch=2)
-    # Then the old runs are gone with their jobs, logs, notes and results; the others stay
+    # Then the old runs are gone with their jobs, logs, notes and outbox; the others stay
     assert pruned.runs == 5 and pruned.deliveries == 0
     assert {r.id for r in store.list_runs()} == {"recent", "going"}
     for gone in old:
         assert store.get_jobs(gone.id) == [] and store.read_log(gone.id, "build") == []
-        assert store.get_notes(gone.id) == [] and store.get_result(gone.id, "build") is None
+        assert store.get_notes(gone.id) == [] and store.outbox(run_id=gone.id) == []
     assert store.get_jobs("recent") and store.read_log("going", "build") == [(0, b"log")]
     # A run that is not over is never pruned, however old
     assert store.prune(runs_before=T0 + timedelta(days=1000), deliveries_before=None).runs == 1
@@ -440,6 +488,7 @@ def test_concurrent_starters_migrate_once(make_store):
 
 
 # Records written with the SQL of each older schema version (the columns it had).
+SESSION_EXPIRES = datetime.now(UTC) + timedelta(days=1)
 OLD_RUN = run("old", concurrency=None, status="running", started_at=T0)
 OLD_DONE = finished("done", T0 + timedelta(minutes=5), concurrency=None)
 
@@ -486,6 +535,8 @@ def write_at_version(store, version: int) -> None:
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
                 ("acme/api", RepositoryConfig(clone_url="https://example.com/api.git").model_dump_json()),
             )
+        if version >= 6:
+            tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
 
 
 def _job_json() -> str:
@@ -505,7 +556,8 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
     assert store.get_run("old") == OLD_RUN.model_copy(update={"admitted": version == 1 or OLD_RUN.admitted})
     assert store.schema_version() == LATEST
     assert [j.status for j in store.get_jobs("old")] == ["running"]
-    assert store.read_log("old", "build") == [(0, b"hi\n")] and store.get_result("done", "build") == b"r"
+    # (an older log is the job's attempt 0; results the executors kept are gone, unread)
+    assert store.read_log("old", "build") == [(0, b"hi\n")]
     assert store.seen_delivery("github:old")
     if version >= 2:
         assert [r.repository for r in store.list_rules()] == ["z/first", "a/second"]
@@ -513,6 +565,7 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
         assert [m for _, m in store.get_notes("old")] == ["z first", "a second"]
     if version >= 4:
         assert list(store.list_repositories()) == ["acme/api"]
+    assert store.session_ended("signed-out") == (version >= 6)
     # and what the old records lacked works on them: places, retention (by finish time, by when
     # a delivery was seen)
     store.create_run(run("new", 1))

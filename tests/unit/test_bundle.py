@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import zipfile
 from importlib import metadata
 
@@ -43,6 +44,22 @@ def test_every_function_has_a_bundle_with_its_entry_point_and_the_local_processe
         main = archive.read("main.py").decode()
     assert "from tasuki.functions.web import web" in main and 'lambda_url.handler("web", __file__)' in main
     assert "tasuki/shared/web/templates/runs.html" in names and not [n for n in names if n.startswith("tasuki/local")]
+
+
+@pytest.mark.parametrize("name", tasuki_functions.NAMES)
+def test_an_entry_point_binds_its_functions_name_to_the_function_alone(name):
+    # (the logs function shares its name with tasuki.shared.logs, which sets up the log lines)
+    tree = ast.parse(bundle.MAIN.format(name=name))
+    imported = [
+        alias.asname or alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assigned = [
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    ]
+    assert [*imported, *assigned].count(name) == 1
 
 
 def test_a_function_importing_what_bundles_leave_out_is_refused(tmp_path, monkeypatch):

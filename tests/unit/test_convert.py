@@ -34,7 +34,12 @@ def test_a_run_job_executes_its_file_in_the_workspace_with_args_as_argv(tmp_path
     assert config["Image"] == "python:3.12"
     assert config["Entrypoint"] == ["/workspace/ci/test"] and config["Cmd"] == ["--fast", "a b"]
     assert config["WorkingDir"] == "/workspace"
-    assert config["Labels"] == {"tasuki.run": "run-1", "tasuki.job": "test", "tasuki.executor": "exec-1"}
+    assert config["Labels"] == {
+        "tasuki.run": "run-1",
+        "tasuki.job": "test",
+        "tasuki.executor": "exec-1",
+        "tasuki.attempt": "0",
+    }
 
 
 def test_event_data_is_only_environment_and_tasuki_variables_win(tmp_path: Path):

@@ -21,7 +21,7 @@ from tasuki.shared.hosts import GitHost
 from tasuki.shared.hosts.common import api_headers, bearer, digest, outcome, text, verify_token
 from tasuki.shared.hosts.protocol import CommitStatus, Outcome, StatusAnswer, StatusRequest, Unpublished
 from tasuki.shared.messages import Event, JobUpdated, Ref, Repository
-from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
+from tasuki.shared.registry import Registry, RepositoryConfig
 from tasuki.shared.store.sqlite import SQLiteStore
 from tests.conftest import pushed
 
@@ -205,12 +205,10 @@ def test_the_checkout_clones_with_its_login(forge, monkeypatch, tmp_path):
     monkeypatch.setattr(checkout, "git", git)
     url = "https://forge.example/acme/app.git"
     registry = Registry(repositories={"acme/app": RepositoryConfig(clone_url=url, token=TOKEN)})
-    checkouts = checkout.Checkouts(
-        tmp_path / "cache", tmp_path / "ws", credentials=Repositories(registry).credentials_for
-    )
-    # When a job of a forge event is checked out
+    checkouts = checkout.Checkouts(tmp_path / "cache", tmp_path / "ws")
+    # When a job of a forge event is checked out (with the credentials its order carries)
     with pytest.raises(CheckoutFailed):
-        with checkouts.workspace(url, SHA, "run1-build", host="forge"):
+        with checkouts.workspace(url, SHA, "run1-build", registry.repositories["acme/app"], host="forge"):
             pass
     # Then git logs in as the forge says
     header = seen[0]["GIT_CONFIG_VALUE_0"]

@@ -54,7 +54,9 @@ def client(memory_runtime):
     )
     store = rt.store
     store.create_run(RunRecord(id="r1", event=event, status="failure", message="build: failure (exit code 3)"))
-    store.put_job(JobRecord(run_id="r1", name="build", status="failure", exit_code=3, message="exited with code 3"))
+    store.put_job(
+        JobRecord(run_id="r1", name="build", status="failure", exit_code=3, message="exited with code 3", attempt=1)
+    )
     store.append_log("r1", "build", 0, b"<script>alert(1)</script> it broke\n")
     return function_client("web")
 
