@@ -40,19 +40,19 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def _fernet(key: str) -> Fernet:
+def _fernet(key: str, setting: str = "TASUKI_ORDER_KEY") -> Fernet:
     try:
         return Fernet(key.encode())
     except (ValueError, TypeError):
         raise SealError(
-            "TASUKI_ORDER_KEY: expected a key of 32 bytes in url-safe base64 (44 characters, like "
-            "the order.key file Tasuki generates)"
+            f"{setting}: expected a key of 32 bytes in url-safe base64 (44 characters, like the "
+            "key files Tasuki generates in its data dir)"
         ) from None
 
 
-def check_key(key: str) -> None:
+def check_key(key: str, setting: str = "TASUKI_ORDER_KEY") -> None:
     """SealError naming the setting when `key` is not a usable key."""
-    _fernet(key)
+    _fernet(key, setting)
 
 
 def seal(key: str, data: bytes) -> Sealed:

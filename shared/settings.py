@@ -114,6 +114,9 @@ class Settings(BaseModel):
     # seal, the executors open, so every host needs the same one. Empty: a key generated once and
     # kept in <data_dir>/order.key (copy that file's content to TASUKI_ORDER_KEY on executor hosts).
     order_key: str = Field("", repr=False)
+    # Key that encrypts secrets kept in the store (webhook secrets, API tokens, job secrets): it is
+    # never in the database. Empty: a key generated once and kept in <data_dir>/store.key.
+    store_key: str = Field("", repr=False)
 
     # Job leases: an executor claims a job before it runs it and renews the claim by heartbeats
     # (every quarter of this); a job whose executor stops renewing for this long is ordered again.
@@ -287,6 +290,15 @@ class Settings(BaseModel):
 
         key = self.order_key or self._generated_key("order.key", sealing.new_key)
         sealing.check_key(key)
+        return key
+
+    def store_key_value(self) -> str:
+        """The key that encrypts secrets at rest: the configured one, or one generated once under
+        the data dir (`store.key`). Encrypt with `sealing.seal(settings.store_key_value(), ...)`."""
+        from tasuki.shared import sealing
+
+        key = self.store_key or self._generated_key("store.key", sealing.new_key)
+        sealing.check_key(key, setting="TASUKI_STORE_KEY")
         return key
 
     def _generated_key(self, name: str, make: Callable[[], str]) -> str:

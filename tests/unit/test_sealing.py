@@ -53,3 +53,16 @@ def test_the_order_key_is_generated_once_per_data_dir_or_must_be_a_real_key(tmp_
     with pytest.raises(SealError, match="TASUKI_ORDER_KEY: expected a key of 32 bytes"):
         Settings(data_dir=tmp_path, order_key="too-short").order_key_value()
     assert key not in repr(Settings(order_key=key))
+
+
+def test_the_store_key_is_its_own_key_generated_once_per_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    key = settings.store_key_value()
+    assert key == Settings(data_dir=tmp_path).store_key_value() == (tmp_path / "store.key").read_text()
+    assert (tmp_path / "store.key").stat().st_mode & 0o077 == 0
+    assert key != settings.order_key_value()
+    token = sealing.seal(key, b"webhook-secret")
+    assert sealing.unseal(key, token) == b"webhook-secret"
+    with pytest.raises(SealError, match="TASUKI_STORE_KEY: expected a key of 32 bytes"):
+        Settings(data_dir=tmp_path, store_key="too-short").store_key_value()
+    assert key not in repr(Settings(store_key=key))
