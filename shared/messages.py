@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasuki.shared import registry
 from tasuki.shared.flowfile import Job
 from tasuki.shared.sealing import Sealed
 from tasuki.shared.topics import EVENTS, EXECUTORS, JOBS, RUNS, executor_key
@@ -123,6 +124,15 @@ class Event(Message):
     @property
     def deleted(self) -> bool:
         return self.kind != "pull_request" and not self.after
+
+    @property
+    def from_fork(self) -> bool:
+        """A pull request whose source branch is in another repository (or in one the host no
+        longer knows, such as a deleted fork): its code is not the repository's people's."""
+        if self.pull_request is None:
+            return False
+        source = registry.normalise(self.pull_request.source_repository)
+        return source != registry.normalise(self.repository.full_name)
 
     @property
     def head_message(self) -> str:

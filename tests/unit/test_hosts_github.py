@@ -152,6 +152,21 @@ def test_a_pull_request_from_a_deleted_fork_has_no_source_repository():
     payload["pull_request"]["head"]["repo"] = None
     [event] = github.parse("pull_request", payload, "d")
     assert event.pull_request.source_repository == ""
+    assert event.from_fork  # nobody can say whose code it is: treated as a fork's
+
+
+def test_a_pull_request_is_from_a_fork_when_its_source_is_another_repository():
+    [same] = github.parse("pull_request", pull_request("opened"), "d")
+    assert not same.from_fork
+    payload = pull_request("opened")
+    payload["pull_request"]["head"]["repo"]["full_name"] = "BaxterTheHacker/Public-Repo/"
+    [same_spelled_otherwise] = github.parse("pull_request", payload, "d")
+    assert not same_spelled_otherwise.from_fork
+    payload["pull_request"]["head"]["repo"]["full_name"] = "mallory/public-repo"
+    [fork] = github.parse("pull_request", payload, "d")
+    assert fork.from_fork
+    [push] = github.parse("push", fixture("github", "push.json"), "d")
+    assert not push.from_fork
 
 
 @pytest.mark.parametrize("action", ["edited", "labeled", "assigned", "review_requested", ""])
