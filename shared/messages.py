@@ -102,8 +102,8 @@ class Event(Message):
     host: str
     # The host's own event name made dot-safe: "repo.push", "pull_request.opened".
     event: str
-    # What trigger rules match on.
-    kind: Literal["push", "tag", "pull_request"]
+    # What trigger rules match on. "schedule": made by the clock, not a git host (shared.recipes).
+    kind: Literal["push", "tag", "pull_request", "schedule"]
     delivery_id: str
     repository: Repository
     ref: Ref | None = None
@@ -123,7 +123,7 @@ class Event(Message):
 
     @property
     def deleted(self) -> bool:
-        return self.kind != "pull_request" and not self.after
+        return self.kind in ("push", "tag") and not self.after
 
     @property
     def from_fork(self) -> bool:
@@ -203,6 +203,9 @@ class RunPlanned(RunMessage):
     # Jobs the flow file has but whose `when` does not match this event.
     skipped: list[str] = Field(default_factory=list)
     error: str = ""  # the flow file is invalid: the run fails with this message
+    # A scheduled run's commit: the branch's head the executor resolved (`git ls-remote`) and
+    # planned; the run builds it. Empty when the run's event named its commit already.
+    commit: str = Field("", pattern=r"^([0-9a-f]{7,64})?$")
 
 
 class RunCancel(RunMessage):

@@ -376,6 +376,7 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
     if msg.error:
         run = run.model_copy(update={"status": "error", "message": msg.error, "finished_at": now})
         return Decision(run=run, publish=[_run_updated(run)], release=True)
+    resolved = with_resolved_commit(run, msg)
     planned = {
         name: JobRecord(run_id=run.id, name=name, spec=job, needs=list(job.needs)) for name, job in msg.jobs.items()
     }
@@ -386,7 +387,17 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
             status="skipped",
             message="skipped: its 'when' does not match this event",
         )
-    return _advance(run, planned, now, changed=list(planned.values()))
+    decision = _advance(resolved, planned, now, changed=list(planned.values()))
+    if decision.run is None and resolved is not run:
+        decision.run = resolved
+    return decision
+
+
+def with_resolved_commit(run: RunRecord, msg: RunPlanned) -> RunRecord:
+    """A scheduled run builds the commit its planner resolved (its event named none)."""
+    if not msg.commit or run.event.after:
+        return run
+    return run.model_copy(update={"event": run.event.model_copy(update={"after": msg.commit})})
 
 
 def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, now: datetime) -> Decision:

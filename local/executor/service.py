@@ -46,7 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasuki.local.executor import convert, jobs
+from tasuki.local.executor import convert, heads, jobs
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.lease import Lease
@@ -309,6 +309,10 @@ class Executor:
         event = order.event
         try:
             auth = self.credentials(order)
+            if heads.needs_head(event):  # a scheduled run: build the branch's head as it is now
+                assert event.ref is not None
+                head = heads.resolve(self.checkouts, order.clone_url, event.ref.name, auth, event.host)
+                event = event.model_copy(update={"after": head})
             text = self.checkouts.read_file(order.clone_url, event.after, order.flow_file, auth, host=event.host)
             if text is None:
                 raise FlowFileError(
@@ -320,7 +324,12 @@ class Executor:
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
-            planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            planned = RunPlanned(
+                run_id=order.run_id,
+                jobs=selected,
+                skipped=skipped,
+                commit=event.after if event is not order.event else "",
+            )
             codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
         except (FlowFileError, JobError, SealError) as exc:
             return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))

@@ -510,8 +510,14 @@ def write_at_version(store, version: int) -> None:
             if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
-        tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
-        tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
+        if version >= 7:  # logs by attempt; executors no longer keep results
+            tx.execute(
+                "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?)",
+                ("old", "build", 0, 0, b"hi\n"),
+            )
+        else:
+            tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
+            tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
         tx.execute("INSERT INTO deliveries (key) VALUES (?)", ("github:old",))
         if version >= 2:
             for rule in (Rule(repository="z/first"), Rule(repository="a/second")):
