@@ -223,3 +223,70 @@ def _no_match(routed: list[dict[str, Any]]) -> str:
     if best is None:
         return "no rule matched"
     return f"no rule matched: closest was “{best['sentence']}” ({best['reason']})"
+
+
+def runs_of(steps: list[tuple[str, datetime, dict[str, Any]]]) -> list[str]:
+    """The runs the delivery started, in the order they were requested."""
+    found: list[str] = []
+    for _, _, record in ordered(steps):
+        for run in [rule.get("run") for rule in record.get("rules", [])] + [record.get("run")]:
+            if record.get("kind") in ("router", "clock") and run and run not in found:
+                found.append(run)
+    return found
+
+
+def summary(delivery_id: str, steps: list[tuple[str, datetime, dict[str, Any]]]) -> dict[str, Any]:
+    """One delivery as a line of the Deliveries list: when, what, and its outcome."""
+    records = [record for _, _, record in ordered(steps)]
+    first: dict[str, Any] = records[0] if records else {}
+    routed = next((r["event"] for r in records if r.get("kind") == "router"), None)
+    events = first.get("events") or ([routed] if routed else [])
+    head = events[0] if events else {}
+    return {
+        "id": delivery_id,
+        "at": min((at for _, at, _ in steps), default=None),
+        "status": first.get("status", first.get("kind", "")),
+        "host": first.get("host", ""),
+        "event": first.get("event", head.get("key", "")) if first.get("kind") != "clock" else "schedule",
+        "repository": first.get("repository") or head.get("repository", ""),
+        "ref": head.get("ref", first.get("branch", "")),
+        "commit": head.get("commit", ""),
+        "runs": runs_of(steps),
+        "outcome": outcome(steps),
+        "replayable": bool(first.get("replay")),
+    }
+
+
+def told(delivery_id: str, steps: list[tuple[str, datetime, dict[str, Any]]]) -> list[str]:
+    """The whole story as lines of text (`tasuki deliveries show ID`)."""
+    lines = [f"delivery {delivery_id}: {outcome(steps)}"]
+    for _, at, record in ordered(steps):
+        kind = record.get("kind", "")
+        head = f"  {at:%Y-%m-%d %H:%M:%S}  {kind}"
+        if kind == "ingress":
+            code = f" ({record['code']})" if record.get("code") else ""
+            what = f" {record.get('host', '')} {record.get('event', '')} of {record.get('repository', '')}"
+            reason = f": {record['reason']}" if record.get("reason") else ""
+            lines.append(f"{head}: {record.get('status')}{code}{what if record.get('host') else ''}{reason}")
+            lines += [
+                f"      {e['key']} {e['ref']} {e['commit'][:12]} {e['message']}" for e in record.get("events", [])
+            ]
+            if record.get("replay_of"):
+                lines.append(f"      a replay of {record['replay_of']}")
+        elif kind == "clock":
+            lines.append(f"{head}: fired at {record['fired_at']}: {record['sentence']}; run {record['run']}")
+        elif kind == "router":
+            event = record.get("event", {})
+            lines.append(
+                f"{head}: {event.get('key')} {event.get('ref')} {event.get('commit', '')[:12]}: "
+                f"{record.get('rules_weighed', 0)} rule(s) weighed" + ("; [skip ci]" if record.get("skip_ci") else "")
+            )
+            for rule in record.get("rules", []):
+                verdict = f"matched: run {rule['run']}" if rule["matched"] else f"no: {rule['reason']}"
+                mark = " (closest)" if rule["id"] == record.get("closest") else ""
+                lines.append(f"      {rule['id']}  {rule['sentence']}  -> {verdict}{mark}")
+        elif kind == "run":
+            lines.append(f"{head}: run {record['run']} {record['status']}: {record['reason']}")
+        else:
+            lines.append(f"{head}: {record.get('reason', '')}")
+    return lines
