@@ -177,6 +177,8 @@ def mismatch(rule: Rule, event: Event) -> Mismatch | None:
         return Mismatch(check="disabled", rank=0, reason="the rule is disabled")
     if not _glob(event.host, rule.host):
         return Mismatch(check="host", rank=1, reason=f"host {event.host} is not {rule.host}")
+    if rule.event == "schedule":  # the clock starts its runs (`scheduled`), never an event
+        return Mismatch(check="event", rank=2, reason="a schedule rule runs at its times, not on events")
     if event.kind != rule.event:
         return Mismatch(check="event", rank=2, reason=f"a {_kind(event.kind)} is not a {_kind(rule.event)}")
     if not _glob(normalise(event.repository.full_name), normalise(rule.repository)):

@@ -196,12 +196,12 @@ def outcome(steps: list[tuple[str, datetime, dict[str, Any]]]) -> str:
     routed = [r for r in records if r.get("kind") == "router"]
     runs = [rule["run"] for r in routed for rule in r.get("rules", []) if rule.get("run")]
     runs += [r["run"] for r in records if r.get("kind") == "clock" and r.get("run") and r["run"] not in runs]
+    ends = "; ".join(f"run {r['run'][:8]}… {r['status']}: {r['reason']}" for r in records if r.get("kind") == "run")
     if runs:
         line = f"started run {runs[0][:8]}…" + (f" and {len(runs) - 1} more" if len(runs) > 1 else "")
-        ends = [r for r in records if r.get("kind") == "run"]
-        if ends:
-            line += "; " + "; ".join(f"run {r['run'][:8]}… {r['status']}: {r['reason']}" for r in ends)
-        return line
+        return f"{line}; {ends}" if ends else line
+    if ends:  # (its first steps pruned, or a run requested by hand)
+        return ends
     if not routed:
         count = len(ingress.get("events", [])) if ingress else 0
         return f"accepted {count} event{'s' if count != 1 else ''}; not routed yet" if ingress else "no story yet"
