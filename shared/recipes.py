@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasuki.shared import schedules
 from tasuki.shared.errors import ConfigError, ScheduleError, first_problem
@@ -77,6 +77,15 @@ class Rule(BaseModel):
             raise ValueError("cancel_previous applies to pushes and pull requests, not to tags")
         return self
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, text: str) -> str:
+        """Kept as the cron expression, whether written as one or as a phrase."""
+        try:
+            return schedules.parse(text) if text else text
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _a_schedule(self) -> Rule:
         """A schedule rule names its schedule, one repository and one branch (what it builds)."""
@@ -84,10 +93,8 @@ class Rule(BaseModel):
             if self.schedule:
                 raise ValueError("schedule applies to rules for event schedule")
             return self
-        try:
-            object.__setattr__(self, "schedule", schedules.parse(self.schedule))
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
+        if not self.schedule:
+            raise ValueError(f"a schedule rule needs its schedule: {', '.join(schedules.PHRASES)}")
         for name in ("repository", "branch"):
             if any(c in getattr(self, name) for c in "*?[") or not getattr(self, name):
                 raise ValueError(f"a schedule builds one {name}: name it, not a pattern")
