@@ -166,20 +166,10 @@ def scheduled(rt: Runtime, now: datetime) -> list[str]:
     try:
         for rule, fired in recipes.scheduled(rt.store.list_rules(), *claimed):
             event = recipes.scheduled_event(rule, fired)
-            run_id = recipes.run_id(event, rule)
-            rt.broker.publish(
-                RunRequested(
-                    run_id=run_id,
-                    rule_id=rule.id,
-                    event=event,
-                    flow_file=rule.flow_file,
-                    jobs=rule.jobs,
-                    concurrency=rule.concurrency,
-                ),
-                message_id=f"{run_id}:requested",
-            )
-            rt.store.tell(event.delivery_id, "clock", stories.fired(rule, fired, run_id), at=now)
-            started.append(run_id)
+            requested = recipes.request(event, rule)
+            rt.broker.publish(requested, message_id=f"{requested.run_id}:requested")
+            rt.store.tell(event.delivery_id, "clock", stories.fired(rule, fired, requested.run_id), at=now)
+            started.append(requested.run_id)
     except BrokerError:
         rt.store.unclaim_minutes(CLOCK, claimed)
         raise

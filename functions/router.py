@@ -16,7 +16,7 @@ import functions_framework
 
 from tasuki.shared import logs, push, recipes, stories
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.messages import Event, RunRequested
+from tasuki.shared.messages import Event
 from tasuki.shared.runtime import runtime
 
 log = logging.getLogger("tasuki.router")
@@ -40,20 +40,9 @@ def router(request):
     # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).
     runs = []
     for rule in rules:
-        run_id = recipes.run_id(event, rule)
-        rt.broker.publish(
-            RunRequested(
-                run_id=run_id,
-                rule_id=rule.id,
-                event=event,
-                flow_file=rule.flow_file,
-                jobs=rule.jobs,
-                cancel_previous=rule.cancel_previous,
-                concurrency=rule.concurrency,
-            ),
-            message_id=f"{run_id}:requested",
-        )
-        runs.append(run_id)
+        requested = recipes.request(event, rule)
+        rt.broker.publish(requested, message_id=f"{requested.run_id}:requested")
+        runs.append(requested.run_id)
     # 5. Tell the delivery's story: this event, every rule weighed, the runs requested.
     step = f"router:{event.routing_key}:{event.ref.name if event.ref else ''}:{event.after[:12]}"
     rt.store.tell(

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasuki.shared import schedules
 from tasuki.shared.errors import ConfigError, ScheduleError, first_problem
-from tasuki.shared.messages import Event, Ref, Repository
+from tasuki.shared.messages import Event, Ref, Repository, RunRequested
 from tasuki.shared.registry import normalise
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
@@ -280,6 +280,19 @@ def skip_requested(event: Event) -> bool:
 def match(rules: list[Rule], event: Event) -> list[Rule]:
     """The rules this event triggers; none when the head commit says [skip ci]."""
     return [rule for rule, why in weigh(rules, event) if why is None]
+
+
+def request(event: Event, rule: Rule) -> RunRequested:
+    """The run this event (a git event, or a schedule's firing) requests of this rule."""
+    return RunRequested(
+        run_id=run_id(event, rule),
+        rule_id=rule.id,
+        event=event,
+        flow_file=rule.flow_file,
+        jobs=rule.jobs,
+        cancel_previous=rule.cancel_previous,
+        concurrency=rule.concurrency,
+    )
 
 
 def run_id(event: Event, rule: Rule) -> str:

@@ -11,23 +11,23 @@ from tests.e2e.test_web import browser, page, push, tasuki  # noqa: F401  (the f
 WAIT = 90.0
 
 
-def test_a_schedule_rule_made_from_the_form_reads_as_a_sentence(page, tasuki):  # noqa: F811
-    page.goto(f"{tasuki.web}/rules")
+def schedule_in_form(page, schedule: str, jobs: str = "") -> None:  # noqa: F811
     page.select_option("select[name=event]", "schedule")
     # the form offers the phrases; a schedule builds one branch of one repository
     assert page.is_visible("input[name=schedule]") and not page.is_visible("input[name=tag]")
-    page.fill("input[name=schedule]", "daily at 02:00")
+    page.fill("input[name=schedule]", schedule)
     page.fill("input[name=repository]", "acme/green")
     page.fill("input[name=branch]", "main")
-    page.fill("input[name=jobs]", "test")
+    page.fill("input[name=jobs]", jobs)
     page.click("text=Create rule")
+
+
+def test_a_schedule_rule_made_from_the_form_reads_as_a_sentence(page, tasuki):  # noqa: F811
+    page.goto(f"{tasuki.web}/rules")
+    schedule_in_form(page, "daily at 02:00", jobs="test")
     page.wait_for_selector(".sentence >> text=Every day at 02:00 UTC on acme/green main, run .tasuki.yml (jobs test)")
     # a schedule that is not one is refused, saying why
-    page.select_option("select[name=event]", "schedule")
-    page.fill("input[name=schedule]", "now and then")
-    page.fill("input[name=repository]", "acme/green")
-    page.fill("input[name=branch]", "main")
-    page.click("text=Create rule")
+    schedule_in_form(page, "now and then")
     page.wait_for_selector(".flash.error >> text=not a schedule")
 
 
