@@ -419,7 +419,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
     run.add_argument(
         "--event",
-        choices=["push", "tag", "pull_request"],
+        choices=["push", "tag", "pull_request", "schedule"],
         help="the event `when` sees (default: push, or tag with --tag)",
     )
     run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")

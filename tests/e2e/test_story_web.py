@@ -4,8 +4,11 @@ rule, naming the closest rule and the reason, and its story page shows every rul
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+from tests.conftest import commit_to
 from tests.e2e.test_web import browser, page, push, tasuki  # noqa: F401  (the fixtures)
 
 WAIT = 90.0
@@ -60,3 +63,32 @@ def test_the_deliveries_page_explains_a_push_that_matched_no_rule(page, tasuki):
     assert "repository acme/green does not match acme/red" in rows
     assert "branch main does not match develop (closest)" in rows
     assert page.is_visible("text=Replay")
+
+
+def test_a_schedule_starts_one_run_of_the_branch_head_in_the_local_stack(tasuki):  # noqa: F811
+    # Given the head of acme/green's branch moved on after the fixture's commit
+    registry = json.loads(Path(tasuki.env["TASUKI_REPOSITORIES_FILE"]).read_text())["repositories"]
+    head = commit_to(Path(registry["acme/green"]["clone_url"]), {"ci/test": ("#!/bin/sh\necho head\n", True)})
+    # When a schedule rule that fires every minute is made (the first tick claims this minute)
+    made = tasuki.cli(
+        "rules",
+        "create",
+        "--event",
+        "schedule",
+        "--schedule",
+        "* * * * *",
+        "--repo",
+        "acme/green",
+        "--branch",
+        "master",
+        "--jobs",
+        "test",
+    )
+    assert made.returncode == 0, made.stderr
+    # Then one run of the branch's head starts and passes, and its delivery says the clock fired
+    run = tasuki.wait_for_run(lambda r: r.event.kind == "schedule" and r.status == "success", timeout=WAIT)
+    assert run.commit == head and run.repository == "acme/green"
+    assert "head" in tasuki.log_of(run.id, "test")
+    shown = tasuki.cli("deliveries", "show", run.event.delivery_id)
+    assert "clock: fired at" in shown.stdout and run.id in shown.stdout
+    assert [r.id for r in tasuki.store.list_runs() if r.event.delivery_id == run.event.delivery_id] == [run.id]
