@@ -9,19 +9,20 @@ Answers 2xx only after RabbitMQ confirmed every event; 503 otherwise, so the hos
     503              RabbitMQ or the store is unavailable: retry the delivery
 
 Every answer is also told as the first step of the delivery's story (shared/stories.py): a
-refused delivery under an id of its own (`refused-…`: a sender cannot overwrite another's story).
+refused delivery under an id of its own (`stories.refused_id`: a sender cannot overwrite a real
+delivery's story, and a flood of the same refusal is one story a minute, not one each).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 
 import functions_framework
 
 from tasuki.shared import logs, stories, webhooks
 from tasuki.shared.answers import answer, read_body, translated
 from tasuki.shared.errors import StoreError, WebhookError
+from tasuki.shared.messages import utcnow
 from tasuki.shared.runtime import Runtime, runtime
 
 log = logging.getLogger("tasuki.ingress")
@@ -110,7 +111,9 @@ def tell_refused(rt: Runtime, headers, exc: WebhookError) -> None:
     )
     try:
         rt.store.tell(
-            f"refused-{secrets.token_hex(8)}", "ingress", stories.refused(exc.http_status, str(exc), headers, claimed)
+            stories.refused_id(exc.http_status, str(exc), utcnow()),
+            "ingress",
+            stories.refused(exc.http_status, str(exc), headers, claimed),
         )
     except StoreError as failed:
         log.warning("the refusal of a delivery was not told: %s", failed)

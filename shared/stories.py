@@ -16,6 +16,7 @@ shows. The store keeps the steps; retention (TASUKI_RETENTION_DELIVERIES_DAYS) p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -89,6 +90,14 @@ def refused(code: int, reason: str, headers: Mapping[str, str], claimed_id: str)
         "headers": sent,
         "claimed_id": clip(claimed_id, 200),
     }
+
+
+def refused_id(code: int, reason: str, at: datetime) -> str:
+    """The id a refused delivery's story is kept under: the minute and a hash of the refusal, so
+    the same refusal again within the minute is the same story (a flood is not a row each), and
+    no sender can name (and so overwrite) a real delivery's story."""
+    same = hashlib.sha256(f"{code}|{reason}".encode()).hexdigest()[:12]
+    return f"refused-{at:%Y%m%dT%H%MZ}-{same}"
 
 
 def duplicate() -> dict[str, Any]:

@@ -24,6 +24,7 @@ def test_the_ingress_tells_accepted_and_refused_deliveries_and_a_replay_makes_ne
     assert ingress.post(body, head).status_code == 202
     assert ingress.post(body, head).status_code == 200  # a duplicate
     assert ingress.post(body, first_push(secret="wrong", delivery="req-8")[1]).status_code == 401
+    assert ingress.post(body, first_push(secret="wrong", delivery="req-9")[1]).status_code == 401
     web = function_client("web")
     listed = web.get("/api/deliveries", headers=BEARER).get_json()["deliveries"]
     outcomes = {d["id"].split("-")[0] if d["id"].startswith("refused") else d["id"]: d for d in listed}

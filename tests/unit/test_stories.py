@@ -112,6 +112,14 @@ def test_refused_ignored_and_skip_ci_deliveries_say_so():
     assert stories.outcome(skipped) == "no run: the head commit says [skip ci]"
 
 
+def test_the_same_refusal_within_a_minute_is_one_story():
+    first = stories.refused_id(401, "bad signature", T0)
+    assert stories.refused_id(401, "bad signature", T0 + timedelta(seconds=59)) == first
+    assert stories.refused_id(401, "bad signature", T0 + timedelta(minutes=1)) != first
+    assert stories.refused_id(404, "bad signature", T0) != first != stories.refused_id(401, "other", T0)
+    assert first.startswith("refused-")
+
+
 def test_a_story_step_is_bounded_whatever_the_sender_sent():
     # Given a delivery of many events, each carrying a large payload and a long message
     events = [
