@@ -21,7 +21,7 @@ import functions_framework
 
 from tasuki.shared import logs, stories, webhooks
 from tasuki.shared.answers import answer, read_body, translated
-from tasuki.shared.errors import StoreError, WebhookError
+from tasuki.shared.errors import BodyTooLarge, StoreError, WebhookError
 from tasuki.shared.messages import utcnow
 from tasuki.shared.runtime import Runtime, runtime
 
@@ -34,7 +34,11 @@ log = logging.getLogger("tasuki.ingress")
 def ingress(request):
     rt = runtime()
     # 1. A body over the limit is refused without reading (or keeping) the rest of it.
-    body = read_body(request, rt.settings.max_body_bytes, "TASUKI_MAX_BODY_BYTES")
+    try:
+        body = read_body(request, rt.settings.max_body_bytes, "TASUKI_MAX_BODY_BYTES")
+    except BodyTooLarge as exc:
+        tell_refused(rt, request.headers, exc)
+        raise
     # 2. Read the delivery: content type, host, JSON, signature, normalised events. A refusal is
     #    told in the story of its own (the answer is the same whether or not the store could).
     try:
@@ -103,7 +107,7 @@ def ingress(request):
     )
 
 
-def tell_refused(rt: Runtime, headers, exc: WebhookError) -> None:
+def tell_refused(rt: Runtime, headers, exc: WebhookError | BodyTooLarge) -> None:
     """The story of a refused delivery, under an id of its own; a store that cannot take it
     changes nothing about the answer (nothing was published)."""
     claimed = (

@@ -25,11 +25,12 @@ def test_the_ingress_tells_accepted_and_refused_deliveries_and_a_replay_makes_ne
     assert ingress.post(body, head).status_code == 200  # a duplicate
     assert ingress.post(body, first_push(secret="wrong", delivery="req-8")[1]).status_code == 401
     assert ingress.post(body, first_push(secret="wrong", delivery="req-9")[1]).status_code == 401
+    assert ingress.post(b"x" * (1024 * 1024 + 1), head).status_code == 413
     web = function_client("web")
     listed = web.get("/api/deliveries", headers=BEARER).get_json()["deliveries"]
-    outcomes = {d["id"].split("-")[0] if d["id"].startswith("refused") else d["id"]: d for d in listed}
-    assert outcomes["refused"]["outcome"].startswith("refused (401)")
-    accepted = outcomes["bitbucket:req-7"]
+    refusals = sorted(d["outcome"][:13] for d in listed if d["id"].startswith("refused-"))
+    assert refusals[0] == "refused (401)" and refusals[-1] == "refused (413)"
+    accepted = next(d for d in listed if d["id"] == "bitbucket:req-7")
     assert accepted["outcome"] == "accepted 1 event; not routed yet" and accepted["replayable"]
     assert accepted["repository"] == SIGNED_REPOSITORY
     story = web.get("/api/deliveries/bitbucket:req-7", headers=BEARER).get_json()
@@ -44,7 +45,7 @@ def test_the_ingress_tells_accepted_and_refused_deliveries_and_a_replay_makes_ne
     assert replayed.delivery_id == new_id != "bitbucket:req-7" and replayed.after
     assert rt.store.story(new_id)[0][2]["replay_of"] == "bitbucket:req-7"
     # a refused delivery made no events: nothing to replay
-    refused_id = next(d["id"] for d in listed if d["id"].startswith("refused-"))
+    refused_id = next(d["id"] for d in listed if d["outcome"].startswith("refused (401)"))
     assert web.post(f"/api/deliveries/{refused_id}/replay", headers=BEARER).status_code == 409
     assert web.get("/api/deliveries/nope", headers=BEARER).status_code == 404
     page = web.get(f"/deliveries/{refused_id}", headers=BEARER).get_data(as_text=True)
