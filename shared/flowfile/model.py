@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.flowfile.dag import dag_problem
-from tasuki.shared.flowfile.params import Param, check_names
+from tasuki.shared.flowfile.params import Param, names_problem
 from tasuki.shared.text import clip
 
 FLOW_FILE = ".tasuki.yml"
@@ -216,8 +216,11 @@ class Flow(BaseModel):
     @field_validator("params", mode="before")
     @classmethod
     def _param_names(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            check_names(value)
+        problem = names_problem(value) if isinstance(value, dict) else None
+        if problem:
+            name, message = problem
+            at = ("params", name) if name else ("params",)
+            raise PydanticCustomError("located", "{message}", {"message": message, "at": at})
         return value
 
     @model_validator(mode="before")

@@ -121,17 +121,19 @@ def text(value: Any) -> str:
     raise ValueError(f"expected text, a number or true/false, found {clip(repr(value), 40)}")
 
 
-def check_names(params: Mapping[str, Any]) -> None:
-    """Parameter names become variable names: letters, digits and '_', distinct in upper case."""
+def names_problem(params: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Parameter names become variable names: letters, digits and '_', distinct in upper case.
+    The first problem as (the parameter, what is wrong), or None."""
     if len(params) > MAX_PARAMS:
-        raise ValueError(f"a flow file declares at most {MAX_PARAMS} parameters, found {len(params)}")
+        return "", f"a flow file declares at most {MAX_PARAMS} parameters, found {len(params)}"
     seen: dict[str, str] = {}
     for name in params:
         if not isinstance(name, str) or not NAME.match(name):
-            raise ValueError(f"parameter names are a letter, then letters, digits and '_', found {name!r}")
+            return str(name), f"parameter names are a letter, then letters, digits and '_', found {name!r}"
         if name.upper() in seen:
-            raise ValueError(f"parameters {seen[name.upper()]!r} and {name!r} would be the same variable")
+            return name, f"parameters {seen[name.upper()]!r} and {name!r} would be the same variable"
         seen[name.upper()] = name
+    return None
 
 
 def variable(name: str) -> str:
