@@ -4,6 +4,7 @@ through `actions`. Forms post back and redirect (post/redirect/get) with a one-l
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -89,13 +90,23 @@ def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
 
 
+def recorded(rt: Runtime, run_id: str, wait: float = 5.0) -> None:
+    """Wait a moment (at most `wait` seconds) for the dispatcher to record a run just requested,
+    so that the page the form leads to shows it rather than "there is no run"."""
+    deadline = time.monotonic() + wait
+    while rt.store.get_run(run_id) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
     new_id = actions.rerun(rt, run_id)
+    recorded(rt, new_id)
     return back(f"/runs/{new_id}", f"Re-running as run {new_id}.")
 
 
 def rerun_failed(rt: Runtime, request: Request, run_id: str) -> Response:
     new_id = actions.rerun(rt, run_id, failed=True)
+    recorded(rt, new_id)
     return back(f"/runs/{new_id}", f"Re-running the failed jobs of run {run_id} as run {new_id}.")
 
 
@@ -121,6 +132,7 @@ def start_run(rt: Runtime, request: Request, full_name: str) -> Response:
         params=given,
         actor="the web page",
     )
+    recorded(rt, run_ids[0])
     where = f"/runs/{run_ids[0]}" if len(run_ids) == 1 else f"/runs?repo={quote(full_name)}"
     return back(where, f"Started {len(run_ids)} run{'s' if len(run_ids) != 1 else ''} of {full_name} {kind} {name}.")
 
