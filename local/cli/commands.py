@@ -115,6 +115,7 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
         tag=args.tag,
         flow_file=args.file,
         parallel=args.parallel,
+        params=dict(item.partition("=")[::2] for item in args.param or []),
     )
     return runner.run(rt.settings, options)
 
@@ -425,8 +426,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
     run.add_argument(
         "--event",
-        choices=["push", "tag", "pull_request"],
+        choices=["push", "tag", "pull_request", "manual"],
         help="the event `when` sees (default: push, or tag with --tag)",
+    )
+    run.add_argument(
+        "-p", "--param", action="append", metavar="NAME=VALUE", help="with --event manual: a parameter (repeat)"
     )
     run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")
     run.add_argument("--tag", default="", help="the tag `when` sees")
