@@ -4,7 +4,6 @@ real headless Chromium."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 
 from tests.conftest import commit_to
 from tests.e2e.test_web import browser, push  # noqa: F401  (browser is a fixture)
-from tests.harness import LocalTasuki
+from tests.harness import configured
 
 DEPLOY_FLOW = """\
 params:
@@ -56,15 +55,8 @@ def tasuki(tmp_path, rabbitmq, docker_client, make_repo, lint_image):
             branch="main",
         ),
     }
-    (tmp_path / "repos.yml").write_text(
-        json.dumps({"repositories": {name: {"clone_url": str(bare)} for name, (bare, _) in repos.items()}})
-    )
-    env = {
-        "TASUKI_AMQP_URL": rabbitmq,
-        "TASUKI_DATA_DIR": str(tmp_path / "data"),
-        "TASUKI_REPOSITORIES_FILE": str(tmp_path / "repos.yml"),
-    }
-    with LocalTasuki(env) as running:
+    registry = {name: {"clone_url": str(bare)} for name, (bare, _) in repos.items()}
+    with configured(tmp_path, rabbitmq, registry, "rules: []\n") as running:
         running.bare = {name: bare for name, (bare, _) in repos.items()}
         running.commits = {name: commit for name, (_, commit) in repos.items()}
         running.web = f"http://127.0.0.1:{running.settings.web_port}"
