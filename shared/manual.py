@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from tasuki.shared import recipes
-from tasuki.shared.errors import ActionError, ParamError
+from tasuki.shared.errors import ActionError
 from tasuki.shared.flowfile import params as flowparams
 from tasuki.shared.flowfile.params import Param
 from tasuki.shared.messages import Event, Ref, Repository, RunRequested
@@ -104,10 +104,7 @@ def declared(runs: Iterable[RunRecord], flow_file: str) -> dict[str, Param] | No
 
 
 def check(declaration: Mapping[str, Param] | None, given: Mapping[str, str]) -> None:
-    """Refuse (422, naming the parameter) what the known declaration does not accept; with no
-    declaration known yet, the executor checks at planning."""
+    """Refuse (ParamError: 422, naming the parameter) what the known declaration does not
+    accept; with no declaration known yet, the executor checks at planning."""
     if declaration is not None:
         flowparams.resolve(declaration, given)
-
-
-__all__ = ["ParamError", "check", "declared", "event", "manual_rules", "ref", "requests"]

@@ -83,10 +83,7 @@ def start_run(
     """Start runs of a branch or tag by hand, with parameters: one per manual rule that allows
     it (403 without one; 404 for a repository not registered; 422 naming a parameter the flow
     file's known declaration refuses). Returns the new runs' ids."""
-    found = rt.registry.find(repository)
-    if found is None:
-        raise ActionError(404, f"{clip(repository, 100)} is not a registered repository")
-    name = found[0]
+    name = registered(rt, repository)
     given = flowparams.given(params or {})
     recent = rt.store.list_runs(repository=name, limit=50)
     started = manual.event(name, manual.ref(branch, tag), given, actor, host=recent[0].event.host if recent else "")
@@ -101,13 +98,19 @@ def start_run(
 def run_form(rt: Runtime, repository: str) -> dict[str, Any]:
     """What the Run form of a repository offers: its manual rules and the parameters the flow
     file declared when last planned (None: not known until a run is planned)."""
+    name = registered(rt, repository)
+    rules = manual.manual_rules(rt.store.list_rules(), name)
+    recent = rt.store.list_runs(repository=name, limit=50)
+    declared = manual.declared(recent, rules[0].flow_file) if rules else None
+    return {"repository": name, "rules": rules, "params": declared}
+
+
+def registered(rt: Runtime, repository: str) -> str:
+    """The registered name of `repository` (any spelling); 404 when it is not registered."""
     found = rt.registry.find(repository)
     if found is None:
         raise ActionError(404, f"{clip(repository, 100)} is not a registered repository")
-    rules = manual.manual_rules(rt.store.list_rules(), found[0])
-    recent = rt.store.list_runs(repository=found[0], limit=50)
-    declared = manual.declared(recent, rules[0].flow_file) if rules else None
-    return {"repository": found[0], "rules": rules, "params": declared}
+    return found[0]
 
 
 def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:
