@@ -32,7 +32,7 @@ from tasuki.shared.errors import DockerUnavailable, ExecutableMissing, ImageMiss
 
 log = logging.getLogger("tasuki.docker")
 
-POLL = 0.25  # seconds between checks of the timeout and the cancel flag while a job runs
+POLL = 0.1  # seconds between checks of the timeout and the cancel flag (and log ticks) while a job runs
 _TRANSPORT = (requests.ConnectionError, requests.Timeout, docker.errors.DockerException, OSError)
 
 
