@@ -178,8 +178,8 @@ class Executor:
                 queue,
                 self.settings.executor_concurrency,
             )
-            while not self.stop.is_set():
-                connection.process_data_events(time_limit=0.2)
+            while not self.stop.is_set():  # settling an order wakes it (add_callback_threadsafe)
+                connection.process_data_events(time_limit=1.0)
             slots.close()
             self._finish_running(lambda: connection.process_data_events(time_limit=0.2))
             connection.process_data_events(time_limit=0.2)  # send the last acks and nacks
