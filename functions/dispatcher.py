@@ -82,9 +82,11 @@ def dispatcher(request):
             held.save(decision.run)
         for job in decision.jobs:
             held.put_job(job)
-        held.send([outbox.entry(message.run_id, m) for m in outgoing])
+        entries = [outbox.entry(message.run_id, m) for m in outgoing]
+        held.send(entries)
         run = held.run
-    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
+    made = {e.message_id: m for e, m in zip(entries, outgoing, strict=True)}
+    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id), made)
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []

@@ -472,7 +472,10 @@ class Executor:
 
     def remove_earlier_attempts(self, order: JobOrder) -> int:
         """Before attempt N starts, no container of an earlier attempt of the job may still run
-        on this engine (its executor may have been cut off without knowing it)."""
+        on this engine (its executor may have been cut off without knowing it). The first
+        attempt has none: no need to ask the engine."""
+        if order.attempt <= 1:
+            return 0
         try:
             found = self.docker.containers_labelled(convert.LABEL_RUN, order.run_id)
         except TasukiError as exc:
