@@ -147,7 +147,7 @@ def supersede(rt: Runtime, run: RunRecord) -> list[str]:
     """Rule option cancel_previous: cancel the older unfinished run(s) of the same branch."""
     cancels = scheduler.superseded(run, rt.store.unfinished_runs(run.repository))
     for cancel in cancels:
-        rt.broker.publish(cancel, message_id=f"{cancel.run_id}:superseded")
+        rt.publisher.publish(cancel, message_id=f"{cancel.run_id}:superseded")
     return [c.run_id for c in cancels]
 
 
@@ -182,4 +182,4 @@ def wake(rt: Runtime, run: RunRecord) -> None:
     """A run finished (a place is free) or started (those behind it may fit too): the runs of the
     repository waiting for a place try again, each in its own order."""
     for wakeup in scheduler.waiting(rt.store.unfinished_runs(run.repository), besides=run.id):
-        rt.broker.publish(wakeup)
+        rt.publisher.publish(wakeup)
