@@ -41,7 +41,7 @@ def router(request):
     runs = []
     for rule in rules:
         requested = recipes.request(event, rule)
-        rt.broker.publish(requested, message_id=f"{requested.run_id}:requested")
+        rt.publisher.publish(requested, message_id=f"{requested.run_id}:requested")
         runs.append(requested.run_id)
     # 5. Tell the delivery's story: this event, every rule weighed, the runs requested.
     step = f"router:{event.routing_key}:{event.ref.name if event.ref else ''}:{event.after[:12]}"
