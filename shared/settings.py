@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasuki.shared import cloneurls
+from tasuki.shared import cloneurls, datadir
 from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
@@ -309,11 +309,11 @@ class Settings(BaseModel):
             return path.read_text().strip()
         except FileNotFoundError:
             pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        datadir.private_dir(self.data_dir)
         key = make()
         tmp = path.with_name(f"{name}.{secrets.token_hex(4)}")
+        datadir.private_file(tmp)  # 0600 before the key is in it
         tmp.write_text(key)
-        tmp.chmod(0o600)
         try:
             os.link(tmp, path)  # atomic: the first writer wins, everyone else reads its key
         except FileExistsError:

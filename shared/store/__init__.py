@@ -219,13 +219,14 @@ def open_store(settings: Settings) -> Store:
 
 def new_store(settings: Settings, *, schema: int = LATEST) -> Store:
     """A store of its own at TASUKI_STORE_URL (`schema`: migrate first use only that far, for
-    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting."""
+    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting.
+    Secrets it keeps are sealed with TASUKI_STORE_KEY (read, or generated, on first need)."""
     where = location.parse(settings.store_url, settings.data_dir)
     if where.backend == "postgresql":
         from tasuki.shared.store.postgresql import PostgresStore
 
-        return PostgresStore(where, schema=schema)
+        return PostgresStore(where, schema=schema, key=settings.store_key_value)
     from tasuki.shared.store.sqlite import SQLiteStore
 
     assert where.path is not None
-    return SQLiteStore(where.path, schema=schema)
+    return SQLiteStore(where.path, schema=schema, key=settings.store_key_value)

@@ -23,11 +23,14 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.store import sealed
 from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, stamp
 from tasuki.shared.store.schema import LATEST
+from tasuki.shared.store.sealed import Key
 
 # The statuses of a run that is over, as an SQL list.
 FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(RUN_FINAL)) + ")"
@@ -111,7 +114,17 @@ class HeldRun:
 
 
 class SQLStore:
-    """Every store method, in SQL both backends understand. Subclasses provide the hooks below."""
+    """Every store method, in SQL both backends understand. Subclasses provide the hooks below.
+    `key` gives the store key (TASUKI_STORE_KEY) that seals secrets at rest (`sealed.py`); it is
+    asked for only when a secret is written or read."""
+
+    def __init__(self, key: Key | None = None) -> None:
+        self._given_key = key
+
+    def _key(self) -> str:
+        if self._given_key is None:
+            raise StoreError("this store was opened without a store key (TASUKI_STORE_KEY): it cannot keep secrets")
+        return self._given_key()
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -344,20 +357,26 @@ class SQLStore:
 
     # -- repositories ----------------------------------------------------------------------------
 
+    # A repository's webhook secret and API credentials are kept sealed with the store key.
+
     def put_repository(self, full_name: str, config: RepositoryConfig) -> None:
         self._write(
             "INSERT INTO repositories (full_name, record) VALUES (?, ?)"
             " ON CONFLICT (full_name) DO UPDATE SET record = excluded.record",
-            (full_name, config.model_dump_json()),
+            (full_name, sealed.seal_json(self._key, config.model_dump())),
         )
 
     def get_repository(self, full_name: str) -> RepositoryConfig | None:
         rows = self._query("SELECT record FROM repositories WHERE full_name = ?", (full_name,))
-        return RepositoryConfig.model_validate_json(rows[0][0]) if rows else None
+        return self._repository(rows[0][0]) if rows else None
 
     def list_repositories(self) -> dict[str, RepositoryConfig]:
         rows = self._query("SELECT full_name, record FROM repositories ORDER BY full_name")
-        return {name: RepositoryConfig.model_validate_json(record) for name, record in rows}
+        return {name: self._repository(record) for name, record in rows}
+
+    def _repository(self, record: str) -> RepositoryConfig:
+        """The stored record, its secrets opened (SealError, naming TASUKI_STORE_KEY, with another key)."""
+        return RepositoryConfig.model_validate(sealed.open_json(self._key, record))
 
     def delete_repository(self, full_name: str) -> bool:
         return self._write("DELETE FROM repositories WHERE full_name = ?", (full_name,)) == 1

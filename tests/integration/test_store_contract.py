@@ -19,8 +19,8 @@ from urllib.parse import quote
 import pytest
 
 from tasuki.local.cli import main as cli
-from tasuki.shared import recipes
-from tasuki.shared.errors import StoreError
+from tasuki.shared import recipes, sealing
+from tasuki.shared.errors import SealError, StoreError
 from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
@@ -413,6 +413,27 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_a_repository_s_secrets_are_kept_sealed_with_the_store_key(store, backend_url, tmp_path):
+    config = RepositoryConfig(
+        clone_url="https://example.com/api.git", secret="hook-secret-42", token="api-token-42", app_password="pw-42"
+    )
+    store.put_repository("acme/api", config)
+    assert store.get_repository("acme/api") == config and store.list_repositories() == {"acme/api": config}
+    # What the database holds is ciphertext (empty fields stay empty: nothing to hide)
+    store.put_repository("acme/web", RepositoryConfig(clone_url="https://example.com/web.git"))
+    records = dict(store._query("SELECT full_name, record FROM repositories"))
+    assert not any(word in records["acme/api"] for word in ("hook-secret-42", "api-token-42", "pw-42"))
+    assert records["acme/api"].count("sealed:") == 3 and "sealed:" not in records["acme/web"]
+    # and a process with another store key cannot read it: it says which setting to check
+    other = new_store(Settings(store_url=backend_url, data_dir=tmp_path / "other", store_key=sealing.new_key()))
+    try:
+        with pytest.raises(SealError, match="TASUKI_STORE_KEY"):
+            other.get_repository("acme/api")
+        assert other.get_repository("acme/web").clone_url == "https://example.com/web.git"
+    finally:
+        other.close()
+
+
 def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expired(store):
     later, past = utcnow() + timedelta(hours=12), utcnow() - timedelta(hours=1)
     assert not store.session_ended("s1")
@@ -510,8 +531,14 @@ def write_at_version(store, version: int) -> None:
             if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
-        tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
-        tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
+        if version >= 7:  # logs by attempt (0: a job the store had before attempts), no results
+            tx.execute(
+                "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?)",
+                ("old", "build", 0, 0, b"hi\n"),
+            )
+        else:
+            tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
+            tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
         tx.execute("INSERT INTO deliveries (key) VALUES (?)", ("github:old",))
         if version >= 2:
             for rule in (Rule(repository="z/first"), Rule(repository="a/second")):
@@ -533,10 +560,18 @@ def write_at_version(store, version: int) -> None:
         if version >= 4:
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
-                ("acme/api", RepositoryConfig(clone_url="https://example.com/api.git").model_dump_json()),
+                (
+                    "acme/api",
+                    RepositoryConfig(
+                        clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN
+                    ).model_dump_json(),
+                ),
             )
         if version >= 6:
             tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
+
+
+OLD_SECRET, OLD_TOKEN = "plain-webhook-secret-1", "plain-api-token-1"
 
 
 def _job_json() -> str:
@@ -563,8 +598,12 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
         assert [r.repository for r in store.list_rules()] == ["z/first", "a/second"]
     if version >= 3:
         assert [m for _, m in store.get_notes("old")] == ["z first", "a second"]
-    if version >= 4:
+    if version >= 4:  # (an older Tasuki kept secrets in plain text: now they are sealed)
         assert list(store.list_repositories()) == ["acme/api"]
+        config = store.get_repository("acme/api")
+        assert (config.secret, config.token) == (OLD_SECRET, OLD_TOKEN)
+        [(record,)] = store._query("SELECT record FROM repositories")
+        assert OLD_SECRET not in record and OLD_TOKEN not in record and "sealed:" in record
     assert store.session_ended("signed-out") == (version >= 6)
     # and what the old records lacked works on them: places, retention (by finish time, by when
     # a delivery was seen)
