@@ -186,9 +186,17 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
         print(f"  {job.name:<16} {job.status}{code}  {job.message}")
         if with_log:
-            for _, data in rt.store.read_log(run.id, job.name):
-                sys.stdout.write(data.decode("utf-8", "replace"))
+            _print_log(rt, run.id, job.name)
     return 0
+
+
+def _print_log(rt: Runtime, run_id: str, job: str, page: int = 64) -> None:
+    """The job's whole log, read a page at a time (memory stays bounded by a page)."""
+    after = -1
+    while chunks := rt.store.read_log(run_id, job, after, limit=page):
+        for _, data in chunks:
+            sys.stdout.write(data.decode("utf-8", "replace"))
+        after = chunks[-1][0]
 
 
 def _cancel_run(rt: Runtime, run_id: str | None) -> int:

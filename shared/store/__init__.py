@@ -140,16 +140,24 @@ class Store(Protocol):
         ...
 
     # logs (functions/logs writes, web reads)
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
         nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
-        attempt, or of a job the store does not know)."""
+        attempt, or of a job the store does not know), or when the attempt's log would pass
+        `limit` bytes with it (checked atomically: concurrent chunks cannot pass it together)."""
         ...
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
-        """Chunks after `after` of one attempt (default: the job's current attempt), in order."""
+        """Chunks after `after` of one attempt (default: the job's current attempt), in order;
+        at most `limit` of them (None: all)."""
+        ...
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        """How many bytes of the attempt's log are stored."""
         ...
 
     # the outbox (the dispatcher publishes it after each commit; the tick what is left), leases

@@ -39,6 +39,8 @@ FROM_FILE, FROM_PERSON = "file", "cli"
 # the host controls) is cut to this many characters.
 NOTE_CHARS = 500
 PRUNE_BATCH = 500
+# The bytes of one attempt's log (both backends' LENGTH of a blob reads only its size).
+LOG_BYTES = "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM logs WHERE run_id = ? AND job = ? AND attempt = ?"
 
 
 class Cursor(Protocol):
@@ -271,13 +273,20 @@ class SQLStore:
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         with self._tx() as tx:
             current = tx.execute(
                 "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
             ).fetchone()
             if current is None:
                 return False
+            if limit is not None:
+                self._serialize(tx, "logs", f"{run_id}:{job}:{attempt}")  # two chunks at once cannot both fit
+                stored = tx.execute(LOG_BYTES, (run_id, job, attempt)).fetchone()[0]
+                if stored + len(data) > limit:
+                    return False
             tx.execute(
                 "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (run_id, job, attempt, seq, data),
@@ -285,20 +294,26 @@ class SQLStore:
             return True
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
+        page = " LIMIT ?" if limit is not None else ""
+        rows_limit = (max(0, limit),) if limit is not None else ()
         if attempt is None:
             rows = self._query(
                 "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? AND attempt ="
-                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq",
-                (run_id, job, after, run_id, job),
+                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq" + page,
+                (run_id, job, after, run_id, job, *rows_limit),
             )
         else:
             rows = self._query(
-                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq",
-                (run_id, job, attempt, after),
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq"
+                + page,
+                (run_id, job, attempt, after, *rows_limit),
             )
         return [(seq, bytes(data)) for seq, data in rows]
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        return int(self._query(LOG_BYTES, (run_id, job, attempt))[0][0])
 
     # -- the outbox, leases, chores --------------------------------------------------------------
 

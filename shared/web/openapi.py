@@ -91,7 +91,8 @@ def document(server: str) -> dict[str, Any]:
             },
             "/api/runs/{run_id}/jobs/{job}/log": {
                 "get": _op(
-                    "A job's log after a chunk number",
+                    "A page of a job's log after a chunk number (at most `limit` chunks and about 4 MiB); "
+                    "read on from `next_after` while `more` is true",
                     {
                         "200": _json(
                             {
@@ -104,6 +105,9 @@ def document(server: str) -> dict[str, Any]:
                                             "properties": {"seq": {"type": "integer"}, "text": {"type": "string"}},
                                         },
                                     },
+                                    "attempt": {"type": "integer"},
+                                    "next_after": {"type": "integer"},
+                                    "more": {"type": "boolean"},
                                     "done": {"type": "boolean"},
                                 },
                             }
@@ -113,6 +117,11 @@ def document(server: str) -> dict[str, Any]:
                         RUN_ID,
                         {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
                         {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 64, "minimum": 1, "maximum": 256},
+                        },
                     ],
                 )
             },

@@ -346,6 +346,39 @@ def test_log_chunks_are_bytes_kept_once_in_order_by_attempt_and_only_for_the_cur
     assert store.read_log("r", "test") == [(0, b"other job\n")]
 
 
+def test_a_log_is_read_a_page_at_a_time_and_never_stored_past_its_limit(store):
+    store.put_job(JobRecord(run_id="r", name="build", attempt=1))
+    for seq in range(4):
+        assert store.append_log("r", "build", seq, b"12345", attempt=1, limit=22)
+    # (4 chunks make 20 bytes; a fifth would make 25, past 22: refused, nothing stored)
+    assert not store.append_log("r", "build", 4, b"12345", attempt=1, limit=22)
+    assert store.log_bytes("r", "build", 1) == 20 and store.log_bytes("r", "build", 2) == 0
+    assert store.read_log("r", "build", limit=2) == [(0, b"12345"), (1, b"12345")]
+    assert store.read_log("r", "build", after=1, limit=2) == [(2, b"12345"), (3, b"12345")]
+    assert store.read_log("r", "build", after=3, limit=2) == []
+    assert store.append_log("r", "build", 9, b"12", attempt=1, limit=22)  # what still fits is stored
+    assert not store.append_log("r", "build", 10, b"1", attempt=1, limit=22)
+    assert store.log_bytes("r", "build", 1) == 22
+
+
+def test_concurrent_chunks_cannot_pass_the_log_limit_together(make_store):
+    stores = [make_store() for _ in range(4)]
+    stores[0].put_job(JobRecord(run_id="r", name="build", attempt=1))
+    threads = [
+        threading.Thread(
+            target=lambda n=n: [
+                stores[n].append_log("r", "build", n * 100 + k, b"x" * 10, attempt=1, limit=95) for k in range(10)
+            ]
+        )
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].log_bytes("r", "build", 1) == 90
+
+
 def test_the_outbox_keeps_the_order_a_held_run_sent_in_until_cleared(store):
     entries = [OutboxEntry(f"m{n}", "r", "run.updated", bytes([n])) for n in (3, 1, 2)]
     with store.locked_run("r") as held:
