@@ -140,7 +140,7 @@ def paged(memory_runtime):
 
 
 def test_the_log_api_pages_and_says_where_to_go_on(paged):
-    rt, client = paged
+    _rt, client = paged
     first = client.get("/api/runs/r1/jobs/build/log?limit=4", headers=AUTH).get_json()
     assert [c["seq"] for c in first["chunks"]] == [0, 1, 2, 3]
     assert (first["next_after"], first["more"], first["done"]) == (3, True, False)
@@ -154,7 +154,7 @@ def test_the_log_api_pages_and_says_where_to_go_on(paged):
 def test_a_log_page_is_bounded_in_bytes_too(paged, monkeypatch):
     from tasuki.shared.web import api
 
-    rt, client = paged
+    _rt, client = paged
     monkeypatch.setattr(api, "LOG_PAGE_BYTES", 15)  # two 7-byte chunks a page
     page = client.get("/api/runs/r1/jobs/build/log", headers=AUTH).get_json()
     assert [c["seq"] for c in page["chunks"]] == [0, 1] and page["more"]
