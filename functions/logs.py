@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functions_framework
 
+from tasuki.shared import logs as logs_context
 from tasuki.shared import push
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import JobLog
@@ -24,6 +25,7 @@ def over_limit(job: str, limit: str) -> str:
 
 
 @functions_framework.http
+@logs_context.scoped
 @translated
 def logs(request):
     rt = runtime()

@@ -4,7 +4,8 @@ Previous hop: functions/ingress.py. Next hop: functions/dispatcher.py (subscript
 "dispatcher", ordered by run id). Rules are read from the store (the rules file is loaded into
 it at start; `tasuki rules` changes them). Run ids are derived from the event and the rule, so
 the same event delivered twice requests the same run, and the dispatcher makes it once. A head
-commit saying `[skip ci]` or `[ci skip]` requests nothing.
+commit saying `[skip ci]` or `[ci skip]` requests nothing. A pull request from a fork requests a
+run that waits for approval (shared/approval.py) unless its rule or repository trusts forks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 import functions_framework
 
-from tasuki.shared import logs, push, recipes
+from tasuki.shared import approval, logs, push, recipes
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.messages import Event, RunRequested
 from tasuki.shared.runtime import runtime
@@ -35,7 +36,9 @@ def router(request):
     )
     # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
     rules = recipes.match(rt.store.list_rules(), event)
-    # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).
+    # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key). A
+    #    fork's pull request waits for approval unless the rule or the repository trusts forks.
+    repository = rt.registry.get(event.repository.full_name) if event.from_fork else None
     runs = []
     for rule in rules:
         run_id = recipes.run_id(event, rule)
@@ -48,6 +51,7 @@ def router(request):
                 jobs=rule.jobs,
                 cancel_previous=rule.cancel_previous,
                 concurrency=rule.concurrency,
+                approval=approval.needed(event, rule_trusts_forks=rule.trust_forks, repository=repository),
             ),
             message_id=f"{run_id}:requested",
         )

@@ -55,6 +55,8 @@ class Rule(BaseModel):
     cancel_previous: bool = False
     # At most this many unfinished runs of the repository at a time; None: no limit.
     concurrency: int | None = Field(None, ge=1)
+    # Runs of pull requests from forks start without waiting for approval (shared/approval.py).
+    trust_forks: bool = False
 
     @model_validator(mode="after")
     def _fits_the_event(self) -> Rule:
@@ -122,6 +124,8 @@ class Rule(BaseModel):
             options += (
                 f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
             )
+        if self.trust_forks:
+            options += ", trusting pull requests from forks"
         off = " (disabled)" if not self.enabled else ""
         return f"if {host}{what} {self.repository}{cond} then run {self.flow_file}{jobs}{options}{off}"
 

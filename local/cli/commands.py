@@ -11,6 +11,7 @@
     tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
     tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki runs approve RUN         let a run waiting for approval (a fork's pull request) start
     tasuki rules                    trigger rules, one sentence each
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
@@ -38,9 +39,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tasuki import functions
-from tasuki.shared import logs, recipes
+from tasuki.shared import approval, logs, recipes
 from tasuki.shared.errors import ConfigError, TasukiError, first_problem
-from tasuki.shared.messages import RUN_FINAL, RunCancel
+from tasuki.shared.messages import RUN_FINAL, RunApprove, RunCancel
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
 
@@ -165,6 +166,8 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         return _show_run(rt, args.run_id, args.log)
     if args.action == "cancel":
         return _cancel_run(rt, args.run_id)
+    if args.action == "approve":
+        return _approve_run(rt, args.run_id)
     runs = rt.store.list_runs(repository=args.repo, status=args.status, limit=args.limit)
     if not runs:
         print("no runs yet")
@@ -197,6 +200,20 @@ def _print_log(rt: Runtime, run_id: str, job: str, page: int = 64) -> None:
         for _, data in chunks:
             sys.stdout.write(data.decode("utf-8", "replace"))
         after = chunks[-1][0]
+
+
+def _approve_run(rt: Runtime, run_id: str | None) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    if run.status != approval.STATUS:
+        print(f"run {run.id} is {run.status}, not waiting for approval; nothing to approve", file=sys.stderr)
+        return 1
+    # The dispatcher starts it in the run's order (a second approval changes nothing).
+    rt.broker.publish(RunApprove(run_id=run.id, by="the command line"), message_id=f"{run.id}:approve")
+    print(f"approved run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
+    return 0
 
 
 def _cancel_run(rt: Runtime, run_id: str | None) -> int:
@@ -298,6 +315,7 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
         "enabled": not args.disabled,
         "cancel_previous": args.cancel_previous,
         "concurrency": args.concurrency,
+        "trust_forks": args.trust_forks,
     }
     try:
         rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -411,8 +429,8 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
     dead.add_argument("--all", action="store_true", help="replay: every dead letter")
     dead.set_defaults(fn=cmd_deadletters)
-    runs = sub.add_parser("runs", help="list runs, show or cancel one")
-    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
+    runs = sub.add_parser("runs", help="list runs, show, approve or cancel one")
+    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel", "approve"], default="list")
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--repo")
     runs.add_argument("--status")
@@ -439,6 +457,12 @@ def parser() -> argparse.ArgumentParser:
         help="a newer push cancels the older unfinished run of the branch",
     )
     rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
+    rules.add_argument(
+        "--trust-forks",
+        action="store_true",
+        default=None,
+        help="pull_request: runs of pull requests from forks start without waiting for approval",
+    )
     rules.add_argument("--disabled", action="store_true", help="create it disabled")
     rules.set_defaults(fn=cmd_rules)
     deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")

@@ -28,6 +28,8 @@ class RunRecord(BaseModel):
     concurrency: int | None = None
     # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
     admitted: bool = False
+    # Who approved the run of a fork's pull request (empty: it needed no approval, or waits).
+    approved_by: str = ""
 
     @property
     def repository(self) -> str:

@@ -93,7 +93,8 @@ class HeldRun:
     def admit(self, limit: int | None) -> bool:
         """Give the run a place among its repository's unfinished runs: True if it has one (now
         or before), False while `limit` admitted runs are unfinished or an older run of the
-        repository waits for a place (first come, first served)."""
+        repository waits for a place (first come, first served; a run waiting for approval does
+        not wait for a place yet)."""
         run = self.run
         if run is None or run.status in RUN_FINAL:
             return False
@@ -106,7 +107,7 @@ class HeldRun:
                 f"""SELECT COALESCE(SUM(admitted), 0),
                            COALESCE(SUM(CASE WHEN admitted = 0 AND (created_at < ? OR (created_at = ? AND id < ?))
                                              THEN 1 ELSE 0 END), 0)
-                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND id != ?""",
+                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND status != 'approval' AND id != ?""",
                 (created, created, run.id, run.repository, run.id),
             ).fetchone()
             if going >= limit or older_waiting:

@@ -151,6 +151,11 @@ def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     return reply({"run_id": run_id, "status": "cancelling"}, 202)
 
 
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the API")
+    return reply({"run_id": run_id, "status": "approved"}, 202)
+
+
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
     return reply({"run_id": actions.rerun(rt, run_id), "rerun_of": run_id}, 202)
 

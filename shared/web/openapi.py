@@ -6,7 +6,7 @@ from typing import Any
 
 from tasuki.shared.hosts import HOSTS
 
-RUN_STATUS = ["queued", "running", "success", "failure", "cancelled", "error"]
+RUN_STATUS = ["approval", "queued", "running", "success", "failure", "cancelled", "error"]
 JOB_STATUS = ["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 
 
@@ -129,6 +129,16 @@ def document(server: str) -> dict[str, Any]:
                 "post": _op(
                     "Cancel a run: running jobs are stopped",
                     {"202": _json({"type": "object"}, "Cancelling"), "409": _json(_ref("Error"), "Already finished")},
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/runs/{run_id}/approve": {
+                "post": _op(
+                    "Approve a run that waits for approval (a pull request from a fork): it starts",
+                    {
+                        "202": _json({"type": "object"}, "Approved"),
+                        "409": _json(_ref("Error"), "Not waiting for approval"),
+                    },
                     parameters=[RUN_ID],
                 )
             },

@@ -22,7 +22,7 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
+RUN_STATUSES = ("approval", "queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
 
 
@@ -84,6 +84,11 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     actions.cancel(rt, run_id)
     return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
+
+
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the web page")
+    return back(f"/runs/{run_id}", "Approved: the run starts.")
 
 
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
