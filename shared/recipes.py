@@ -67,6 +67,8 @@ class Rule(BaseModel):
                 raise ValueError(f"{name} applies to rules for event {uses}; this rule is for event {self.event}")
         if self.cancel_previous and self.event == "tag":
             raise ValueError("cancel_previous applies to pushes and pull requests, not to tags")
+        if self.trust_forks and self.event != "pull_request":
+            raise ValueError("trust_forks applies to pull_request rules (only pull requests come from forks)")
         return self
 
     @model_validator(mode="after")

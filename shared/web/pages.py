@@ -185,6 +185,7 @@ def rules(rt: Runtime, request: Request) -> Response:
 def create_rule(rt: Runtime, request: Request) -> Response:
     form: dict[str, Any] = request.form.to_dict()
     form["cancel_previous"] = form.get("cancel_previous") == "true"
+    form["trust_forks"] = form.get("trust_forks") == "true"
     form.pop("csrf", None)
     rule = actions.create_rule(rt, form)
     return back("/rules", f"Created: {rule.sentence()}")

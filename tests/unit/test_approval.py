@@ -213,3 +213,10 @@ def test_tasuki_runs_approve(functions, capsys):
     assert functions.take(RUNS) == [RunApprove(run_id="r1", by="the command line")]
     assert cmd_runs(rt, parser().parse_args(["runs", "approve", "r2"])) == 1
     assert "not waiting for approval" in capsys.readouterr().err and functions.take(RUNS) == []
+
+
+def test_trust_forks_is_a_pull_request_rule_s_option_said_in_its_sentence():
+    rule = Rule(event="pull_request", repository="acme/api", trust_forks=True)
+    assert rule.sentence().endswith("trusting pull requests from forks")
+    with pytest.raises(ValueError, match="trust_forks applies to pull_request rules"):
+        Rule(event="push", repository="acme/api", trust_forks=True)
