@@ -83,3 +83,31 @@ def test_private_file_is_never_more_open_than_0600(tmp_path):
         assert made.read_bytes() == b"kept"
     finally:
         os.umask(old)
+
+
+def test_registered_secrets_are_never_shown_back_by_the_api_or_the_page(memory_runtime):
+    from tests.unit.conftest import function_client
+
+    token = "correct horse battery staple"
+    memory_runtime(web_token=token)
+    client = function_client("web")
+    auth = {"Authorization": f"Bearer {token}"}
+    made = client.post(
+        "/api/repositories",
+        json={
+            "full_name": "acme/api",
+            "clone_url": "https://example.com/api.git",
+            "secret": SECRET.decode(),
+            "token": TOKEN.decode(),
+        },
+        headers=auth,
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    listed = client.get("/api/repositories", headers=auth)
+    [entry] = listed.get_json()["repositories"]
+    assert (entry["full_name"], entry["secret"], entry["token"]) == ("acme/api", True, True)
+    client.post("/login", data={"token": token, "next": "/repositories"})
+    page = client.get("/repositories").get_data()
+    assert b"acme/api" in page
+    for shown in (listed.get_data(), page):
+        assert SECRET not in shown and TOKEN not in shown
