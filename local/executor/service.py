@@ -372,7 +372,8 @@ class Executor:
                 return None
             with LogSink(self._log_writer(run_id, name, attempt), self.settings.secret_values()) as sink:
                 if attempt > 1:
-                    sink.feed(f"[tasuki] attempt {attempt}: the earlier attempt's executor stopped\n".encode())
+                    why = order.why or "the earlier attempt's executor stopped"
+                    sink.feed(f"[tasuki] attempt {attempt}: {why}\n".encode())
                 outcome = self._attempt(order, workspace, lease, sink)
                 stopped = lease.stop_reason()
                 if outcome.status == "cancelled" and self.abort.is_set() and not stopped:

@@ -124,6 +124,7 @@ MAX_SERVICES = 5
 MAX_READY = 600  # seconds a service may take to be ready
 _SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 RetryOn = Literal["failure", "timeout", "error"]
+RETRY_DEFAULT: tuple[RetryOn, ...] = ("failure", "timeout")
 
 
 class Retry(BaseModel):
@@ -133,7 +134,7 @@ class Retry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max: int = Field(0, ge=0, le=MAX_RETRIES)
-    on: list[RetryOn] = Field(default_factory=lambda: ["failure", "timeout"])
+    on: list[RetryOn] = Field(default_factory=lambda: list(RETRY_DEFAULT))
 
     @model_validator(mode="before")
     @classmethod

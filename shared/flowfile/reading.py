@@ -196,7 +196,7 @@ def _model_at(loc: list[Any]) -> type[BaseModel]:
     """The model whose keys are at `loc` (jobs.x.services.db.ready.key -> Ready)."""
     if len(loc) <= 1:
         return Flow
-    inner = {"when": When, "retry": Retry, "matrix": Matrix}
+    inner: dict[str, type[BaseModel]] = {"when": When, "retry": Retry, "matrix": Matrix}
     if len(loc) == 4 and loc[2] in inner:
         return inner[loc[2]]
     if len(loc) >= 5 and loc[2] == "services":

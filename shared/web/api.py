@@ -8,6 +8,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from tasuki.shared.errors import ActionError
+from tasuki.shared.flowfile import group_of
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
@@ -52,6 +53,13 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "image": job.spec.container_image if job.spec else None,
         "run": job.spec.run if job.spec else None,
+        "group": group_of(job.name),
+        "attempt": job.attempt,
+        "attempts": [
+            a.model_dump(include={"attempt", "status", "exit_code", "message", "started_at", "finished_at"})
+            for a in job.attempts
+        ],
+        "flaky": job.flaky,
     }
 
 
@@ -91,22 +99,32 @@ def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
     record = actions.get_run(rt, run_id)
     try:
         after = int(request.args.get("after", -1))
+        wanted = int(request.args["attempt"]) if request.args.get("attempt") else None
     except ValueError:
-        raise ActionError(400, "after must be a chunk number") from None
+        raise ActionError(400, "after must be a chunk number, attempt an attempt number") from None
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise ActionError(404, f"run {run_id} has no job {job!r}")
     current = jobs[job]
-    # The current attempt's log; a job ordered again (its executor was lost) starts a new one.
-    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt)
+    # The current attempt's log, or an earlier one's (a retry, a lost executor): each has its own.
+    earlier = {a.attempt: a for a in current.attempts}
+    attempt = current.attempt if wanted is None else wanted
+    if attempt != current.attempt and attempt not in earlier:
+        raise ActionError(
+            404, f"job {job!r} of run {run_id} has no attempt {attempt} (attempts: 1 to {current.attempt})"
+        )
+    chunks = rt.store.read_log(run_id, job, after, attempt=attempt)
     last = chunks[-1][0] if chunks else after
-    over = record.status in RUN_FINAL or current.status in JOB_FINAL
-    # Done once the job is over and every chunk its executor announced is stored.
-    done = over and (current.log_chunks is None or last + 1 >= current.log_chunks)
+    if attempt in earlier and (attempt != current.attempt or current.status in JOB_FINAL):
+        over, announced = True, earlier[attempt].log_chunks
+    else:
+        over, announced = record.status in RUN_FINAL or current.status in JOB_FINAL, current.log_chunks
+    # Done once the attempt is over and every chunk its executor announced is stored.
+    done = over and (announced is None or last + 1 >= announced)
     return reply(
         {
             "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
-            "attempt": current.attempt,
+            "attempt": attempt,
             "done": done,
         }
     )
