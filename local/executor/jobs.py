@@ -1,8 +1,9 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> convert the job to a container request (pure,
-`local.convert`) -> run it, streaming output (`local.containers`) -> an `Outcome` a person can
-read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+check the executable is a file in the checkout -> start its services, if any, and wait until
+they are ready (`local.executor.services`) -> convert the job to a container request (pure,
+`local.convert`) -> run it, streaming output (`local.containers`) -> remove the services -> an
+`Outcome` a person can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasuki.local.executor import convert
+from tasuki.local.executor import convert, services
 from tasuki.local.executor.containers import Docker
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
@@ -76,10 +77,14 @@ def run_job(
     try:
         if job.run:
             check_executable(workspace, job.run)
-        config = convert.container_config(job, ctx, workspace, limits, executor_id)
-        if cancelled():
-            return outcome("cancelled", None, "cancelled", "cancelled before it started")
-        exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
+        around = services.beside(
+            docker, job, ctx, limits, executor_id, on_output=on_output, cancelled=cancelled, on_tick=on_tick
+        )
+        with around as network:  # the job's services, removed when the job is over, whatever happened
+            config = convert.container_config(job, ctx, workspace, limits, executor_id, network=network)
+            if cancelled():
+                return outcome("cancelled", None, "cancelled", "cancelled before it started")
+            exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
     except JobError as exc:
         on_output(f"[tasuki] {exc}\n".encode())
         return outcome("error", None, exc.reason, str(exc))
