@@ -442,11 +442,6 @@ def _retry(run: RunRecord, job: JobRecord, ended: AttemptRecord) -> Decision:
     stays unfinished (queued), so commit statuses say it is still going until its last try."""
     retry = job.spec.retry if job.spec else None
     assert retry is not None
-    how = (
-        f" (exit code {ended.exit_code})"
-        if ended.exit_code not in (None, 0)
-        else f": {ended.message}" * bool(ended.message)
-    )
     again = job.model_copy(
         update={
             "status": "queued",
@@ -455,7 +450,7 @@ def _retry(run: RunRecord, job: JobRecord, ended: AttemptRecord) -> Decision:
             "lease_expires": None,
             "started_at": None,
             "exit_code": None,
-            "message": f"retry {job.tries} of {retry.max}: attempt {ended.attempt} ended in {ended.status}{how}",
+            "message": retry.why(job.tries, ended.attempt, ended.status, ended.exit_code, ended.message),
         }
     )
     return Decision(jobs=[again], publish=[job_order(run, again), _job_updated(run, again)])

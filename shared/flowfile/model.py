@@ -154,6 +154,11 @@ class Retry(BaseModel):
         """Whether a job whose `attempts`-th attempt ended in `status` runs once more."""
         return status in self.on and attempts <= self.max
 
+    def why(self, tries: int, attempt: int, status: str, exit_code: int | None, message: str = "") -> str:
+        """What the next attempt's log and the job say: `retry 1 of 2: attempt 1 ended in failure (exit code 1)`."""
+        how = f" (exit code {exit_code})" if exit_code not in (None, 0) else f": {message}" * bool(message)
+        return f"retry {tries} of {self.max}: attempt {attempt} ended in {status}{how}"
+
 
 class Ready(BaseModel):
     """A service is ready once `exec` (run inside it, no shell) exits 0; tried each second."""
