@@ -146,6 +146,9 @@ def _copy_output(docker: Docker, name: str, container: str, on_output: Callable[
     except TasukiError as exc:
         on_output(f"[tasuki] service {name}: its output cannot be read ({exc})\n".encode())
         return
+    if not data:
+        on_output(f"[tasuki] service {name}: printed nothing\n".encode())
+        return
     on_output(f"[tasuki] service {name}: its output{' (the end of it)' * (len(data) >= OUTPUT_BYTES)}:\n".encode())
     for line in data.decode("utf-8", "replace").splitlines():
         on_output(f"[{name}] {line}\n".encode())

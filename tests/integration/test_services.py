@@ -45,7 +45,7 @@ def test_a_job_talks_to_its_service_by_name_and_nothing_is_left_after(
     outcome, log = run(ws, executor_id, job=spec, timeout=timeout, cancelled=cancelled)
     assert outcome.status == status, log
     assert "got: pong" in log
-    assert "[tasuki] service echo: ready after" in log and "[tasuki] service echo: its output" in log
+    assert "[tasuki] service echo: ready after" in log and "[tasuki] service echo: printed nothing" in log
     assert leftovers(docker_client, executor_id) == [] and leftover_networks(docker_client, executor_id) == []
 
 
