@@ -260,7 +260,8 @@ def _lost(job: JobRecord, now: datetime) -> JobRecord:
 
 
 def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
-    """Order the next attempt of a job whose executor is gone (the run's status stays)."""
+    """Order the next attempt of a job whose executor is gone, or whose `retry:` runs it again
+    (the run's status stays)."""
     again = job.model_copy(
         update={
             "status": "queued",
@@ -268,6 +269,7 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
             "executor": "",
             "lease_expires": None,
             "started_at": None,
+            "exit_code": None,
             "message": why,
         }
     )
@@ -419,8 +421,10 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
         log_chunks=msg.log_chunks,
     )
     job = job.model_copy(update={"attempts": [*job.attempts, ended]})
-    if job.spec is not None and job.spec.retry.again(msg.status, job.tries):
-        return _retry(run, job, ended)
+    retry = job.spec.retry if job.spec else None
+    if retry is not None and retry.again(msg.status, job.tries):
+        # The job stays unfinished (queued): commit statuses say it is still going until its last try.
+        return _again(run, job, now, retry.why(job.tries, ended.attempt, ended.status, ended.exit_code, ended.message))
     job = job.model_copy(
         update={
             "status": msg.status,
@@ -435,25 +439,6 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
         }
     )
     return _advance(run, {**jobs, job.name: job}, now, changed=[job])
-
-
-def _retry(run: RunRecord, job: JobRecord, ended: AttemptRecord) -> Decision:
-    """`retry:` the attempt failed and the job may try again: order the next attempt. The job
-    stays unfinished (queued), so commit statuses say it is still going until its last try."""
-    retry = job.spec.retry if job.spec else None
-    assert retry is not None
-    again = job.model_copy(
-        update={
-            "status": "queued",
-            "attempt": job.attempt + 1,
-            "executor": "",
-            "lease_expires": None,
-            "started_at": None,
-            "exit_code": None,
-            "message": retry.why(job.tries, ended.attempt, ended.status, ended.exit_code, ended.message),
-        }
-    )
-    return Decision(jobs=[again], publish=[job_order(run, again), _job_updated(run, again)])
 
 
 def _cancel(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunCancel, now: datetime) -> Decision:

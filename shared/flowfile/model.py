@@ -209,11 +209,9 @@ class Service(BaseModel):
     @field_validator("command", mode="before")
     @classmethod
     def _argv(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError(
-                "command is a list of arguments given to the image (no shell), like [postgres, -c, fsync=off]"
-            )
-        return [str(a) if isinstance(a, int | float) and not isinstance(a, bool) else a for a in value]
+        return check_argv(
+            value, "command is a list of arguments given to the image (no shell), like [postgres, -c, fsync=off]"
+        )
 
 
 def check_service_names(value: Any) -> Any:
@@ -288,9 +286,7 @@ class Job(BaseModel):
     @field_validator("args", mode="before")
     @classmethod
     def _args(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError("args must be a list of strings (each one argument, no shell)")
-        return [str(a) if isinstance(a, int | float) and not isinstance(a, bool) else a for a in value]
+        return check_argv(value, "args must be a list of strings (each one argument, no shell)")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -339,6 +335,16 @@ class Job(BaseModel):
     @property
     def container_image(self) -> str:
         return self.plugin or self.image
+
+
+def check_argv(value: Any, refusal: str) -> Any:
+    """A list of arguments (numbers read as text); one string is refused with `refusal`: it
+    would need a shell to be split."""
+    if isinstance(value, str):
+        raise ValueError(refusal)
+    if not isinstance(value, list):
+        return value
+    return [str(a) if isinstance(a, int | float) and not isinstance(a, bool) else a for a in value]
 
 
 def check_env(value: Any) -> Any:
