@@ -184,10 +184,18 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
     print(f"run {run.id}: {run.status}  {run.repository} {run.commit[:12]}  {run.message}")
     for job in rt.store.get_jobs(run.id):
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
-        print(f"  {job.name:<16} {job.status}{code}  {job.message}")
+        flaky = " (flaky)" if job.flaky else ""
+        print(f"  {job.name:<16} {job.status}{code}{flaky}  {job.message}")
+        # A job run more than once (retry:, a lost executor): every attempt, each with its log.
+        earlier = [a for a in job.attempts if a.attempt != job.attempt]
+        for a in earlier:
+            print(f"    attempt {a.attempt}: {a.status}" + (f" exit {a.exit_code}" if a.exit_code is not None else ""))
         if with_log:
-            for _, data in rt.store.read_log(run.id, job.name):
-                sys.stdout.write(data.decode("utf-8", "replace"))
+            for attempt in [*(a.attempt for a in earlier), job.attempt]:
+                if earlier:
+                    print(f"  --- {job.name}, attempt {attempt} ---")
+                for _, data in rt.store.read_log(run.id, job.name, attempt=attempt):
+                    sys.stdout.write(data.decode("utf-8", "replace"))
     return 0
 
 

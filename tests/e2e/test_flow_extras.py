@@ -120,6 +120,11 @@ def through_the_service(tmp_path: Path, vhost: str, flow: str) -> tuple[dict, st
                 "flaky": job.flaky,
                 "log": "\n".join(logs),
             }
+        # The command line shows the same: the flaky mark and every attempt with its log
+        shown = tasuki.cli("runs", "show", run.id, "--log").stdout
+        assert re.search(r"^  flaky\s+success exit 0 \(flaky\)", shown, re.M), shown
+        assert "    attempt 1: failure exit 1\n    attempt 2: failure exit 1\n" in shown, shown
+        assert "--- flaky, attempt 1 ---" in shown and "try 1" in shown, shown
         return results, run.id
 
 
