@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from tasuki.shared.errors import FlowFileError
 from tasuki.shared.flowfile.matrix import Matrix
 from tasuki.shared.flowfile.model import FLOW_FILE, SCRIPT_KEYS, Flow, Job, Ready, Retry, Service, When, duration
+from tasuki.shared.flowfile.params import Param
 from tasuki.shared.text import clip
 
 # Bounds on reading a flow file (see the module's docstring).
@@ -196,6 +197,8 @@ def _model_at(loc: list[Any]) -> type[BaseModel]:
     """The model whose keys are at `loc` (jobs.x.services.db.ready.key -> Ready)."""
     if len(loc) <= 1:
         return Flow
+    if loc[0] == "params":
+        return Param
     inner: dict[str, type[BaseModel]] = {"when": When, "retry": Retry, "matrix": Matrix}
     if len(loc) == 4 and loc[2] in inner:
         return inner[loc[2]]
