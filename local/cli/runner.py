@@ -62,7 +62,6 @@ class Result:
     seconds: float | None = None
     message: str = ""
     by_when: bool = False  # skipped because its `when` does not match: not a failure
-    attempts: int = 1  # more than one: its `retry:` ran it again
 
 
 # --- what to run (pure) ---------------------------------------------------------------------------
@@ -293,7 +292,7 @@ class LocalRun:
             flaky = "flaky: " if last.ok else ""
             message = f"{flaky}{len(ended)} attempts: {codes}" + (f"; {last.message}" if last.message else "")
         seconds = sum(o.seconds for o in ended)
-        return Result(name, last.status, last.exit_code, seconds, message, attempts=len(ended))
+        return Result(name, last.status, last.exit_code, seconds, message)
 
     def _attempt(self, job: Job, ctx: convert.Context, root: Path, workspace: Path, sink: LogSink) -> jobs.Outcome:
         try:
