@@ -33,7 +33,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
         ├── CheckoutFailed
         ├── ImageMissing
         ├── ExecutableMissing
-        └── DockerUnavailable
+        ├── DockerUnavailable
+        └── ServiceFailed        a job's service container did not start or get ready
 
 A subclass answers as its parent unless the drawing says otherwise. `http_status` is the one
 place errors meet HTTP: the functions' `answers.translated` and the web page's `web.site.handle`
@@ -196,6 +197,10 @@ class ExecutableMissing(JobError):
 
 class DockerUnavailable(JobError):
     reason = "docker-unavailable"
+
+
+class ServiceFailed(JobError):
+    reason = "service-failed"
 
 
 def first_problem(exc: ValidationError) -> tuple[str, str]:

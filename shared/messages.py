@@ -404,6 +404,7 @@ class JobOrder(WorkOrder):
 
     job: Job
     attempt: int = Field(1, ge=1)
+    why: str = ""  # why this attempt after an earlier one (a retry, a lost executor): its log says so
 
     @property
     def message_id(self) -> str:

@@ -14,6 +14,12 @@ the current attempt of a queued job is granted (the job is running, held by that
 `lease` seconds after the last heartbeat); any other claim or heartbeat is refused, so at most
 one executor holds an attempt, and anything a lost attempt still says (heartbeat, finish) is
 ignored. A lease that ran out (`job.expired`) or was given back orders attempt + 1.
+
+Retries (a job's `retry:`): an attempt that ends in a status its `retry.on` names orders attempt
++ 1 too, while the job has tries left; the job stays queued (no failure is told to the git host
+before its last try). Every attempt that is over is kept on the job (`JobRecord.attempts`: how
+it ended, its exit code, its log's length; a lost lease is recorded as `lost` and is not a try),
+and a job that passed only after a retry is `flaky`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from tasuki.shared.messages import (
     RunUpdated,
     RunWake,
 )
-from tasuki.shared.store import JobRecord, RunRecord
+from tasuki.shared.store import AttemptRecord, JobRecord, RunRecord
 
 FAILED = frozenset({"failure", "timeout"})
 # A job whose executor is lost this many times ends in error rather than being ordered again.
@@ -230,7 +236,8 @@ def _heartbeat(
     if reason or job is None:
         return Decision(publish=[] if msg.release else _answer(msg, False, reason))
     if msg.release:
-        return _again(run, job, now, f"executor {msg.executor} stopped (attempt {job.attempt}); ordered again")
+        why = f"executor {msg.executor} stopped (attempt {job.attempt}); ordered again"
+        return _again(run, _lost(job, now), now, why)
     return Decision(jobs=[job.model_copy(update={"lease_expires": now + lease})], publish=_answer(msg, True))
 
 
@@ -241,7 +248,8 @@ def _expired(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobExpired, now
     if job.lease_expires is None or job.lease_expires > now:
         return Decision()  # renewed since the tick looked
     why = f"executor {job.executor} stopped answering (attempt {job.attempt}); ordered again"
-    if job.attempt >= MAX_ATTEMPTS:
+    job = _lost(job, now)
+    if sum(a.status == "lost" for a in job.attempts) >= MAX_ATTEMPTS:
         lost = job.model_copy(
             update={
                 "status": "error",
@@ -255,8 +263,15 @@ def _expired(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobExpired, now
     return _again(run, job, now, why)
 
 
+def _lost(job: JobRecord, now: datetime) -> JobRecord:
+    """The job with its current attempt recorded as lost (its executor stopped or is gone)."""
+    lost = AttemptRecord(attempt=job.attempt, status="lost", started_at=job.started_at, finished_at=now)
+    return job.model_copy(update={"attempts": [*job.attempts, lost]})
+
+
 def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
-    """Order the next attempt of a job whose executor is gone (the run's status stays)."""
+    """Order the next attempt of a job whose executor is gone, or whose `retry:` runs it again
+    (the run's status stays)."""
     again = job.model_copy(
         update={
             "status": "queued",
@@ -264,6 +279,7 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
             "executor": "",
             "lease_expires": None,
             "started_at": None,
+            "exit_code": None,
             "message": why,
         }
     )
@@ -272,7 +288,8 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
 
 def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
     assert job.spec is not None, "a job is ordered only once planned in full"
-    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt)
+    why = job.message if job.attempt > 1 else ""
+    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt, why=why)
 
 
 def not_ordered(
@@ -443,6 +460,21 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
     job = jobs.get(msg.job)
     if job is None or job.status in JOB_FINAL or job.attempt != msg.attempt:
         return Decision()  # over already, or a late answer of a lost attempt
+    ended = AttemptRecord(
+        attempt=msg.attempt,
+        status=msg.status,
+        exit_code=msg.exit_code,
+        reason=msg.reason,
+        message=msg.message,
+        started_at=job.started_at or msg.at,
+        finished_at=msg.at,
+        log_chunks=msg.log_chunks,
+    )
+    job = job.model_copy(update={"attempts": [*job.attempts, ended]})
+    retry = job.spec.retry if job.spec else None
+    if retry is not None and retry.again(msg.status, job.tries):
+        # The job stays unfinished (queued): commit statuses say it is still going until its last try.
+        return _again(run, job, now, retry.why(job.tries, ended.attempt, ended.status, ended.exit_code, ended.message))
     job = job.model_copy(
         update={
             "status": msg.status,
@@ -453,6 +485,7 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
             "message": msg.message,
             "started_at": job.started_at or msg.at,
             "finished_at": msg.at,
+            "flaky": msg.status == "success" and job.tries > 1,
         }
     )
     return _advance(run, {**jobs, job.name: job}, now, changed=[job])

@@ -16,6 +16,11 @@ def leftovers(docker_client, ident: str) -> list:
     return docker_client.containers.list(all=True, filters={"label": f"{convert.LABEL_EXECUTOR}={ident}"})
 
 
+def leftover_networks(docker_client, ident: str) -> list:
+    """Networks (of jobs' services) labelled with this executor id."""
+    return docker_client.networks.list(filters={"label": f"{convert.LABEL_EXECUTOR}={ident}"})
+
+
 def make_workspace(root: Path, files: dict[str, str | tuple[str, bool]]) -> Path:
     """A folder with these files (name -> text, executables as (text, True))."""
     return write_files(root, files)

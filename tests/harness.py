@@ -219,12 +219,15 @@ def configured(tmp: Path, amqp_url: str, repositories: dict[str, dict], rules: s
 
 
 def remove_containers(executor_id: str) -> None:
-    """Remove job containers an executor left (it was killed mid-job): the engine is shared."""
+    """Remove job containers (and service networks) an executor left (it was killed mid-job): the
+    engine is shared."""
     import docker
 
     try:
         client = docker.from_env()
         for container in client.containers.list(all=True, filters={"label": f"tasuki.executor={executor_id}"}):
             container.remove(force=True)
+        for network in client.networks.list(filters={"label": f"tasuki.executor={executor_id}"}):
+            network.remove()  # a job's services' network
     except docker.errors.DockerException:
         pass  # no engine, or the container went away by itself

@@ -202,16 +202,24 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
         print(f"  re-run of {run.rerun_of}" + (f", keeping {', '.join(run.kept)}" if run.kept else ""))
     for job in rt.store.get_jobs(run.id):
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
-        print(f"  {job.name:<16} {job.status}{code}  {job.message}")
+        flaky = " (flaky)" if job.flaky else ""
+        print(f"  {job.name:<16} {job.status}{code}{flaky}  {job.message}")
+        # A job run more than once (retry:, a lost executor): every attempt, each with its log.
+        earlier = [a for a in job.attempts if a.attempt != job.attempt]
+        for a in earlier:
+            print(f"    attempt {a.attempt}: {a.status}" + (f" exit {a.exit_code}" if a.exit_code is not None else ""))
         if with_log:
-            _print_log(rt, run.id, job.name)
+            for attempt in [*(a.attempt for a in earlier), job.attempt]:
+                if earlier:
+                    print(f"  --- {job.name}, attempt {attempt} ---")
+                _print_log(rt, run.id, job.name, attempt)
     return 0
 
 
-def _print_log(rt: Runtime, run_id: str, job: str, page: int = 64) -> None:
-    """The job's whole log, read a page at a time (memory stays bounded by a page)."""
+def _print_log(rt: Runtime, run_id: str, job: str, attempt: int, page: int = 64) -> None:
+    """An attempt's whole log, read a page at a time (memory stays bounded by a page)."""
     after = -1
-    while chunks := rt.store.read_log(run_id, job, after, limit=page):
+    while chunks := rt.store.read_log(run_id, job, after, attempt=attempt, limit=page):
         for _, data in chunks:
             sys.stdout.write(data.decode("utf-8", "replace"))
         after = chunks[-1][0]

@@ -1,9 +1,11 @@
 """`tasuki run`: a checkout's flow on this machine, in the same containers, with no service at all.
 
     read .tasuki.yml from the checkout -> choose the jobs (the named ones and what they need;
-    `when` judged against --event, --branch, --tag) -> run every job whose needs passed, in
-    parallel, each in a fresh copy of the checkout as it is now -> print each log line prefixed
-    by its job -> a summary table -> exit 0 only if every job that ran passed.
+    `when` judged against --event, --branch, --tag; a matrix job is one job per combination) ->
+    run every job whose needs passed, in parallel, each in a fresh copy of the checkout as it is
+    now, with its services, again after a failure as its `retry:` says -> print each log line
+    prefixed by its job -> a summary table (a job that passed after a retry is marked flaky) ->
+    exit 0 only if every job that ran passed.
 
 No broker, no store, no service: only git, the Docker engine and the job code the executor uses
 (`local.jobs`). A job whose needs did not all pass is skipped, as the dispatcher does
@@ -262,34 +264,58 @@ class LocalRun:
                 raise
 
     def _one(self, job: Job, ctx: convert.Context, root: Path, tmp: Path, printer: Printer) -> Result:
+        """Every attempt of the job (its `retry:`, as the dispatcher decides it), each in a fresh
+        copy of the checkout, as the executor makes a fresh checkout for each."""
         name = job.name
         workspace = tmp / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        ended: list[jobs.Outcome] = []
         try:
             with LogSink(printer.writer(name), self.settings.secret_values()) as sink:
-                try:
-                    working_copy(root, workspace)
-                except (CheckoutFailed, OSError) as exc:
-                    error = CheckoutFailed(f"cannot copy the checkout for {name}: {exc}")
-                    sink.feed(f"[tasuki] {error}\n".encode())
-                    return Result(name, "error", message=str(error))
-                outcome = jobs.run_job(
-                    self.docker,
-                    job,
-                    ctx,
-                    workspace,
-                    limits=self.limits,
-                    timeout=job.timeout or self.settings.job_timeout,
-                    on_output=sink.feed,
-                    cancelled=self.cancel.is_set,
-                    on_tick=sink.tick,
-                    executor_id=self.run_id,
-                )
+                while True:
+                    attempt = len(ended) + 1
+                    outcome = self._attempt(job, dataclasses.replace(ctx, attempt=attempt), root, workspace, sink)
+                    ended.append(outcome)
+                    if not job.retry.again(outcome.status, attempt) or self.cancel.is_set():
+                        break
+                    why = job.retry.why(attempt, attempt, outcome.status, outcome.exit_code, outcome.message)
+                    sink.feed(f"[tasuki] attempt {attempt + 1}: {why}\n".encode())
         except JobError as exc:
             return Result(name, "error", message=str(exc))
         finally:
             printer.close(name)
+        last = ended[-1]
+        message = last.message
+        if len(ended) > 1:
+            codes = ", ".join(
+                f"{o.status}" + (f" ({o.exit_code})" if o.exit_code not in (None, 0) else "") for o in ended
+            )
+            flaky = "flaky: " if last.ok else ""
+            message = f"{flaky}{len(ended)} attempts: {codes}" + (f"; {last.message}" if last.message else "")
+        seconds = sum(o.seconds for o in ended)
+        return Result(name, last.status, last.exit_code, seconds, message)
+
+    def _attempt(self, job: Job, ctx: convert.Context, root: Path, workspace: Path, sink: LogSink) -> jobs.Outcome:
+        try:
+            try:
+                working_copy(root, workspace)
+            except (CheckoutFailed, OSError) as exc:
+                error = CheckoutFailed(f"cannot copy the checkout for {job.name}: {exc}")
+                sink.feed(f"[tasuki] {error}\n".encode())
+                return jobs.Outcome("error", None, error.reason, str(error))
+            return jobs.run_job(
+                self.docker,
+                job,
+                ctx,
+                workspace,
+                limits=self.limits,
+                timeout=job.timeout or self.settings.job_timeout,
+                on_output=sink.feed,
+                cancelled=self.cancel.is_set,
+                on_tick=sink.tick,
+                executor_id=self.run_id,
+            )
+        finally:
             remove_tree(workspace)
-        return Result(name, outcome.status, outcome.exit_code, outcome.seconds, outcome.message)
 
 
 def run(settings: Settings, options: Options, *, out: TextIO = sys.stdout) -> int:

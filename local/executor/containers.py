@@ -242,6 +242,44 @@ class Docker:
         except (docker.errors.APIError, *_TRANSPORT) as exc:
             log.warning("could not remove container %s: %s", container[:12], exc)
 
+    # -- beside a job: service containers and their network (`local.executor.services`) ---------
+
+    def start(self, container: str) -> None:
+        self._call("start the container", lambda: self.api.start(container))
+
+    def state(self, container: str) -> dict[str, Any]:
+        """The container's State (Running, ExitCode, ...)."""
+        return self._call("inspect the container", lambda: self.api.inspect_container(container))["State"]
+
+    def execute(self, container: str, argv: list[str]) -> int | None:
+        """Run `argv` inside a running container (no shell), its output dropped: the exit code."""
+        api = self.api
+        made = self._call("run a command in the container", lambda: api.exec_create(container, argv))
+        self._call("run a command in the container", lambda: api.exec_start(made["Id"]))
+        return self._call("inspect the command", lambda: api.exec_inspect(made["Id"])).get("ExitCode")
+
+    def output(self, container: str, limit: int) -> bytes:
+        """The container's output so far (its last `limit` bytes), stdout and stderr together."""
+        data = self._call("read the container's output", lambda: self.api.logs(container, stdout=True, stderr=True))
+        return data[-limit:] if isinstance(data, bytes) else b""
+
+    def create_network(self, name: str, labels: dict[str, str]) -> str:
+        made = self._call("create a network", lambda: self.api.create_network(name, driver="bridge", labels=labels))
+        return made["Id"]
+
+    def remove_network(self, network: str) -> None:
+        try:
+            self.api.remove_network(network)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, *_TRANSPORT) as exc:
+            log.warning("could not remove network %s: %s", network[:12], exc)
+
+    def networks_labelled(self, label: str, value: str | None = None) -> list[dict[str, Any]]:
+        """Every network with this label; dicts with Id, Name, Labels."""
+        wanted = f"{label}={value}" if value is not None else label
+        return self._call("list networks", lambda: self.api.networks(filters={"label": wanted}))
+
     def containers_labelled(self, label: str, value: str | None = None) -> list[dict[str, Any]]:
         """Every container (running or not) with this label; dicts with Id, Labels, State."""
         wanted = f"{label}={value}" if value is not None else label

@@ -166,9 +166,26 @@ def labels(ctx: Context, job: Job, executor_id: str) -> dict[str, str]:
     }
 
 
-def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "") -> dict[str, Any]:
-    """The body of Docker's `POST /containers/create` for this job."""
+def confined(limits: Limits) -> dict[str, Any]:
+    """What every container Tasuki starts for a job gets (its services too): memory, CPU and
+    process limits, no privileges, only `CAPABILITIES`."""
     memory = limits.memory_bytes
+    return {
+        "Memory": memory,
+        "MemorySwap": memory,  # no swap: the memory limit is the limit
+        "NanoCpus": int(limits.cpus * 1e9),
+        "PidsLimit": limits.pids,
+        "Privileged": False,
+        "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],
+        "CapAdd": sorted(CAPABILITIES),
+    }
+
+
+def container_config(
+    job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "", *, network: str | None = None
+) -> dict[str, Any]:
+    """The body of Docker's `POST /containers/create` for this job (on `network`, if it has services)."""
     config: dict[str, Any] = {
         "Image": job.container_image,
         "WorkingDir": WORKSPACE,
@@ -182,15 +199,9 @@ def container_config(job: Job, ctx: Context, workspace: Path, limits: Limits, ex
         "HostConfig": {
             # The checkout is the only mount: no Docker socket, nothing else of the host.
             "Binds": [f"{Path(workspace).resolve()}:{WORKSPACE}:rw"],
-            "NetworkMode": job.network,
-            "Memory": memory,
-            "MemorySwap": memory,  # no swap: the memory limit is the limit
-            "NanoCpus": int(limits.cpus * 1e9),
-            "PidsLimit": limits.pids,
-            "Privileged": False,
-            "SecurityOpt": ["no-new-privileges"],
-            "CapDrop": ["ALL"],
-            "CapAdd": sorted(CAPABILITIES),
+            # A job with services is on their network (`local.executor.services`), no other.
+            "NetworkMode": network or job.network,
+            **confined(limits),
             "LogConfig": {"Type": "none", "Config": {}},  # output is streamed by attaching
         },
     }

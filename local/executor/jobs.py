@@ -1,9 +1,10 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> convert the job to a container request (pure,
+check the executable is a file in the checkout -> start its services, if any, and wait until
+they are ready (`local.executor.services`) -> convert the job to a container request (pure,
 `local.convert`) -> run it, streaming output (`local.containers`) through the log limit
-(`loglimit`: past it the container is stopped) -> an `Outcome` a person can
-read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+(`loglimit`: past it the container is stopped) -> remove the services -> an `Outcome` a person
+can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasuki.local.executor import convert, loglimit
+from tasuki.local.executor import convert, loglimit, services
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.loglimit import LogLimit
 from tasuki.shared.errors import ExecutableMissing, JobError
@@ -78,13 +79,21 @@ def run_job(
     try:
         if job.run:
             check_executable(workspace, job.run)
-        config = convert.container_config(job, ctx, workspace, limits, executor_id)
-        if cancelled():
-            return outcome("cancelled", None, "cancelled", "cancelled before it started")
         log = LogLimit(limits.log_bytes, on_output)  # past it: the container is stopped
-        exit = docker.run(
-            config, timeout=timeout, on_output=log.feed, cancelled=lambda: log.passed or cancelled(), on_tick=on_tick
+        around = services.beside(
+            docker, job, ctx, limits, executor_id, on_output=log.feed, cancelled=cancelled, on_tick=on_tick
         )
+        with around as network:  # the job's services, removed when the job is over, whatever happened
+            config = convert.container_config(job, ctx, workspace, limits, executor_id, network=network)
+            if cancelled():
+                return outcome("cancelled", None, "cancelled", "cancelled before it started")
+            exit = docker.run(
+                config,
+                timeout=timeout,
+                on_output=log.feed,
+                cancelled=lambda: log.passed or cancelled(),
+                on_tick=on_tick,
+            )
     except JobError as exc:
         on_output(f"[tasuki] {exc}\n".encode())
         return outcome("error", None, exc.reason, str(exc))

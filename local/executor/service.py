@@ -23,8 +23,8 @@ lease keeps it (`local.executor.lease`). An executor that cannot renew its lease
 container; the dispatcher orders the job again (attempt + 1) when the lease ran out, and before
 starting an attempt an executor removes the containers of earlier attempts on its engine.
 
-Lifecycle: on start, containers labelled with this executor's id (left by a crash) and its
-workspaces are removed. SIGTERM (or Ctrl-C) stops taking work and lets running jobs finish for
+Lifecycle: on start, containers and networks labelled with this executor's id (left by a crash:
+jobs, their service containers and networks) and its workspaces are removed. SIGTERM (or Ctrl-C) stops taking work and lets running jobs finish for
 `TASUKI_STOP_GRACE` seconds; jobs still running then are killed, their containers removed and
 their leases given back, so the dispatcher orders them again for another executor at once. A
 second signal does not wait for the grace. Each job's workspace is removed after it, and the
@@ -46,7 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasuki.local.executor import convert, jobs, manual
+from tasuki.local.executor import convert, jobs, manual, services
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.lease import Lease
@@ -380,7 +380,8 @@ class Executor:
                 return None
             with LogSink(self._log_writer(run_id, name, attempt), self.settings.secret_values()) as sink:
                 if attempt > 1:
-                    sink.feed(f"[tasuki] attempt {attempt}: the earlier attempt's executor stopped\n".encode())
+                    why = order.why or "the earlier attempt's executor stopped"
+                    sink.feed(f"[tasuki] attempt {attempt}: {why}\n".encode())
                 outcome = self._attempt(order, workspace, lease, sink)
                 stopped = lease.stop_reason()
                 if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
@@ -502,6 +503,13 @@ class Executor:
                 order.job.name,
             )
             self.docker.remove(container["Id"])
+
+        def current(network: dict[str, Any]) -> bool:  # its services' network: another job's, or this attempt's
+            return (network.get("Labels") or {}).get(convert.LABEL_JOB) != order.job.name or _attempt_of(
+                network
+            ) >= order.attempt
+
+        services.remove_left(self.docker, current, convert.LABEL_RUN, order.run_id)
         return len(earlier)
 
     # -- crash recovery ---------------------------------------------------------------------------
@@ -524,6 +532,7 @@ class Executor:
                 labels.get(convert.LABEL_JOB),
             )
             self.docker.remove(container["Id"])
+        services.remove_left(self.docker, lambda network: False, convert.LABEL_EXECUTOR, self.id)
         return len(orphans)
 
 

@@ -20,15 +20,26 @@ aliases cannot make a plan of megabytes), and `MAX_SECONDS` of reading; each ref
 file and the line. A job's `timeout` may be capped by the operator (`parse(max_timeout=...)`).
 Nothing but `FlowFileError` comes out of `parse()`, whatever the text.
 
-The package: `model` (Flow, Job, When and their checks), `dag` (needs as a graph), `reading`
-(YAML with bounds, `parse`), `plan` (`select`, `with_needs`). Import from here.
+A job may also have a `matrix` (one job per combination of values, expanded by `parse`: the
+flow it returns holds `test (python=3.12)` and not `test`), `retry` (run a failed attempt
+again) and `services` (containers beside it); see `matrix` and `model`.
+
+The package: `model` (Flow, Job, When, Retry, Service and their checks), `matrix` (expansion),
+`dag` (needs as a graph), `reading` (YAML with bounds, `parse`), `plan` (`select`,
+`with_needs`). Import from here.
 """
 
 from tasuki.shared.flowfile.dag import dag_problem, find_cycle, topological_order
+from tasuki.shared.flowfile.matrix import MAX_COMBINATIONS, MAX_JOBS, Matrix, group_of
 from tasuki.shared.flowfile.model import (
     FLOW_FILE,
+    MAX_RETRIES,
+    MAX_SERVICES,
     Flow,
     Job,
+    Ready,
+    Retry,
+    Service,
     When,
     check_executable,
     check_image,
@@ -51,19 +62,28 @@ __all__ = [
     "FLOW_FILE",
     "MAX_ALIASES",
     "MAX_BYTES",
+    "MAX_COMBINATIONS",
     "MAX_DEPTH",
+    "MAX_JOBS",
     "MAX_PROBLEMS",
+    "MAX_RETRIES",
     "MAX_SECONDS",
+    "MAX_SERVICES",
     "MAX_TEXT",
     "MAX_VALUES",
     "Flow",
     "Job",
+    "Matrix",
+    "Ready",
+    "Retry",
+    "Service",
     "When",
     "check_executable",
     "check_image",
     "dag_problem",
     "duration",
     "find_cycle",
+    "group_of",
     "parse",
     "parse_duration",
     "select",

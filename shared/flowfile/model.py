@@ -12,7 +12,9 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
+from tasuki.shared.flowfile import matrix as matrices
 from tasuki.shared.flowfile.dag import dag_problem
+from tasuki.shared.flowfile.matrix import Matrix
 from tasuki.shared.flowfile.params import Param, names_problem
 from tasuki.shared.text import clip
 
@@ -117,6 +119,113 @@ class When(BaseModel):
         )
 
 
+# --- issue 14 (i14-jobs): retries and service containers -------------------------------------------
+MAX_RETRIES = 10
+MAX_SERVICES = 5
+MAX_READY = 600  # seconds a service may take to be ready
+_SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+RetryOn = Literal["failure", "timeout", "error"]
+RETRY_DEFAULT: tuple[RetryOn, ...] = ("failure", "timeout")
+
+
+class Retry(BaseModel):
+    """`retry: 2`, or `retry: {max: 2, on: [failure, timeout]}`: an attempt that ended in one of
+    `on` is run again, at most `max` times (a cancelled job never is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: int = Field(0, ge=0, le=MAX_RETRIES)
+    on: list[RetryOn] = Field(default_factory=lambda: list(RETRY_DEFAULT))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"retry is a number of retries (0 to {MAX_RETRIES}) or {{max: N, on: [...]}}")
+        if isinstance(value, dict) and True in value:  # YAML 1.1 reads the key `on` as true
+            value = {("on" if k is True else k): v for k, v in value.items()}
+        return {"max": value} if isinstance(value, int) else value
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def again(self, status: str, attempts: int) -> bool:
+        """Whether a job whose `attempts`-th attempt ended in `status` runs once more."""
+        return status in self.on and attempts <= self.max
+
+    def why(self, tries: int, attempt: int, status: str, exit_code: int | None, message: str = "") -> str:
+        """What the next attempt's log and the job say: `retry 1 of 2: attempt 1 ended in failure (exit code 1)`."""
+        how = f" (exit code {exit_code})" if exit_code not in (None, 0) else f": {message}" * bool(message)
+        return f"retry {tries} of {self.max}: attempt {attempt} ended in {status}{how}"
+
+
+class Ready(BaseModel):
+    """A service is ready once `exec` (run inside it, no shell) exits 0; tried each second."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exec: list[str] = Field(min_length=1, max_length=64)
+    timeout: int = 60
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("ready.exec is a list of arguments (no shell), like [pg_isready, -h, localhost]")
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> int:
+        seconds = parse_duration(value)
+        if seconds > MAX_READY:
+            raise ValueError(f"a service gets at most {duration(MAX_READY)} to be ready, found {value!r}")
+        return seconds
+
+
+class Service(BaseModel):
+    """A container beside the job, reachable by its name on a network of the job's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str
+    env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] = Field(default_factory=list, max_length=256)
+    ready: Ready | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value:
+            raise ValueError("a service names its image, like postgres:16")
+        return check_image(value) or value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        return check_env(value)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        return check_argv(
+            value, "command is a list of arguments given to the image (no shell), like [postgres, -c, fsync=off]"
+        )
+
+
+def check_service_names(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not _SERVICE.match(key):
+                raise ValueError(f"service names are host names: lower-case letters, digits and '-', found {key!r}")
+    return value
+
+
+# --- end of issue 14 (i14-jobs) ---------------------------------------------------------------------
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,6 +240,11 @@ class Job(BaseModel):
     timeout: int | None = None  # seconds; None: the executor's default
     network: Literal["bridge", "none"] = "bridge"
     when: When = Field(default_factory=When)
+    # --- issue 14 (i14-jobs): matrix, retries, service containers; checks in `_jobs_extras` ---
+    matrix: Matrix | None = None  # expanded by `parse` (shared.flowfile.matrix): a run never sees it
+    retry: Retry = Field(default_factory=lambda: Retry())
+    services: dict[str, Service] = Field(default_factory=dict)
+    # --- end of issue 14 (i14-jobs) ---
 
     @field_validator("run")
     @classmethod
@@ -140,7 +254,8 @@ class Job(BaseModel):
     @field_validator("image", "plugin")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        return check_image(value)
+        check_image(matrices.blank(value) if value else value)  # ${{ matrix.x }} is filled in later
+        return value
 
     @field_validator("settings")
     @classmethod
@@ -164,22 +279,20 @@ class Job(BaseModel):
     def _needs(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("services", mode="before")
+    @classmethod
+    def _service_names(cls, value: Any) -> Any:
+        return check_service_names(value)
+
     @field_validator("args", mode="before")
     @classmethod
     def _args(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError("args must be a list of strings (each one argument, no shell)")
-        return [str(a) if isinstance(a, int | float) and not isinstance(a, bool) else a for a in value]
+        return check_argv(value, "args must be a list of strings (each one argument, no shell)")
 
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        for key in value:
-            if not isinstance(key, str) or not _ENV_NAME.match(key):
-                raise ValueError(f"env names must be like MODE or API_URL, found {key!r}")
-        return {k: v if isinstance(v, str) else _scalar(v) for k, v in value.items()}
+        return check_env(value)
 
     @model_validator(mode="after")
     def _run_or_plugin(self) -> Job:
@@ -193,9 +306,56 @@ class Job(BaseModel):
             raise ValueError("a plugin job names its image in plugin, not image")
         return self
 
+    @model_validator(mode="after")
+    def _jobs_extras(self) -> Job:
+        """Issue 14 (i14-jobs): placeholders name the matrix's axes, and each combination's image is
+        an image; services want a network; at most `MAX_SERVICES` of them."""
+        texts: dict[tuple[Any, ...], str] = {("image",): self.image, ("plugin",): self.plugin or ""}
+        texts.update({("args", i): a for i, a in enumerate(self.args)})
+        texts.update({("env", k): v for k, v in self.env.items()})
+        matrices.check_placeholders(self.name, texts, self.matrix)
+
+        def located(field: str, message: str) -> PydanticCustomError:
+            return PydanticCustomError("located", "{message}", {"message": message, "at": ("jobs", self.name, field)})
+
+        if self.matrix is not None:
+            combinations = self.matrix.combinations()
+            if not combinations:
+                raise located("matrix", "the matrix has no combination left once its exclude entries are taken out")
+            for combination in combinations:
+                for field in ("image", "plugin"):
+                    found = matrices.substitute(getattr(self, field) or "", combination)
+                    if found and not _IMAGE.match(found):
+                        raise located(field, f"for {combination} this is {found!r}, not an image name")
+        if self.services and self.network == "none":
+            raise located("network", "a job with services needs a network: drop network: none")
+        if len(self.services) > MAX_SERVICES:
+            raise located("services", f"{len(self.services)} services; a job has at most {MAX_SERVICES}")
+        return self
+
     @property
     def container_image(self) -> str:
         return self.plugin or self.image
+
+
+def check_argv(value: Any, refusal: str) -> Any:
+    """A list of arguments (numbers read as text); one string is refused with `refusal`: it
+    would need a shell to be split."""
+    if isinstance(value, str):
+        raise ValueError(refusal)
+    if not isinstance(value, list):
+        return value
+    return [str(a) if isinstance(a, int | float) and not isinstance(a, bool) else a for a in value]
+
+
+def check_env(value: Any) -> Any:
+    """Environment variables: names like MODE or API_URL, values text (numbers and booleans as text)."""
+    if not isinstance(value, dict):
+        return value
+    for key in value:
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise ValueError(f"env names must be like MODE or API_URL, found {key!r}")
+    return {k: v if isinstance(v, str) else _scalar(v) for k, v in value.items()}
 
 
 def _scalar(value: Any) -> str:
@@ -247,3 +407,15 @@ class Flow(BaseModel):
             # The location travels in the error's context, so that `parse` can name its line.
             raise PydanticCustomError("located", "{message}", {"message": message, "at": where})
         return self
+
+    # --- issue 14 (i14-jobs) ---
+    @model_validator(mode="after")
+    def _matrix_size(self) -> Flow:
+        total = sum(len(j.matrix.combinations()) if j.matrix else 1 for j in self.jobs.values())
+        if total > matrices.MAX_JOBS:
+            raise ValueError(f"its matrices make {total} jobs; a flow has at most {matrices.MAX_JOBS}")
+        return self
+
+    def expanded(self) -> Flow:
+        """The run's jobs: each matrix job replaced by its combinations (`shared.flowfile.matrix`)."""
+        return Flow.model_construct(jobs=matrices.expand(self.jobs), params=self.params)

@@ -6,13 +6,18 @@ from collections.abc import Iterable
 
 from tasuki.shared.errors import FlowFileError
 from tasuki.shared.flowfile.dag import topological_order
+from tasuki.shared.flowfile.matrix import group_of
 from tasuki.shared.flowfile.model import Flow, Job
 
 
 def with_needs(flow: Flow, names: Iterable[str]) -> list[str]:
     """The named jobs and every job they need, transitively; unknown names are an error."""
     wanted: set[str] = set()
-    stack = list(names)
+    groups: dict[str, list[str]] = {}
+    for name in flow.jobs:
+        groups.setdefault(group_of(name), []).append(name)
+    # A matrix job's name stands for all its combinations.
+    stack = [n for name in names for n in (groups.get(name, [name]) if name not in flow.jobs else [name])]
     while stack:
         name = stack.pop()
         if name not in flow.jobs:

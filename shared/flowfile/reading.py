@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tasuki.shared.errors import FlowFileError
-from tasuki.shared.flowfile.model import FLOW_FILE, SCRIPT_KEYS, Flow, Job, When, duration
+from tasuki.shared.flowfile.matrix import Matrix
+from tasuki.shared.flowfile.model import FLOW_FILE, SCRIPT_KEYS, Flow, Job, Ready, Retry, Service, When, duration
 from tasuki.shared.flowfile.params import Param
 from tasuki.shared.text import clip
 
@@ -84,7 +85,7 @@ def _parse(text: str | bytes, path: str, max_timeout: int | None) -> Flow:
                     f"{path}:{line}: job {name!r}: timeout: {duration(spec.timeout)} is longer than this Tasuki "
                     f"allows ({duration(max_timeout)}, TASUKI_JOB_TIMEOUT_MAX)"
                 )
-    return flow
+    return flow.expanded()
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -178,7 +179,7 @@ def _message(error: Any, loc: list[Any]) -> str:
                 f"unknown key {key!r}: Tasuki runs no inline scripts; put the commands in an "
                 f"executable file in the repository and name it in run"
             )
-        model = Flow if len(loc) == 1 else Param if loc[0] == "params" else When if "when" in loc[2:3] else Job
+        model = _model_at(loc)
         known = ", ".join(k for k in model.model_fields if k != "name")
         return f"unknown key {key!r}; expected one of: {known}"
     if kind == "missing":
@@ -190,6 +191,20 @@ def _message(error: Any, loc: list[Any]) -> str:
     if kind not in ("value_error", "located") and isinstance(found, str | int | float | bool | None):
         message += f", found {found!r}"
     return message
+
+
+def _model_at(loc: list[Any]) -> type[BaseModel]:
+    """The model whose keys are at `loc` (jobs.x.services.db.ready.key -> Ready)."""
+    if len(loc) <= 1:
+        return Flow
+    if loc[0] == "params":
+        return Param
+    inner: dict[str, type[BaseModel]] = {"when": When, "retry": Retry, "matrix": Matrix}
+    if len(loc) == 4 and loc[2] in inner:
+        return inner[loc[2]]
+    if len(loc) >= 5 and loc[2] == "services":
+        return Ready if len(loc) == 6 and loc[4] == "ready" else Service
+    return Job
 
 
 def _refuse_duplicate_keys(

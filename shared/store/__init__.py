@@ -23,11 +23,12 @@ from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import location
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step
+from tasuki.shared.store.records import AttemptRecord, JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step
 from tasuki.shared.store.schema import LATEST
 
 __all__ = [
     "LATEST",
+    "AttemptRecord",
     "JobRecord",
     "LockedRun",
     "OutboxEntry",
@@ -170,9 +171,10 @@ class Store(Protocol):
         self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
     ) -> bool:
         """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
-        nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
-        attempt, or of a job the store does not know), or when the attempt's log would pass
-        `limit` bytes with it (checked atomically: concurrent chunks cannot pass it together)."""
+        nothing stored, unless `attempt` is the job's current attempt or an earlier one that ran
+        to its end and was retried (a late chunk of a lost attempt, or of a job the store does
+        not know), or when the attempt's log would pass `limit` bytes with it (checked
+        atomically: concurrent chunks cannot pass it together)."""
         ...
 
     def read_log(

@@ -53,6 +53,20 @@ class RunRecord(BaseModel):
         return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
 
 
+class AttemptRecord(BaseModel):
+    """One attempt of a job that is over: how it ended (a job.finished status, or `lost` when its
+    executor stopped answering) and how many log chunks it wrote (its log is kept by attempt)."""
+
+    attempt: int
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    log_chunks: int | None = None
+
+
 class JobRecord(BaseModel):
     run_id: str
     name: str
@@ -71,6 +85,19 @@ class JobRecord(BaseModel):
     lease_expires: datetime | None = None
     # How many log chunks the attempt that finished the job wrote (from its job.finished).
     log_chunks: int | None = None
+    # Issue 14 (i14-jobs): every attempt that is over, oldest first (retries and lost leases);
+    # flaky: the job passed only after a retry.
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    flaky: bool = False
+
+    def ran(self, attempt: int) -> bool:
+        """Whether `attempt` is over and ran to its end (not lost): its log is kept."""
+        return any(a.attempt == attempt and a.status != "lost" for a in self.attempts)
+
+    @property
+    def tries(self) -> int:
+        """Attempts that ran to an end (those whose executor was lost do not count as tries)."""
+        return sum(a.status != "lost" for a in self.attempts)
 
 
 @dataclass(frozen=True)

@@ -339,10 +339,11 @@ class SQLStore:
         self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
     ) -> bool:
         with self._tx() as tx:
-            current = tx.execute(
-                "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
-            ).fetchone()
-            if current is None:
+            row = tx.execute("SELECT attempt, record FROM jobs WHERE run_id = ? AND name = ?", (run_id, job)).fetchone()
+            if row is None:
+                return False
+            # An earlier attempt that ran to its end (then was retried) may still be sending its log.
+            if row[0] != attempt and not JobRecord.model_validate_json(row[1]).ran(attempt):
                 return False
             if limit is not None:
                 self._serialize(tx, "logs", f"{run_id}:{job}:{attempt}")  # two chunks at once cannot both fit

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Request, Response
 
 from tasuki.shared import stories
 from tasuki.shared.errors import ActionError
+from tasuki.shared.flowfile import group_of
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
@@ -57,6 +58,13 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "image": job.spec.container_image if job.spec else None,
         "run": job.spec.run if job.spec else None,
+        "group": group_of(job.name),
+        "attempt": job.attempt,
+        "attempts": [
+            a.model_dump(include={"attempt", "status", "exit_code", "message", "started_at", "finished_at"})
+            for a in job.attempts
+        ],
+        "flaky": job.flaky,
     }
 
 
@@ -99,17 +107,25 @@ LOG_PAGE_BYTES = 4 * 1024 * 1024
 
 
 def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
-    """One page of the job's current attempt's log after chunk `after`; `next_after` is where the
-    next page starts and `more` says whether one is stored already (`done`: the log is whole)."""
+    """One page of the job's log (the current attempt's, or `attempt`'s) after chunk `after`;
+    `next_after` is where the next page starts and `more` says whether one is stored already
+    (`done`: the log is whole)."""
     record = actions.get_run(rt, run_id)
     after = _number(request, "after", -1, -1, 10_000_000, "a chunk number")
     page = _number(request, "limit", LOG_PAGE_CHUNKS, 1, LOG_PAGE_MAX_CHUNKS, "a number of chunks")
+    wanted = _number(request, "attempt", 1, 1, 10_000, "an attempt number") if request.args.get("attempt") else None
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise ActionError(404, f"run {run_id} has no job {job!r}")
     current = jobs[job]
-    # The current attempt's log; a job ordered again (its executor was lost) starts a new one.
-    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt, limit=page + 1)
+    # The current attempt's log, or an earlier one's (a retry, a lost executor): each has its own.
+    earlier = {a.attempt: a for a in current.attempts}
+    attempt = current.attempt if wanted is None else wanted
+    if attempt != current.attempt and attempt not in earlier:
+        raise ActionError(
+            404, f"job {job!r} of run {run_id} has no attempt {attempt} (attempts: 1 to {current.attempt})"
+        )
+    chunks = rt.store.read_log(run_id, job, after, attempt=attempt, limit=page + 1)
     more = len(chunks) > page
     chunks, size = chunks[:page], 0
     for n, (_, data) in enumerate(chunks):
@@ -118,22 +134,25 @@ def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
             chunks, more = chunks[:n], True
             break
     last = chunks[-1][0] if chunks else after
-    over = record.status in RUN_FINAL or current.status in JOB_FINAL
-    # Done once the job is over and every chunk its executor announced is stored (or the store
-    # took no more of it: the log passed its limit).
+    if attempt in earlier and (attempt != current.attempt or current.status in JOB_FINAL):
+        over, announced = True, earlier[attempt].log_chunks
+    else:
+        over, announced = record.status in RUN_FINAL or current.status in JOB_FINAL, current.log_chunks
+    # Done once the attempt is over and every chunk its executor announced is stored (or the
+    # store took no more of it: the log passed its limit).
     done = (
         over
         and not more
         and (
-            current.log_chunks is None
-            or last + 1 >= current.log_chunks
-            or rt.store.log_bytes(run_id, job, current.attempt) >= rt.settings.job_log_limit_bytes
+            announced is None
+            or last + 1 >= announced
+            or rt.store.log_bytes(run_id, job, attempt) >= rt.settings.job_log_limit_bytes
         )
     )
     return reply(
         {
             "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
-            "attempt": current.attempt,
+            "attempt": attempt,
             "next_after": last,
             "more": more,
             "done": done,

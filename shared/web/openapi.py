@@ -160,6 +160,12 @@ def document(server: str) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "default": 64, "minimum": 1, "maximum": 256},
                         },
+                        {
+                            "name": "attempt",
+                            "in": "query",
+                            "description": "an earlier attempt's log (default: the current attempt's)",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
                     ],
                 )
             },
@@ -363,6 +369,24 @@ def document(server: str) -> dict[str, Any]:
                         "message": {"type": "string"},
                         "image": {"type": ["string", "null"]},
                         "run": {"type": ["string", "null"]},
+                        "group": {"type": "string", "description": "the flow file's job (a matrix job's name)"},
+                        "attempt": {"type": "integer", "description": "the current attempt (0: not ordered yet)"},
+                        "attempts": {
+                            "type": "array",
+                            "description": "every attempt that is over, oldest first (status lost: its executor stopped)",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "attempt": {"type": "integer"},
+                                    "status": {"type": "string"},
+                                    "exit_code": {"type": ["integer", "null"]},
+                                    "message": {"type": "string"},
+                                    "started_at": {"type": ["string", "null"]},
+                                    "finished_at": {"type": ["string", "null"]},
+                                },
+                            },
+                        },
+                        "flaky": {"type": "boolean", "description": "passed only after a retry"},
                         "started_at": {"type": ["string", "null"]},
                         "finished_at": {"type": ["string", "null"]},
                     },

@@ -76,7 +76,7 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
     jobs = rt.store.get_jobs(run_id)
     context: dict[str, Any] = {
         "run": present.run_view(record),
-        "jobs": [present.job_view(j) for j in jobs],
+        "jobs": present.jobs_view(jobs),
         "graph": graph.layout({j.name: (j.status, j.needs) for j in jobs}),
         "notes": rt.store.get_notes(run_id),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tasuki.shared.flowfile import group_of
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.store import JobRecord, RunRecord
 
@@ -65,9 +66,34 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         seconds = (job.finished_at - job.started_at).total_seconds()
     return {
         "name": job.name,
+        "group": group_of(job.name),
         "status": job.status,
         "exit_code": job.exit_code,
         "message": job.message,
         "duration": duration(seconds),
         "needs": job.needs,
+        "flaky": job.flaky,
+        # Every attempt that is over, when there was more than one (retries, lost executors).
+        "attempts": [
+            {"attempt": a.attempt, "status": a.status, "exit_code": a.exit_code}
+            for a in job.attempts
+            if len(job.attempts) > 1 or a.attempt != job.attempt
+        ],
     }
+
+
+def jobs_view(jobs: list[JobRecord]) -> list[dict[str, Any]]:
+    """The jobs in order, a matrix job's combinations together under their group's name
+    (`group_start` on the first of them: the page puts a heading row there)."""
+    views = sorted((job_view(j) for j in jobs), key=lambda v: (v["group"], v["name"]))
+    sizes: dict[str, int] = {}
+    for view in views:
+        sizes[view["group"]] = sizes.get(view["group"], 0) + 1
+    seen: set[str] = set()
+    for view in views:
+        grouped = view["group"] != view["name"]
+        view["group_start"] = grouped and view["group"] not in seen
+        view["group_size"] = sizes[view["group"]]
+        view["grouped"] = grouped
+        seen.add(view["group"])
+    return views

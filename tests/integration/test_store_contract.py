@@ -25,7 +25,7 @@ from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import LATEST, JobRecord, OutboxEntry, RunRecord, Store, new_store
+from tasuki.shared.store import LATEST, AttemptRecord, JobRecord, OutboxEntry, RunRecord, Store, new_store
 from tasuki.shared.store.records import stamp
 from tasuki.shared.store.sql import NOTE_CHARS
 from tasuki.shared.store.sqlite import SQLiteStore
@@ -376,6 +376,10 @@ def test_log_chunks_are_bytes_kept_once_in_order_by_attempt_and_only_for_the_cur
     assert store.read_log("r", "build") == [(0, b"attempt 2\n")]
     assert store.read_log("r", "build", attempt=1) == list(enumerate(chunks))
     assert store.read_log("r", "test") == [(0, b"other job\n")]
+    # A retried attempt (it ran to its end) may still send its last chunks once the next is ordered.
+    store.put_job(JobRecord(run_id="r", name="test", attempt=2, attempts=[AttemptRecord(attempt=1, status="failure")]))
+    assert store.append_log("r", "test", 1, b"late of a retried attempt\n", attempt=1)
+    assert store.read_log("r", "test", attempt=1) == [(0, b"other job\n"), (1, b"late of a retried attempt\n")]
 
 
 def test_a_log_is_read_a_page_at_a_time_and_never_stored_past_its_limit(store):

@@ -284,3 +284,51 @@ def test_signing_out_ends_the_session_for_good(client):
     client.set_cookie(access.COOKIE, cookie)
     assert client.get("/runs").status_code == 303
     assert client.get("/api/runs").status_code == 401
+
+
+def test_matrix_jobs_are_grouped_and_a_flaky_job_shows_its_mark_and_every_attempts_log(client):
+    # Given a run whose matrix job passed on its second attempt (the first failed with code 1)
+    from tasuki.shared.store import AttemptRecord
+
+    store = runtime().store
+    store.put_job(JobRecord(run_id="r1", name="test (py=3.11)", status="success", exit_code=0, attempt=1))
+    store.put_job(JobRecord(run_id="r1", name="test (py=3.12)", status="running", attempt=1))
+    store.append_log("r1", "test (py=3.12)", 0, b"first try failed\n", attempt=1)
+    store.put_job(
+        JobRecord(
+            run_id="r1",
+            name="test (py=3.12)",
+            status="success",
+            exit_code=0,
+            attempt=2,
+            flaky=True,
+            log_chunks=1,
+            attempts=[
+                AttemptRecord(attempt=1, status="failure", exit_code=1, log_chunks=1),
+                AttemptRecord(attempt=2, status="success", exit_code=0, log_chunks=1),
+            ],
+        )
+    )
+    store.append_log("r1", "test (py=3.12)", 0, b"second try passed\n", attempt=2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # When the API and the page are read
+    jobs = {j["name"]: j for j in client.get("/api/runs/r1", headers=auth).get_json()["jobs"]}
+    # Then the API says flaky, the group and every attempt; each attempt's log is there to read
+    flaky = jobs["test (py=3.12)"]
+    assert (flaky["flaky"], flaky["group"], flaky["attempt"]) == (True, "test", 2)
+    assert [(a["attempt"], a["status"], a["exit_code"]) for a in flaky["attempts"]] == [
+        (1, "failure", 1),
+        (2, "success", 0),
+    ]
+    assert jobs["test (py=3.11)"]["flaky"] is False and jobs["build"]["group"] == "build"
+    url = "/api/runs/r1/jobs/test%20(py=3.12)/log"
+    first = client.get(url + "?attempt=1", headers=auth).get_json()
+    assert (first["attempt"], first["done"], first["chunks"][0]["text"]) == (1, True, "first try failed\n")
+    assert client.get(url, headers=auth).get_json()["chunks"][0]["text"] == "second try passed\n"
+    assert client.get(url + "?attempt=7", headers=auth).status_code == 404
+    assert client.get(url + "?attempt=x", headers=auth).status_code == 400
+    client.post("/login", data={"token": TOKEN})
+    page = client.get("/runs/r1").get_data(as_text=True)
+    assert page.count('data-group="test"') == 1 and "matrix of 2" in page
+    assert 'data-flaky="test (py=3.12)"' in page and 'data-flaky="test (py=3.11)"' not in page
+    assert 'data-attempt="1">#1 failure (1)</a>' in page
