@@ -12,6 +12,9 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
     │   └── PublishRefused       the broker nacked the publish, or no queue was bound to take it
     ├── StoreError               the store could not read or write                        503
+    ├── ObjectsError             object storage (TASUKI_OBJECTS_URL) could not read or    503
+    │   │                        write
+    │   └── ObjectMissing        no object under that key                                 404
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
     ├── WebhookError             a delivery that cannot be accepted                       own
     ├── AuthError                a push request without a valid bearer token              401
@@ -30,7 +33,9 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
         ├── CheckoutFailed
         ├── ImageMissing
         ├── ExecutableMissing
-        └── DockerUnavailable
+        ├── DockerUnavailable
+        └── FilesRefused         artifacts or a cache refused: a path out of the workspace,
+                                 over the size limit
 
 A subclass answers as its parent unless the drawing says otherwise. `http_status` is the one
 place errors meet HTTP: the functions' `answers.translated` and the web page's `web.site.handle`
@@ -91,6 +96,18 @@ class StoreError(TasukiError):
     """The store failed to read or write (the caller retries)."""
 
     http_status = 503
+
+
+class ObjectsError(TasukiError):
+    """Object storage (a folder or an S3 bucket, TASUKI_OBJECTS_URL) could not read or write."""
+
+    http_status = 503
+
+
+class ObjectMissing(ObjectsError):
+    """No object under the key asked for."""
+
+    http_status = 404
 
 
 class FlowFileError(TasukiError):
@@ -183,6 +200,13 @@ class ExecutableMissing(JobError):
 
 class DockerUnavailable(JobError):
     reason = "docker-unavailable"
+
+
+class FilesRefused(JobError):
+    """A job's artifacts or cache were refused: a path that leaves the workspace (or a symlink
+    out of it), or more bytes than the limit allows. The message says which and what to change."""
+
+    reason = "files-refused"
 
 
 def first_problem(exc: ValidationError) -> tuple[str, str]:
