@@ -322,6 +322,28 @@ class S3Objects:
         return len(keys)
 
 
+# --- where Tasuki keeps what ------------------------------------------------------------------------
+
+
+def run_prefix(run_id: str) -> str:
+    """Everything of one run (its artifacts): deleted with the run by retention."""
+    return key("runs", run_id) + "/"
+
+
+def artifacts_prefix(run_id: str, job: str) -> str:
+    return key("runs", run_id, "artifacts", job) + "/"
+
+
+def artifact_key(run_id: str, job: str, path: str) -> str:
+    """A job's artifact at `path` under its workspace (a relative path with `/`)."""
+    return check_key(artifacts_prefix(run_id, job) + path)
+
+
+def cache_prefix(repository: str, branch: str = "") -> str:
+    """A repository's caches, or those of one of its branches."""
+    return key("caches", repository, branch) + "/" if branch else key("caches", repository) + "/"
+
+
 # --- choosing one -----------------------------------------------------------------------------------
 
 

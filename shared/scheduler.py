@@ -398,6 +398,7 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
             "status": msg.status,
             "lease_expires": None,
             "log_chunks": msg.log_chunks,
+            "artifacts": msg.artifacts,
             "exit_code": msg.exit_code,
             "reason": msg.reason,
             "message": msg.message,

@@ -1,8 +1,9 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> convert the job to a container request (pure,
-`local.convert`) -> run it, streaming output (`local.containers`) -> an `Outcome` a person can
-read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+check the executable is a file in the checkout -> the files it needs (artifacts of its needs, its
+cache: `local.executor.jobfiles`) -> convert the job to a container request (pure,
+`local.convert`) -> run it, streaming output (`local.containers`) -> the files it keeps -> an
+`Outcome` a person can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
 
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasuki.local.executor import convert
-from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.containers import Docker, Exit
+from tasuki.local.executor.jobfiles import JobFiles
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
+from tasuki.shared.messages import Artifact
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0  # from the check of the executable to the container's removal
     checkout_seconds: float = 0.0  # making the workspace (set by the executor)
+    artifacts: tuple[Artifact, ...] = ()  # the files the job kept
 
     @property
     def ok(self) -> bool:
@@ -67,8 +71,12 @@ def run_job(
     cancelled: Callable[[], bool] = lambda: False,
     on_tick: Callable[[], None] = lambda: None,
     executor_id: str = "",
+    files: JobFiles | None = None,
 ) -> Outcome:
     started = time.monotonic()
+
+    def say(text: str) -> None:
+        on_output(f"[tasuki] {text}\n".encode())
 
     def outcome(status: str, code: int | None = None, reason: str = "", message: str = "") -> Outcome:
         return Outcome(status, code, reason, message, time.monotonic() - started)
@@ -77,12 +85,31 @@ def run_job(
         if job.run:
             check_executable(workspace, job.run)
         config = convert.container_config(job, ctx, workspace, limits, executor_id)
+        if files is not None:
+            files.before(job, workspace, say)
         if cancelled():
             return outcome("cancelled", None, "cancelled", "cancelled before it started")
         exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
     except JobError as exc:
-        on_output(f"[tasuki] {exc}\n".encode())
+        say(str(exc))
         return outcome("error", None, exc.reason, str(exc))
+    result = _result(exit, limits, timeout, outcome, on_output)
+    if files is None:
+        return result
+    try:
+        return files.after(job, workspace, result, say)
+    except JobError as exc:  # its artifacts were refused: the job fails, saying why
+        say(str(exc))
+        return outcome("error", exit.exit_code, exc.reason, str(exc))
+
+
+def _result(
+    exit: Exit,
+    limits: convert.Limits,
+    timeout: float,
+    outcome: Callable[..., Outcome],
+    on_output: Callable[[bytes], None],
+) -> Outcome:
     if exit.cancelled:
         return outcome("cancelled", exit.exit_code, "cancelled", "cancelled while running")
     if exit.timed_out:

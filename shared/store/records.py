@@ -9,7 +9,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, Field
 
 from tasuki.shared.flowfile import Job
-from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
+from tasuki.shared.messages import Artifact, Event, JobStatus, RunStatus, utcnow
 
 
 class RunRecord(BaseModel):
@@ -62,6 +62,8 @@ class JobRecord(BaseModel):
     lease_expires: datetime | None = None
     # How many log chunks the attempt that finished the job wrote (from its job.finished).
     log_chunks: int | None = None
+    # The files the attempt that finished the job kept (issue 15; the bytes are in object storage).
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
