@@ -39,7 +39,9 @@ class JobFiles:
         if job.cache is None:
             return
         if self.scope is None:
-            say("cache: not used here (a pull request from a fork neither reads nor writes caches; a run needs a branch)")
+            say(
+                "cache: not used here (a pull request from a fork neither reads nor writes caches; a run needs a branch)"
+            )
             return
         self._cache_key = caches.render_key(job.cache.key, workspace)
         self._cache_hit = caches.restore(
