@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import logs, outbox, push, scheduler, sealing
+from tasuki.shared import logs, objects, outbox, push, scheduler, sealing
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.messages import (
@@ -138,7 +138,16 @@ def tick(rt: Runtime, now: datetime) -> dict:
     if rt.store.due("prune", now, every=PRUNE_EVERY):
         runs_before, deliveries_before = rt.settings.retention_cutoffs(now)
         pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)._asdict()
+        if runs_before is not None:  # the artifacts of the runs it deleted go with them
+            pruned["artifacts"] = prune_artifacts(rt, runs_before)
     return {"expired": len(expired), "republished": left, "pruned": pruned}
+
+
+def prune_artifacts(rt: Runtime, runs_before: datetime) -> int:
+    """Retention of object storage: the artifacts of runs the store no longer has."""
+    return objects.prune_runs(
+        objects.open_objects(rt.settings), runs_before, lambda run_id: rt.store.get_run(run_id) is not None
+    )
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from tasuki.shared.errors import ConfigError, ObjectMissing, ObjectsError
 from tasuki.shared.settings import Settings
@@ -328,6 +328,19 @@ class S3Objects:
 def run_prefix(run_id: str) -> str:
     """Everything of one run (its artifacts): deleted with the run by retention."""
     return key("runs", run_id) + "/"
+
+
+def prune_runs(store: Objects, before: datetime, known: Callable[[str], bool]) -> int:
+    """Retention: delete what runs/<id>/ holds for the runs the store no longer has (`known` is
+    False), written before `before` (a run being written now is left alone); how many runs."""
+    runs: dict[str, datetime] = {}
+    for info in store.list("runs/"):
+        run = info.key.split("/")[1]
+        runs[run] = max(runs.get(run, info.modified), info.modified)
+    gone = [run for run, newest in runs.items() if newest < before and not known(unquote(run))]
+    for run in gone:
+        store.delete_prefix(f"runs/{run}/")
+    return len(gone)
 
 
 def artifacts_prefix(run_id: str, job: str) -> str:

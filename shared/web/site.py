@@ -1,7 +1,7 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
 pages  /runs, /runs/<id>, /rules, /repositories, /deadletters, /login
-API    /api/... (JSON), /api/openapi.json
+API    /api/... (JSON; an artifact's download is its bytes), /api/openapi.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from tasuki.shared.errors import ActionError, ConfigError, TasukiError
 from tasuki.shared.runtime import Runtime
-from tasuki.shared.web import access, api, pages
+from tasuki.shared.web import access, api, artifacts, pages
 
 log = logging.getLogger("tasuki.web")
 
@@ -43,6 +43,8 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("api.runs", "/api/runs", api.runs, ("GET",)),
     ("api.run", "/api/runs/<run_id>", api.run, ("GET",)),
     ("api.log", "/api/runs/<run_id>/jobs/<job>/log", api.log, ("GET",)),
+    ("api.artifacts", "/api/runs/<run_id>/artifacts", artifacts.listing, ("GET",)),
+    ("api.artifact", "/api/runs/<run_id>/artifacts/<job>/<path:path>", artifacts.download, ("GET",)),
     ("api.cancel", "/api/runs/<run_id>/cancel", api.cancel, ("POST",)),
     ("api.rerun", "/api/runs/<run_id>/rerun", api.rerun, ("POST",)),
     ("api.rules", "/api/rules", api.rules, ("GET",)),
