@@ -239,8 +239,11 @@ class S3Objects:
     def _transfer(self) -> Any:
         from boto3.s3.transfer import TransferConfig
 
-        # At most max_concurrency parts in memory: flat, whatever the object's size.
-        return TransferConfig(multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK, max_concurrency=2)
+        # A stream that cannot seek is read part by part into memory: at most two parts read
+        # ahead and two in flight (boto3 reads ten ahead by default), whatever the object's size.
+        config = TransferConfig(multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK, max_concurrency=2)
+        config.max_in_memory_upload_chunks = 2  # s3transfer's setting, which boto3's constructor lacks
+        return config
 
     def _name(self, key: str) -> str:
         return self.prefix + check_key(key)

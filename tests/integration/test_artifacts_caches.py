@@ -68,6 +68,7 @@ def functions(vhost, tmp_path, tasuki_env, objects_env) -> Iterator[Functions]:
 class Flow(World):
     def __init__(self, functions, tmp_path, make_repo, executor_id, objects_env) -> None:
         super().__init__(functions, tmp_path, make_repo, executor_id)
+        self.make_repo = make_repo
         self.repo, self.commit = make_repo(FILES)
         self.store.put_repository("acme/api", RepositoryConfig(clone_url=str(self.repo)))
         self.env.update({f"TASUKI_{k.upper()}": v for k, v in objects_env.items()})
@@ -243,3 +244,35 @@ def test_a_fork_pull_request_neither_reads_nor_writes_the_cache(flow, executor):
     log = flow.log("run-f", "deps").decode()
     assert "[tasuki] cache: not used here (a pull request from a fork" in log and "deps: downloading" in log
     assert flow.caches() == saved
+
+
+def test_a_1gb_artifact_streams_through_a_flat_executor_memory(flow):
+    """A real `tasuki executor` process uploads a 1 GB artifact and downloads it into the job that
+    needs it; its peak RSS grows by far less than what went through it (no timing asserted)."""
+    from tests.harness import ExecutorProcess
+
+    big = script("mkdir -p dist && head -c 1000000000 /dev/zero > dist/big.bin && echo made")
+    check = script("ls -l dist/big.bin")
+    flow.repo, flow.commit = flow.make_repo({**FILES, "ci/big": big, "ci/check": check})
+    flow.store.put_repository("acme/api", RepositoryConfig(clone_url=str(flow.repo)))
+    process = ExecutorProcess(flow.env)
+    try:
+        process.wait_for_line("taking work from")
+        flow.start("warm-up", {"build": {"run": "ci/build", "artifacts": ["dist/"]}})  # loads what jobs need
+        warm = flow.finished("warm-up")
+        assert warm.status == "success", warm.message
+        before = process.peak_rss_kb()
+        flow.start(
+            "run-g", {"big": {"run": "ci/big", "artifacts": ["dist/"]}, "check": {"run": "ci/check", "needs": ["big"]}}
+        )
+        done = flow.finished("run-g", "big")
+        assert done.status == "success", done.message
+        assert [(a.path, a.size) for a in done.artifacts] == [("dist/big.bin", 1_000_000_000)]
+        assert flow.finished("run-g", "check").status == "success"
+        assert "1000000000" in flow.log("run-g", "check").decode()
+        after = process.peak_rss_kb()
+        grown_mb = (after - before) / 1024
+        print(f"executor peak RSS: {before / 1024:.1f} MB before, {after / 1024:.1f} MB after 1 GB up and down")
+        assert grown_mb < 100, f"peak RSS grew {grown_mb:.1f} MB for a 1 GB artifact"
+    finally:
+        process.stop()
