@@ -93,7 +93,7 @@ def matching(workspace: Path, patterns: Iterable[str]) -> dict[str, list[tuple[s
             if path.is_symlink():
                 target = path.resolve()
                 if not target.is_relative_to(root):
-                    raise FilesRefused(f"{rel} is a symlink out of the workspace (to {target}); it is not kept")
+                    raise FilesRefused(f"{rel} is a symlink out of the workspace (to {target}); refused")
                 if not target.is_file():
                     continue  # a link to a folder inside: its files are matched where they are
             elif not path.is_file():

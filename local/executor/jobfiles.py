@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tasuki.local.executor import artifacts, caches
 from tasuki.local.executor.artifacts import Say, Tick
+from tasuki.shared.errors import FilesRefused
 from tasuki.shared.flowfile import Job
 from tasuki.shared.messages import Artifact
 from tasuki.shared.objects import Objects
@@ -43,7 +44,12 @@ class JobFiles:
                 "cache: not used here (a pull request from a fork neither reads nor writes caches; a run needs a branch)"
             )
             return
-        self._cache_key = caches.render_key(job.cache.key, workspace)
+        try:
+            self._cache_key = caches.render_key(job.cache.key, workspace)
+        except FilesRefused as exc:  # hashFiles of a symlink out of the workspace
+            self.scope = None
+            say(f"cache: not used: {exc}")
+            return
         self._cache_hit = caches.restore(
             self.cache_store or self.store, self.scope, job.cache, self._cache_key, workspace, say=say, tick=self.tick
         )

@@ -174,3 +174,25 @@ def test_cache_syntax() -> None:
     ):
         with pytest.raises(ValueError):
             Cache.model_validate(bad)
+
+
+def test_hashfiles_of_a_symlink_out_of_the_workspace_leaves_the_cache_unused(tmp_path: Path, store) -> None:
+    from tasuki.local.executor.jobfiles import JobFiles
+    from tasuki.shared.flowfile import Job
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "secret").write_text("secret")
+    os.symlink(tmp_path / "secret", ws / "requirements.txt")
+    files = JobFiles(store, "r", caches.Scope("acme/api", "main"), 10**6, 10**6)
+    said: list[str] = []
+    job = Job(name="b", image="x", run="ci/b", cache=SPEC)
+    files.before(job, ws, said.append)
+    assert said == [
+        f"cache: not used: requirements.txt is a symlink out of the workspace (to {tmp_path / 'secret'}); refused"
+    ]
+    fill(ws)
+    from tasuki.local.executor.jobs import Outcome
+
+    files.after(job, ws, Outcome("success", 0), said.append)
+    assert store.list("") == []  # nothing saved either
