@@ -155,7 +155,10 @@ def save(
     started = time.monotonic()
     try:
         with tempfile.TemporaryFile() as archive:
-            with tarfile.open(fileobj=Ticking(archive, tick), mode="w:gz", compresslevel=1) as tar:  # type: ignore[call-overload]
+            # GNU headers: no pax record per member to write and parse (a third of the time of a restore).
+            with tarfile.open(
+                fileobj=Ticking(archive, tick), mode="w:gz", compresslevel=1, format=tarfile.GNU_FORMAT
+            ) as tar:  # type: ignore[call-overload]
                 for path in present:
                     if not (root / path).resolve().is_relative_to(root):
                         raise FilesRefused(f"{path} leads out of the workspace")
