@@ -31,6 +31,7 @@ from tasuki.shared.objects import Objects
 from tasuki.shared.text import size_text
 
 Say = Callable[[str], None]
+MAX_PATH = 900  # characters of an artifact's path (it travels in job.finished and is an object key)
 Tick = Callable[[], None]
 
 
@@ -117,7 +118,13 @@ def keep(
     upload), for a symlink out of the workspace, or when storage fails."""
     found = matching(workspace, spec.paths)
     files = [f for group in found.values() for f in group]
-    total = sum(path.stat().st_size for _, path in files)
+    long = next((rel for rel, _ in files if len(rel) > MAX_PATH), None)
+    if long is not None:
+        raise FilesRefused(f"artifacts of {job}: a path longer than {MAX_PATH} characters: {long[:80]}…")
+    try:
+        total = sum(path.stat().st_size for _, path in files)
+    except OSError as exc:
+        raise FilesRefused(f"artifacts of {job}: cannot read {exc.filename}: {exc.strerror}") from None
     if total > limit:
         raise FilesRefused(
             f"artifacts of {job}: {size_text(total)} is more than the limit of {size_text(limit)} "

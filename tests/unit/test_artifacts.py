@@ -132,3 +132,14 @@ def test_the_message_bounds_how_many_artifacts() -> None:
         JobFinished(
             run_id="r", job="j", status="success", artifacts=[Artifact(path=f"f{i}", size=1) for i in range(1001)]
         )
+
+
+def test_a_path_too_long_to_travel_is_refused_before_any_upload(tmp_path: Path) -> None:
+    store = objects.FolderObjects(tmp_path / "objects")
+    root = tmp_path / "ws"
+    deep = "/".join(["d" * 200] * 5)
+    write(root, f"dist/{deep}/x")
+    write(root, "dist/a")
+    with pytest.raises(FilesRefused, match="a path longer than 900 characters"):
+        artifacts.keep(store, "r", "build", root, Artifacts(paths=["dist/"]), limit=10**6, say=print)
+    assert store.list("") == []
