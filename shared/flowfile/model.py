@@ -6,10 +6,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.flowfile.dag import dag_problem
@@ -142,6 +142,15 @@ def _patterns(value: Any) -> Any:
     return value
 
 
+# One path or a list of them, each inside the workspace.
+FilePatterns = Annotated[
+    list[str],
+    BeforeValidator(_patterns),
+    AfterValidator(lambda value: [check_file_pattern(p) for p in value]),
+    Field(min_length=1),
+]
+
+
 def cache_key_files(template: str) -> list[list[str]]:
     """The file globs of each `hashFiles(...)` in a cache key, in order."""
     return [_QUOTED.findall(m.group(1)) for m in HASH_FILES.finditer(template)]
@@ -168,23 +177,13 @@ class Artifacts(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paths: list[str] = Field(min_length=1)
+    paths: FilePatterns
     when: Literal["always", "success"] = "always"
 
     @model_validator(mode="before")
     @classmethod
     def _list_alone(cls, value: Any) -> Any:
         return {"paths": value} if isinstance(value, list | str) else value
-
-    @field_validator("paths", mode="before")
-    @classmethod
-    def _paths(cls, value: Any) -> Any:
-        return _patterns(value)
-
-    @field_validator("paths")
-    @classmethod
-    def _inside(cls, value: list[str]) -> list[str]:
-        return [check_file_pattern(p) for p in value]
 
 
 class Cache(BaseModel):
@@ -195,7 +194,7 @@ class Cache(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
-    paths: list[str] = Field(min_length=1)
+    paths: FilePatterns
     restore_keys: list[str] = Field(default_factory=list, max_length=10)
 
     @field_validator("key")
@@ -216,18 +215,13 @@ class Cache(BaseModel):
                 raise ValueError(f"a restore key is a key's beginning, like pip-; found {prefix!r}")
         return value
 
-    @field_validator("paths", mode="before")
-    @classmethod
-    def _paths(cls, value: Any) -> Any:
-        return _patterns(value)
-
     @field_validator("paths")
     @classmethod
-    def _inside(cls, value: list[str]) -> list[str]:
+    def _no_globs(cls, value: list[str]) -> list[str]:
         for path in value:
             if any(c in path for c in "*?["):
                 raise ValueError(f"cache paths are folders or files, not globs; found {path!r}")
-        return [check_file_pattern(p).rstrip("/") for p in value]
+        return [p.rstrip("/") for p in value]
 
 
 class Job(BaseModel):

@@ -17,7 +17,7 @@ from tasuki.shared.messages import Event, JobOrder, PullRequest, Ref, Repository
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.store import JobRecord, RunRecord
 from tests.dockerjobs import IMAGE, script
-from tests.integration.test_executor import World
+from tests.integration.test_executor import World, start_executor  # noqa: F401  a fixture
 from tests.objectstores import BACKENDS, folder_settings, moto_endpoint, s3_settings  # noqa: F401  a fixture
 from tests.pump import Functions, Pump
 
@@ -124,29 +124,13 @@ def flow(functions, tmp_path, make_repo, executor_id, docker_client, objects_env
 
 
 @pytest.fixture
-def executor(flow):
-    import threading
-
-    from tasuki.local.executor.service import Executor
-
-    started = []
-
-    def start(**values: str) -> Executor:
-        ex = Executor(flow.settings(**values))
-        thread = threading.Thread(target=ex.serve, daemon=True)
-        thread.start()
-        started.append((ex, thread))
-        return ex
-
-    yield start
-    for ex, thread in started:
-        ex.stop.set()
-        ex.abort.set()
-        thread.join(60)
+def world(flow) -> Flow:
+    """The flow is the world `start_executor` (test_executor's) starts executors in."""
+    return flow
 
 
-def test_a_build_jobs_artifacts_reach_the_job_that_needs_it_and_the_api(flow, executor):
-    executor()
+def test_a_build_jobs_artifacts_reach_the_job_that_needs_it_and_the_api(flow, start_executor):  # noqa: F811
+    start_executor()
     flow.start(
         "run-a",
         {
@@ -180,8 +164,8 @@ def test_a_build_jobs_artifacts_reach_the_job_that_needs_it_and_the_api(flow, ex
     assert got.status_code == 200 and got.get_data() == b"built by run-a\n"
 
 
-def test_artifacts_over_the_limit_fail_the_job_with_the_reason(flow, executor):
-    executor(artifacts_max_bytes="1000")
+def test_artifacts_over_the_limit_fail_the_job_with_the_reason(flow, start_executor):  # noqa: F811
+    start_executor(artifacts_max_bytes="1000")
     flow.start(
         "run-l",
         {"build": {"run": "ci/build", "artifacts": ["dist/"]}, "test": {"run": "ci/test", "needs": ["build"]}},
@@ -193,8 +177,8 @@ def test_artifacts_over_the_limit_fail_the_job_with_the_reason(flow, executor):
     flow.until(lambda: flow.job("run-l", "test").status == "skipped", "the dependant skipped")
 
 
-def test_a_symlink_out_of_the_workspace_is_refused(flow, executor):
-    executor()
+def test_a_symlink_out_of_the_workspace_is_refused(flow, start_executor):  # noqa: F811
+    start_executor()
     flow.start("run-s", {"leak": {"run": "ci/leak", "artifacts": ["dist/"]}})
     done = flow.finished("run-s", "leak")
     assert (done.status, done.reason) == ("error", "files-refused")
@@ -202,8 +186,8 @@ def test_a_symlink_out_of_the_workspace_is_refused(flow, executor):
     assert flow.objects.list("runs/") == []
 
 
-def test_a_cache_hit_makes_the_second_run_skip_the_download(flow, executor):
-    executor()
+def test_a_cache_hit_makes_the_second_run_skip_the_download(flow, start_executor):  # noqa: F811
+    start_executor()
     flow.start("run-1", {"deps": {"run": "ci/deps", "cache": CACHE}})
     assert flow.finished("run-1", "deps").status == "success"
     first = flow.log("run-1", "deps").decode()
@@ -227,8 +211,8 @@ def test_a_cache_hit_makes_the_second_run_skip_the_download(flow, executor):
     assert "deps: from the cache" in flow.log("run-3", "deps").decode()
 
 
-def test_a_fork_pull_request_neither_reads_nor_writes_the_cache(flow, executor):
-    executor()
+def test_a_fork_pull_request_neither_reads_nor_writes_the_cache(flow, start_executor):  # noqa: F811
+    start_executor()
     flow.start("run-1", {"deps": {"run": "ci/deps", "cache": CACHE}})
     assert flow.finished("run-1", "deps").status == "success"
     saved = flow.caches()
