@@ -143,3 +143,25 @@ def test_a_path_too_long_to_travel_is_refused_before_any_upload(tmp_path: Path) 
     with pytest.raises(FilesRefused, match="a path longer than 900 characters"):
         artifacts.keep(store, "r", "build", root, Artifacts(paths=["dist/"]), limit=10**6, say=print)
     assert store.list("") == []
+
+
+@pytest.mark.parametrize(
+    ("when", "status", "kept"),
+    [
+        ("always", "success", True),
+        ("always", "failure", True),
+        ("success", "success", True),
+        ("success", "failure", False),
+        ("always", "cancelled", False),
+    ],
+)
+def test_when_artifacts_are_kept(workspace: Path, tmp_path: Path, when: str, status: str, kept: bool) -> None:
+    from tasuki.local.executor.jobfiles import JobFiles
+    from tasuki.local.executor.jobs import Outcome
+    from tasuki.shared.flowfile import Job
+
+    store = objects.FolderObjects(tmp_path / "objects")
+    job = Job(name="build", image="x", run="ci/b", artifacts={"paths": ["dist/"], "when": when})
+    outcome = JobFiles(store, "r", None, 10**6, 10**6).after(job, workspace, Outcome(status), print)
+    assert bool(outcome.artifacts) is kept and bool(store.list("runs/")) is kept
+    assert outcome.status == status
