@@ -16,6 +16,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │   │                        write
     │   └── ObjectMissing        no object under that key                                 404
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
+    ├── ParamError               a manual run's parameter is not what the flow file       422
+    │                            declares (names the parameter)
     ├── WebhookError             a delivery that cannot be accepted                       own
     ├── AuthError                a push request without a valid bearer token              401
     ├── BodyTooLarge             a request body over its limit (read no further)          413
@@ -112,6 +114,12 @@ class ObjectMissing(ObjectsError):
 
 class FlowFileError(TasukiError):
     """The flow file is missing or invalid."""
+
+
+class ParamError(TasukiError):
+    """A manual run's parameter is unknown, missing, or outside its declared type or choices."""
+
+    http_status = 422
 
 
 class WebhookError(TasukiError):

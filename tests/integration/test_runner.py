@@ -214,3 +214,18 @@ def test_artifacts_pass_between_local_jobs_and_caches_live_in_a_local_folder(tmp
     assert code == 0, out + err
     assert "build | [tasuki] cache: restored deps-" in out and "build | deps: from the cache" in out
     assert "downloading" not in out
+
+
+def test_a_manual_run_locally_takes_its_parameters(tmp_path, docker_client):
+    flow = (
+        "params:\n  target: {default: staging, choices: [staging, production]}\n  dry_run: {type: bool, default: true}\n"
+        f"jobs:\n  deploy: {{image: {IMAGE}, run: ci/deploy, when: {{event: manual}}}}\n"
+    )
+    root = checkout(tmp_path, flow)
+    (root / "ci/deploy").write_text('#!/bin/sh\necho "to $TASUKI_PARAM_TARGET dry $TASUKI_PARAM_DRY_RUN"\n')
+    (root / "ci/deploy").chmod(0o755)
+    code, out, err = TasukiRun(tmp_path, root, "--event", "manual", "-p", "target=production").wait()
+    assert code == 0, out + err
+    assert "deploy | to production dry true" in out
+    code, _out, err = TasukiRun(tmp_path, root, "--event", "manual", "-p", "target=moon").wait()
+    assert code == 2 and "parameter 'target': expected one of staging, production, found 'moon'" in err
