@@ -406,6 +406,8 @@ class JobOrder(WorkOrder):
 
     job: Job
     attempt: int = Field(1, ge=1)
+    # The run whose artifacts a need left, when not this one (a job a re-run of failed jobs kept).
+    artifact_runs: dict[str, str] = Field(default_factory=dict)
 
     @property
     def message_id(self) -> str:

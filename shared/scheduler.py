@@ -262,7 +262,9 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
 
 def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
     assert job.spec is not None, "a job is ordered only once planned in full"
-    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt)
+    # A re-run of failed jobs keeps jobs that succeeded in the run it re-runs: their artifacts are there.
+    elsewhere = {need: run.rerun_of for need in job.spec.needs if need in run.kept and run.rerun_of}
+    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt, artifact_runs=elsewhere)
 
 
 def not_ordered(

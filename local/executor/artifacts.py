@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -154,14 +154,22 @@ def keep(
 
 
 def fetch(
-    store: Objects, run_id: str, needs: Iterable[str], workspace: Path, *, say: Say, tick: Tick = lambda: None
+    store: Objects,
+    run_id: str,
+    needs: Iterable[str],
+    workspace: Path,
+    *,
+    say: Say,
+    tick: Tick = lambda: None,
+    elsewhere: Mapping[str, str] | None = None,
 ) -> int:
     """Write the artifacts of the jobs in `needs` into the workspace; how many files. A file is
-    written only inside the workspace, never through a symlink the checkout holds."""
+    written only inside the workspace, never through a symlink the checkout holds. `elsewhere`
+    names the run that holds a need's artifacts when it is not `run_id`."""
     root = workspace.resolve()
     count = 0
     for need in needs:
-        prefix = objects.artifacts_prefix(run_id, need)
+        prefix = objects.artifacts_prefix((elsewhere or {}).get(need, run_id), need)
         try:
             found = store.list(prefix)
         except ObjectsError as exc:

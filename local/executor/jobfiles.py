@@ -30,13 +30,16 @@ class JobFiles:
     cache_limit: int
     tick: Tick = lambda: None
     cache_store: Objects | None = None  # caches somewhere else (`tasuki run`); None: `store`
+    artifact_runs: dict[str, str] = dataclasses.field(default_factory=dict)  # JobOrder.artifact_runs
     _cache_key: str = ""
     _cache_hit: bool = False
 
     def before(self, job: Job, workspace: Path, say: Say) -> None:
         """The needs' artifacts into the workspace, then the cache (FilesRefused: the job fails)."""
         if job.needs:
-            artifacts.fetch(self.store, self.run_id, job.needs, workspace, say=say, tick=self.tick)
+            artifacts.fetch(
+                self.store, self.run_id, job.needs, workspace, say=say, tick=self.tick, elsewhere=self.artifact_runs
+            )
         if job.cache is None:
             return
         if self.scope is None:

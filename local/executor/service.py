@@ -465,6 +465,7 @@ class Executor:
                     self.settings.artifacts_max_bytes,
                     self.settings.cache_max_bytes,
                     tick=tick,
+                    artifact_runs=order.artifact_runs,
                 ),
             )
         except (JobError, SealError) as exc:

@@ -165,3 +165,34 @@ def test_when_artifacts_are_kept(workspace: Path, tmp_path: Path, when: str, sta
     outcome = JobFiles(store, "r", None, 10**6, 10**6).after(job, workspace, Outcome(status), print)
     assert bool(outcome.artifacts) is kept and bool(store.list("runs/")) is kept
     assert outcome.status == status
+
+
+def test_a_rerun_of_failed_jobs_fetches_a_kept_jobs_artifacts_from_the_run_it_ran_in(tmp_path: Path) -> None:
+    from tasuki.shared import scheduler
+    from tasuki.shared.flowfile import Job
+    from tasuki.shared.messages import Event, Ref, Repository
+    from tasuki.shared.store import JobRecord, RunRecord
+
+    # Given run r2 re-running r1's failed test, keeping build (its artifacts are under r1)
+    store = objects.FolderObjects(tmp_path / "objects")
+    built = tmp_path / "built"
+    write(built, "dist/app", b"from r1")
+    artifacts.keep(store, "r1", "build", built, Artifacts(paths=["dist/"]), limit=10**6, say=print)
+    event = Event(
+        host="github",
+        event="push",
+        kind="push",
+        delivery_id="d",
+        repository=Repository(full_name="a/b"),
+        ref=Ref(kind="branch", name="main"),
+        after="c" * 40,
+    )
+    run = RunRecord(id="r2", event=event, rerun_of="r1", kept=["build"])
+    test = JobRecord(run_id="r2", name="test", spec=Job(name="test", image="x", run="ci/t", needs=["build"]), attempt=1)
+    # When test is ordered, Then its order says where build's artifacts are, and fetching finds them
+    order = scheduler.job_order(run, test)
+    assert order.artifact_runs == {"build": "r1"}
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    assert artifacts.fetch(store, "r2", ["build"], workspace, say=print, elsewhere=order.artifact_runs) == 1
+    assert (workspace / "dist/app").read_bytes() == b"from r1"
