@@ -19,7 +19,8 @@ from tasuki.shared.flowfile.params import Param
 from tasuki.shared.sealing import Sealed
 from tasuki.shared.topics import EVENTS, EXECUTORS, JOBS, RUNS, executor_key
 
-RunStatus = Literal["queued", "running", "success", "failure", "cancelled", "error"]
+# "approval": a fork's pull request waits for a person to approve it (shared/approval.py).
+RunStatus = Literal["approval", "queued", "running", "success", "failure", "cancelled", "error"]
 JobStatus = Literal["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 # A job is over once it reaches one of these; only "success" lets its dependants start.
 JOB_FINAL = frozenset({"success", "failure", "error", "timeout", "cancelled", "skipped"})
@@ -106,7 +107,8 @@ class Event(Message):
     event: str
     # What trigger rules match on. "manual": a person started the run (web page, API, command
     # line); its `ref` names the branch or tag, `after` is empty until the plan resolves its head.
-    kind: Literal["push", "tag", "pull_request", "manual"]
+    # "schedule": made by the clock (shared.recipes); `after` is empty until the plan resolves it.
+    kind: Literal["push", "tag", "pull_request", "manual", "schedule"]
     delivery_id: str
     repository: Repository
     ref: Ref | None = None
@@ -128,7 +130,7 @@ class Event(Message):
 
     @property
     def deleted(self) -> bool:
-        return self.kind not in ("pull_request", "manual") and not self.after
+        return self.kind in ("push", "tag") and not self.after
 
     @property
     def from_fork(self) -> bool:
@@ -196,6 +198,16 @@ class RunRequested(RunMessage):
     # Re-run failed: the run this one re-runs, and the jobs that succeeded there and are kept.
     rerun_of: str = ""
     keep: list[str] = Field(default_factory=list)
+    # A fork's pull request: the run waits in status "approval" until a run.approve.
+    approval: bool = False
+
+
+class RunApprove(RunMessage):
+    """A person approved a run that waits for approval (a fork's pull request): it may start."""
+
+    TYPE = KEY = "run.approve"
+
+    by: str = Field("", max_length=200)
 
 
 class RunWake(RunMessage):
@@ -419,6 +431,7 @@ MODELS: dict[str, type[Message]] = {
     for m in (
         Event,
         RunRequested,
+        RunApprove,
         RunWake,
         RunPlanned,
         RunCancel,

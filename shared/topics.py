@@ -7,6 +7,8 @@ One push, top to bottom::
     subscription "router"     (bridge pushes)  --> functions/router    match trigger rules
         publish  tasuki.runs     run.requested    (RunRequested)
     subscription "dispatcher" (bridge pushes, ordered by run id) --> functions/dispatcher
+        a fork's pull request (unless forks are trusted) waits in status approval: nothing is
+        ordered until a person publishes run.approve (run page, API, `tasuki runs approve`)
         a rule's cancel_previous: publish run.cancel for the older runs of the branch
         a rule's concurrency: the run waits queued until its repository has a place; every run
         that finishes (or starts) publishes run.wake for the runs waiting in its repository
@@ -28,6 +30,10 @@ One push, top to bottom::
         (executor gone) becomes job.expired in the run's order -> the job is ordered again
         (attempt + 1); late messages of the lost attempt are ignored. An executor that cannot
         renew its lease kills its own container first.
+        The tick is also the schedule clock: the dispatcher that claims a minute in the store
+        (once per minute, whatever the number of clocks) publishes run.requested for every
+        schedule rule that fired; the executor planning such a run resolves the branch's head
+        (fetched into its mirror, as for a manual run) and answers it in run.planned.
     dispatcher advances the DAG, and on every status change publishes
         tasuki.runs  run.updated, job.updated
     subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter
@@ -151,6 +157,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
         topic=RUNS,
         keys=(
             "run.requested",
+            "run.approve",
             "run.wake",
             "run.planned",
             "run.cancel",

@@ -11,12 +11,15 @@
     tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
     tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki runs approve RUN         let a run waiting for approval (a fork's pull request) start
     tasuki runs start REPO --branch B [-p NAME=VALUE ...]   a manual run (a rule with event manual allows it)
     tasuki runs rerun RUN [--failed]  run it again; --failed: keep what succeeded, run the rest
     tasuki rules                    trigger rules, one sentence each
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
     tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
+    tasuki deliveries [--limit N]   deliveries newest first, one line of outcome each
+    tasuki deliveries show ID       a delivery's whole story;  tasuki deliveries replay ID
     tasuki store [status]           where the store is (TASUKI_STORE_URL) and its schema version
     tasuki store migrate            bring the store's schema up to date (prints versions before and after)
     tasuki store prune              delete what is older than TASUKI_RETENTION_RUNS_DAYS / _DELIVERIES_DAYS
@@ -41,9 +44,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tasuki import functions
-from tasuki.shared import logs, recipes
+from tasuki.shared import approval, logs, recipes
 from tasuki.shared.errors import ActionError, ConfigError, TasukiError, first_problem
-from tasuki.shared.messages import RUN_FINAL, RunCancel
+from tasuki.shared.messages import RUN_FINAL, RunApprove, RunCancel
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
 
@@ -169,6 +172,8 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         return _show_run(rt, args.run_id, args.log)
     if args.action == "cancel":
         return _cancel_run(rt, args.run_id)
+    if args.action == "approve":
+        return _approve_run(rt, args.run_id)
     if args.action == "start":
         return _start_run(rt, args)
     if args.action == "rerun":
@@ -199,8 +204,30 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
         print(f"  {job.name:<16} {job.status}{code}  {job.message}")
         if with_log:
-            for _, data in rt.store.read_log(run.id, job.name):
-                sys.stdout.write(data.decode("utf-8", "replace"))
+            _print_log(rt, run.id, job.name)
+    return 0
+
+
+def _print_log(rt: Runtime, run_id: str, job: str, page: int = 64) -> None:
+    """The job's whole log, read a page at a time (memory stays bounded by a page)."""
+    after = -1
+    while chunks := rt.store.read_log(run_id, job, after, limit=page):
+        for _, data in chunks:
+            sys.stdout.write(data.decode("utf-8", "replace"))
+        after = chunks[-1][0]
+
+
+def _approve_run(rt: Runtime, run_id: str | None) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    if run.status != approval.STATUS:
+        print(f"run {run.id} is {run.status}, not waiting for approval; nothing to approve", file=sys.stderr)
+        return 1
+    # The dispatcher starts it in the run's order (a second approval changes nothing).
+    rt.broker.publish(RunApprove(run_id=run.id, by="the command line"), message_id=f"{run.id}:approve")
+    print(f"approved run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
     return 0
 
 
@@ -245,6 +272,38 @@ def _rerun(rt: Runtime, run_id: str | None, failed: bool) -> int:
     what = "the failed jobs of run" if failed else "run"
     print(f"re-running {what} {run_id} as run {new_id}; `tasuki runs show {new_id}` follows it")
     return 0
+
+
+# --- deliveries and their stories -------------------------------------------------------------
+
+
+def cmd_deliveries(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.shared import stories
+    from tasuki.shared.web import actions
+
+    if args.action == "replay":
+        new_id = actions.replay_delivery(rt, _delivery_id(args))
+        print(f"replayed {args.delivery_id} as delivery {new_id}; `tasuki deliveries show {new_id}` follows it")
+        return 0
+    if args.action == "show":
+        steps = actions.delivery(rt, _delivery_id(args))
+        for line in stories.told(args.delivery_id, steps):
+            print(line)
+        return 0
+    found = rt.store.stories(limit=args.limit)
+    if not found:
+        print("no deliveries yet")
+    for delivery_id, steps in found:
+        row = stories.summary(delivery_id, steps)
+        when = f"{row['at']:%Y-%m-%d %H:%M:%S}" if row["at"] else "?"
+        print(f"{delivery_id}  {when}  {row['repository'] or '-'}  {row['event'] or '-'}  {row['outcome']}")
+    return 0
+
+
+def _delivery_id(args: argparse.Namespace) -> str:
+    if not args.delivery_id:
+        raise ConfigError("name the delivery by its id; `tasuki deliveries` lists them")
+    return args.delivery_id
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -336,6 +395,8 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
         "enabled": not args.disabled,
         "cancel_previous": args.cancel_previous,
         "concurrency": args.concurrency,
+        "schedule": args.schedule,
+        "trust_forks": args.trust_forks,
     }
     try:
         rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -430,7 +491,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
     run.add_argument(
         "--event",
-        choices=["push", "tag", "pull_request", "manual"],
+        choices=["push", "tag", "pull_request", "manual", "schedule"],
         help="the event `when` sees (default: push, or tag with --tag)",
     )
     run.add_argument(
@@ -452,8 +513,10 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
     dead.add_argument("--all", action="store_true", help="replay: every dead letter")
     dead.set_defaults(fn=cmd_deadletters)
-    runs = sub.add_parser("runs", help="list runs, show, cancel or re-run one, start one by hand")
-    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel", "start", "rerun"], default="list")
+    runs = sub.add_parser("runs", help="list runs, show, cancel, approve or re-run one, start one by hand")
+    runs.add_argument(
+        "action", nargs="?", choices=["list", "show", "cancel", "approve", "start", "rerun"], default="list"
+    )
     runs.add_argument("run_id", nargs="?", metavar="RUN|REPO", help="a run id; with start: the repository")
     runs.add_argument("--branch", help="start: the branch to run (its current head)")
     runs.add_argument("--tag", help="start: the tag to run")
@@ -470,7 +533,11 @@ def parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("rule", nargs="?", help="a rule id (or its start); with load: the rules file")
     rules.add_argument("--repo", help="repository (a glob): acme/api, acme/*")
-    rules.add_argument("--event", choices=["push", "tag", "pull_request", "manual"])
+    rules.add_argument("--event", choices=["push", "tag", "pull_request", "manual", "schedule"])
+    rules.add_argument(
+        "--schedule",
+        help="schedule: a cron expression (UTC) or hourly, 'hourly at :MM', 'daily at HH:MM', 'weekly on DAY at HH:MM'",
+    )
     rules.add_argument("--host", help="bitbucket, github, gitlab (default: any)")
     rules.add_argument("--branch", help="push: the branch; pull_request: the source branch (a glob)")
     rules.add_argument("--tag", help="tag: the tag (a glob)")
@@ -484,6 +551,12 @@ def parser() -> argparse.ArgumentParser:
         help="a newer push cancels the older unfinished run of the branch",
     )
     rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
+    rules.add_argument(
+        "--trust-forks",
+        action="store_true",
+        default=None,
+        help="pull_request: runs of pull requests from forks start without waiting for approval",
+    )
     rules.add_argument("--disabled", action="store_true", help="create it disabled")
     rules.set_defaults(fn=cmd_rules)
     deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")
@@ -496,6 +569,11 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--memory", type=int, default=512, help="aws: MB per function (default 512)")
     deploy.add_argument("--timeout", type=int, default=60, help="aws: seconds per invocation (default 60)")
     deploy.set_defaults(fn=cmd_deploy)
+    told = sub.add_parser("deliveries", help="deliveries and what became of them: list, show one, replay one")
+    told.add_argument("action", nargs="?", choices=["list", "show", "replay"], default="list")
+    told.add_argument("delivery_id", nargs="?", metavar="ID")
+    told.add_argument("--limit", type=int, default=20)
+    told.set_defaults(fn=cmd_deliveries)
     store = sub.add_parser("store", help="the store: status, migrate (schema), prune (retention)")
     store.add_argument("action", nargs="?", choices=["status", "migrate", "prune"], default="status")
     store.set_defaults(fn=cmd_store)

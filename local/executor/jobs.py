@@ -2,8 +2,9 @@
 
 check the executable is a file in the checkout -> the files it needs (artifacts of its needs, its
 cache: `local.executor.jobfiles`) -> convert the job to a container request (pure,
-`local.convert`) -> run it, streaming output (`local.containers`) -> the files it keeps -> an
-`Outcome` a person can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+`local.convert`) -> run it, streaming output (`local.containers`) through the log limit
+(`loglimit`: past it the container is stopped) -> the files it keeps -> an `Outcome` a person
+can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
 
@@ -15,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasuki.local.executor import convert
+from tasuki.local.executor import convert, loglimit
 from tasuki.local.executor.containers import Docker, Exit
 from tasuki.local.executor.jobfiles import JobFiles
+from tasuki.local.executor.loglimit import LogLimit
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
 from tasuki.shared.messages import Artifact
@@ -89,11 +91,14 @@ def run_job(
             files.before(job, workspace, say)
         if cancelled():
             return outcome("cancelled", None, "cancelled", "cancelled before it started")
-        exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
+        log = LogLimit(limits.log_bytes, on_output)  # past it: the container is stopped
+        exit = docker.run(
+            config, timeout=timeout, on_output=log.feed, cancelled=lambda: log.passed or cancelled(), on_tick=on_tick
+        )
     except JobError as exc:
         say(str(exc))
         return outcome("error", None, exc.reason, str(exc))
-    result = _result(exit, limits, timeout, outcome, on_output)
+    result = _result(exit, log, limits, timeout, outcome, on_output)
     if files is None:
         return result
     try:
@@ -105,11 +110,14 @@ def run_job(
 
 def _result(
     exit: Exit,
+    log: LogLimit,
     limits: convert.Limits,
     timeout: float,
     outcome: Callable[..., Outcome],
     on_output: Callable[[bytes], None],
 ) -> Outcome:
+    if log.passed and log.limit is not None:
+        return outcome("failure", exit.exit_code, loglimit.REASON, loglimit.message(log.limit))
     if exit.cancelled:
         return outcome("cancelled", exit.exit_code, "cancelled", "cancelled while running")
     if exit.timed_out:

@@ -17,13 +17,13 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import location
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step
 from tasuki.shared.store.schema import LATEST
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Pruned",
     "RulesSync",
     "RunRecord",
+    "Step",
     "Store",
     "new_store",
     "open_store",
@@ -72,6 +73,31 @@ class Store(Protocol):
 
     def seen_delivery(self, key: str) -> bool:
         """True if the delivery key was recorded (the ingress checks, publishes, then records)."""
+        ...
+
+    # the story of each delivery (ingress, router, dispatcher and the clock each tell a step)
+    def tell(self, delivery_id: str, step: str, record: dict[str, Any], at: datetime | None = None) -> None:
+        """Record one step of a delivery's story (told again: the record is replaced)."""
+        ...
+
+    def story(self, delivery_id: str) -> list[Step]:
+        """The delivery's steps, as told (empty: no such delivery, or pruned)."""
+        ...
+
+    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
+        """Deliveries newest first (by their first step), each with its steps; `before`: only
+        deliveries first told before then (the next page)."""
+        ...
+
+    # the schedule clock
+    def claim_minutes(self, clock: str, now: datetime) -> tuple[datetime, datetime] | None:
+        """Claim the whole minutes since the clock's last claim, up to `now`'s minute: the window
+        (start, end], at most `schedules.CATCH_UP` long, or None when another caller claimed it
+        already. Of several clocks asking at once, exactly one gets each minute."""
+        ...
+
+    def unclaim_minutes(self, clock: str, claimed: tuple[datetime, datetime]) -> None:
+        """Give back a claim whose work could not be done (unless a later claim followed it)."""
         ...
 
     # runs and jobs (dispatcher)
@@ -140,16 +166,24 @@ class Store(Protocol):
         ...
 
     # logs (functions/logs writes, web reads)
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
         nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
-        attempt, or of a job the store does not know)."""
+        attempt, or of a job the store does not know), or when the attempt's log would pass
+        `limit` bytes with it (checked atomically: concurrent chunks cannot pass it together)."""
         ...
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
-        """Chunks after `after` of one attempt (default: the job's current attempt), in order."""
+        """Chunks after `after` of one attempt (default: the job's current attempt), in order;
+        at most `limit` of them (None: all)."""
+        ...
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        """How many bytes of the attempt's log are stored."""
         ...
 
     # the outbox (the dispatcher publishes it after each commit; the tick what is left), leases
@@ -194,7 +228,7 @@ class Store(Protocol):
     # retention
     def prune(self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = 500) -> Pruned:
         """Delete the runs that finished before `runs_before` with their jobs, logs, notes and
-        outbox leftovers, and the delivery keys seen before `deliveries_before` (None: keep them), in
+        outbox leftovers, and the delivery keys and stories seen before `deliveries_before` (None: keep them), in
         batches of `batch`, each batch its own transaction."""
         ...
 
@@ -219,13 +253,14 @@ def open_store(settings: Settings) -> Store:
 
 def new_store(settings: Settings, *, schema: int = LATEST) -> Store:
     """A store of its own at TASUKI_STORE_URL (`schema`: migrate first use only that far, for
-    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting."""
+    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting.
+    Secrets it keeps are sealed with TASUKI_STORE_KEY (read, or generated, on first need)."""
     where = location.parse(settings.store_url, settings.data_dir)
     if where.backend == "postgresql":
         from tasuki.shared.store.postgresql import PostgresStore
 
-        return PostgresStore(where, schema=schema)
+        return PostgresStore(where, schema=schema, key=settings.store_key_value)
     from tasuki.shared.store.sqlite import SQLiteStore
 
     assert where.path is not None
-    return SQLiteStore(where.path, schema=schema)
+    return SQLiteStore(where.path, schema=schema, key=settings.store_key_value)

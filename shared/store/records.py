@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,8 @@ class RunRecord(BaseModel):
     concurrency: int | None = None
     # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
     admitted: bool = False
+    # Who approved the run of a fork's pull request (empty: it needed no approval, or waits).
+    approved_by: str = ""
     # Re-run failed (issue 16): the run this one re-runs and the jobs it keeps from there.
     rerun_of: str = ""
     kept: list[str] = Field(default_factory=list)
@@ -97,6 +99,10 @@ class Pruned(NamedTuple):
 
     runs: int
     deliveries: int
+
+
+# One step of a delivery's story: (step name, when it was told, its record). See shared/stories.py.
+Step = tuple[str, datetime, dict[str, Any]]
 
 
 def stamp(moment: datetime) -> str:

@@ -18,16 +18,21 @@ add its test to tests/integration/test_store_contract.py, which runs it on both 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tasuki.shared import schedules
+from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, stamp
+from tasuki.shared.store import sealed
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step, stamp
 from tasuki.shared.store.schema import LATEST
+from tasuki.shared.store.sealed import Key
 
 # The statuses of a run that is over, as an SQL list.
 FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(RUN_FINAL)) + ")"
@@ -36,6 +41,10 @@ FROM_FILE, FROM_PERSON = "file", "cli"
 # the host controls) is cut to this many characters.
 NOTE_CHARS = 500
 PRUNE_BATCH = 500
+# Delivery ids and step names are cut to this many characters (a sender names the delivery).
+MAX_KEY = 300
+# The bytes of one attempt's log (both backends' LENGTH of a blob reads only its size).
+LOG_BYTES = "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM logs WHERE run_id = ? AND job = ? AND attempt = ?"
 
 
 class Cursor(Protocol):
@@ -88,7 +97,8 @@ class HeldRun:
     def admit(self, limit: int | None) -> bool:
         """Give the run a place among its repository's unfinished runs: True if it has one (now
         or before), False while `limit` admitted runs are unfinished or an older run of the
-        repository waits for a place (first come, first served)."""
+        repository waits for a place (first come, first served; a run waiting for approval does
+        not wait for a place yet)."""
         run = self.run
         if run is None or run.status in RUN_FINAL:
             return False
@@ -101,7 +111,7 @@ class HeldRun:
                 f"""SELECT COALESCE(SUM(admitted), 0),
                            COALESCE(SUM(CASE WHEN admitted = 0 AND (created_at < ? OR (created_at = ? AND id < ?))
                                              THEN 1 ELSE 0 END), 0)
-                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND id != ?""",
+                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND status != 'approval' AND id != ?""",
                 (created, created, run.id, run.repository, run.id),
             ).fetchone()
             if going >= limit or older_waiting:
@@ -111,7 +121,17 @@ class HeldRun:
 
 
 class SQLStore:
-    """Every store method, in SQL both backends understand. Subclasses provide the hooks below."""
+    """Every store method, in SQL both backends understand. Subclasses provide the hooks below.
+    `key` gives the store key (TASUKI_STORE_KEY) that seals secrets at rest (`sealed.py`); it is
+    asked for only when a secret is written or read."""
+
+    def __init__(self, key: Key | None = None) -> None:
+        self._given_key = key
+
+    def _key(self) -> str:
+        if self._given_key is None:
+            raise StoreError("this store was opened without a store key (TASUKI_STORE_KEY): it cannot keep secrets")
+        return self._given_key()
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -152,6 +172,63 @@ class SQLStore:
 
     def seen_delivery(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM deliveries WHERE key = ?", (key,)))
+
+    # -- the story of each delivery (issue 16) ------------------------------------------------------
+
+    def tell(self, delivery_id: str, step: str, record: dict[str, Any], at: datetime | None = None) -> None:
+        self._write(
+            "INSERT INTO delivery_steps (delivery_id, step, at, record) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (delivery_id, step) DO UPDATE SET record = excluded.record",
+            (delivery_id[:MAX_KEY], step[:MAX_KEY], stamp(at or utcnow()), json.dumps(record, default=str)),
+        )
+
+    def story(self, delivery_id: str) -> list[Step]:
+        rows = self._query(
+            "SELECT step, at, record FROM delivery_steps WHERE delivery_id = ? ORDER BY at, step", (delivery_id,)
+        )
+        return [(step, datetime.fromisoformat(at), json.loads(record)) for step, at, record in rows]
+
+    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
+        where, params = ("HAVING MIN(at) < ?", [stamp(before)]) if before else ("", [])
+        ids = self._query(
+            f"SELECT delivery_id, MIN(at) AS first FROM delivery_steps GROUP BY delivery_id {where}"
+            " ORDER BY first DESC, delivery_id LIMIT ?",
+            (*params, max(0, limit)),
+        )
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT delivery_id, step, at, record FROM delivery_steps WHERE delivery_id IN ({marks}) ORDER BY at, step",
+            [row[0] for row in ids],
+        )
+        steps: dict[str, list[Step]] = {row[0]: [] for row in ids}
+        for delivery_id, step, at, record in rows:
+            steps[delivery_id].append((step, datetime.fromisoformat(at), json.loads(record)))
+        return list(steps.items())
+
+    def claim_minutes(self, clock: str, now: datetime) -> tuple[datetime, datetime] | None:
+        # Most ticks come within a minute already claimed: a read says so, no write lock taken.
+        rows = self._query("SELECT minute FROM clocks WHERE name = ?", (clock,))
+        if rows and schedules.window(datetime.fromisoformat(rows[0][0]), now) is None:
+            return None
+        with self._tx() as tx:
+            self._serialize(tx, "clock", clock)
+            row = tx.execute("SELECT minute FROM clocks WHERE name = ?", (clock,)).fetchone()
+            claimed = schedules.window(datetime.fromisoformat(row[0]) if row else None, now)
+            if claimed is not None:
+                tx.execute(
+                    "INSERT INTO clocks (name, minute) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET minute = excluded.minute",
+                    (clock, stamp(claimed[1])),
+                )
+            return claimed
+
+    def unclaim_minutes(self, clock: str, claimed: tuple[datetime, datetime]) -> None:
+        self._write(
+            "UPDATE clocks SET minute = ? WHERE name = ? AND minute = ?",
+            (stamp(claimed[0]), clock, stamp(claimed[1])),
+        )
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -258,13 +335,20 @@ class SQLStore:
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         with self._tx() as tx:
             current = tx.execute(
                 "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
             ).fetchone()
             if current is None:
                 return False
+            if limit is not None:
+                self._serialize(tx, "logs", f"{run_id}:{job}:{attempt}")  # two chunks at once cannot both fit
+                stored = tx.execute(LOG_BYTES, (run_id, job, attempt)).fetchone()[0]
+                if stored + len(data) > limit:
+                    return False
             tx.execute(
                 "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (run_id, job, attempt, seq, data),
@@ -272,20 +356,26 @@ class SQLStore:
             return True
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
+        page = " LIMIT ?" if limit is not None else ""
+        rows_limit = (max(0, limit),) if limit is not None else ()
         if attempt is None:
             rows = self._query(
                 "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? AND attempt ="
-                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq",
-                (run_id, job, after, run_id, job),
+                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq" + page,
+                (run_id, job, after, run_id, job, *rows_limit),
             )
         else:
             rows = self._query(
-                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq",
-                (run_id, job, attempt, after),
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq"
+                + page,
+                (run_id, job, attempt, after, *rows_limit),
             )
         return [(seq, bytes(data)) for seq, data in rows]
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        return int(self._query(LOG_BYTES, (run_id, job, attempt))[0][0])
 
     # -- the outbox, leases, chores --------------------------------------------------------------
 
@@ -344,20 +434,26 @@ class SQLStore:
 
     # -- repositories ----------------------------------------------------------------------------
 
+    # A repository's webhook secret and API credentials are kept sealed with the store key.
+
     def put_repository(self, full_name: str, config: RepositoryConfig) -> None:
         self._write(
             "INSERT INTO repositories (full_name, record) VALUES (?, ?)"
             " ON CONFLICT (full_name) DO UPDATE SET record = excluded.record",
-            (full_name, config.model_dump_json()),
+            (full_name, sealed.seal_json(self._key, config.model_dump())),
         )
 
     def get_repository(self, full_name: str) -> RepositoryConfig | None:
         rows = self._query("SELECT record FROM repositories WHERE full_name = ?", (full_name,))
-        return RepositoryConfig.model_validate_json(rows[0][0]) if rows else None
+        return self._repository(rows[0][0]) if rows else None
 
     def list_repositories(self) -> dict[str, RepositoryConfig]:
         rows = self._query("SELECT full_name, record FROM repositories ORDER BY full_name")
-        return {name: RepositoryConfig.model_validate_json(record) for name, record in rows}
+        return {name: self._repository(record) for name, record in rows}
+
+    def _repository(self, record: str) -> RepositoryConfig:
+        """The stored record, its secrets opened (SealError, naming TASUKI_STORE_KEY, with another key)."""
+        return RepositoryConfig.model_validate(sealed.open_json(self._key, record))
 
     def delete_repository(self, full_name: str) -> bool:
         return self._write("DELETE FROM repositories WHERE full_name = ?", (full_name,)) == 1
@@ -406,6 +502,14 @@ class SQLStore:
                 (stamp(deliveries_before), batch),
             )
             deliveries += gone
+            if gone < batch:
+                break
+        while deliveries_before is not None:  # the deliveries' stories, kept as long as their keys
+            gone = self._write(
+                "DELETE FROM delivery_steps WHERE (delivery_id, step) IN"
+                " (SELECT delivery_id, step FROM delivery_steps WHERE at < ? LIMIT ?)",
+                (stamp(deliveries_before), batch),
+            )
             if gone < batch:
                 break
         return Pruned(runs, deliveries)

@@ -7,11 +7,12 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from tasuki.shared import stories
 from tasuki.shared.errors import ActionError
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
-from tasuki.shared.web import actions, openapi
+from tasuki.shared.web import actions, badges, openapi
 
 
 def reply(data: Any, status: int = 200) -> Response:
@@ -33,6 +34,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "message": event.head_message,
         "actor": event.actor,
         "rule_id": run.rule_id,
+        "delivery": event.delivery_id,
         "params": event.params,
         "rerun_of": run.rerun_of or None,
         "kept": run.kept,
@@ -90,34 +92,73 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
     )
 
 
+# A page of a job's log: at most this many chunks, and no more bytes than this (but at least one
+# chunk, whatever its size: the store keeps none larger than a job.log message).
+LOG_PAGE_CHUNKS, LOG_PAGE_MAX_CHUNKS = 64, 256
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+
+
 def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
+    """One page of the job's current attempt's log after chunk `after`; `next_after` is where the
+    next page starts and `more` says whether one is stored already (`done`: the log is whole)."""
     record = actions.get_run(rt, run_id)
-    try:
-        after = int(request.args.get("after", -1))
-    except ValueError:
-        raise ActionError(400, "after must be a chunk number") from None
+    after = _number(request, "after", -1, -1, 10_000_000, "a chunk number")
+    page = _number(request, "limit", LOG_PAGE_CHUNKS, 1, LOG_PAGE_MAX_CHUNKS, "a number of chunks")
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise ActionError(404, f"run {run_id} has no job {job!r}")
     current = jobs[job]
     # The current attempt's log; a job ordered again (its executor was lost) starts a new one.
-    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt)
+    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt, limit=page + 1)
+    more = len(chunks) > page
+    chunks, size = chunks[:page], 0
+    for n, (_, data) in enumerate(chunks):
+        size += len(data)
+        if n and size > LOG_PAGE_BYTES:
+            chunks, more = chunks[:n], True
+            break
     last = chunks[-1][0] if chunks else after
     over = record.status in RUN_FINAL or current.status in JOB_FINAL
-    # Done once the job is over and every chunk its executor announced is stored.
-    done = over and (current.log_chunks is None or last + 1 >= current.log_chunks)
+    # Done once the job is over and every chunk its executor announced is stored (or the store
+    # took no more of it: the log passed its limit).
+    done = (
+        over
+        and not more
+        and (
+            current.log_chunks is None
+            or last + 1 >= current.log_chunks
+            or rt.store.log_bytes(run_id, job, current.attempt) >= rt.settings.job_log_limit_bytes
+        )
+    )
     return reply(
         {
             "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
             "attempt": current.attempt,
+            "next_after": last,
+            "more": more,
             "done": done,
         }
     )
 
 
+def _number(request: Request, name: str, default: int, low: int, high: int, what: str) -> int:
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ActionError(400, f"{name} must be {what} from {low} to {high}")
+    return value
+
+
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     actions.cancel(rt, run_id)
     return reply({"run_id": run_id, "status": "cancelling"}, 202)
+
+
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the API")
+    return reply({"run_id": run_id, "status": "approved"}, 202)
 
 
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
@@ -235,3 +276,41 @@ def deadletter(rt: Runtime, request: Request, letter_id: str) -> Response:
 
 def replay(rt: Runtime, request: Request, letter_id: str | None = None) -> Response:
     return reply({"replayed": actions.replay(rt, letter_id)})
+
+
+def _limit(request: Request) -> int:
+    try:
+        return min(max(int(request.args.get("limit", 50)), 1), 500)
+    except ValueError:
+        raise ActionError(400, "limit must be a number from 1 to 500") from None
+
+
+def deliveries(rt: Runtime, request: Request) -> Response:
+    found = rt.store.stories(limit=_limit(request))
+    return reply({"deliveries": [stories.summary(delivery_id, steps) for delivery_id, steps in found]})
+
+
+def step_json(step: str, at: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """A step as the API shows it: the record without the events kept for replay."""
+    return {"step": step, "at": at, **{k: v for k, v in record.items() if k != "replay"}}
+
+
+def delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    steps = actions.delivery(rt, delivery_id)
+    return reply({"delivery": stories.summary(delivery_id, steps), "steps": [step_json(*s) for s in steps]})
+
+
+def replay_delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    return reply({"delivery": actions.replay_delivery(rt, delivery_id), "replay_of": delivery_id}, 202)
+
+
+def badge(rt: Runtime, request: Request, name: str) -> Response:
+    """The latest run of a repository's branch as an SVG badge (GET /badge/<repo>.svg?branch=)."""
+    if not name.endswith(".svg"):
+        raise ActionError(404, f"a badge is /badge/<repository>.svg, found /badge/{name}")
+    found = rt.registry.find(name.removesuffix(".svg"))
+    runs = rt.store.list_runs(repository=found[0], limit=200) if found else []
+    run = badges.latest(runs, request.args.get("branch", ""))
+    response = Response(badges.svg(run.status if run else "unknown"), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "no-cache, max-age=0"
+    return response

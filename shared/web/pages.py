@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from tasuki.shared import manual, reruns
+from tasuki.shared import manual, reruns, stories
 from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
@@ -25,8 +25,10 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
+RUN_STATUSES = ("approval", "queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
+# What the rule form offers for a schedule (any cron expression is taken too: shared/schedules.py).
+SCHEDULE_EXAMPLES = ("hourly", "hourly at :30", "daily at 02:00", "weekly on monday at 06:00", "0 2 * * 1-5")
 
 
 def render(rt: Runtime, request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -89,6 +91,11 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     actions.cancel(rt, run_id)
     return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
+
+
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the web page")
+    return back(f"/runs/{run_id}", "Approved: the run starts.")
 
 
 def recorded(rt: Runtime, run_id: str, wait: float = 5.0) -> None:
@@ -223,12 +230,14 @@ def rules(rt: Runtime, request: Request) -> Response:
         rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
         repositories=sorted(rt.registry.all()),
         hosts=[(host.name, host.title) for host in HOSTS.values()],
+        phrases=SCHEDULE_EXAMPLES,
     )
 
 
 def create_rule(rt: Runtime, request: Request) -> Response:
     form: dict[str, Any] = request.form.to_dict()
     form["cancel_previous"] = form.get("cancel_previous") == "true"
+    form["trust_forks"] = form.get("trust_forks") == "true"
     form.pop("csrf", None)
     rule = actions.create_rule(rt, form)
     return back("/rules", f"Created: {rule.sentence()}")
@@ -243,6 +252,42 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
         return back("/rules", f"Deleted: {rule.sentence()}.{note}")
     rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
     return back("/rules", f"{change.capitalize()}d: {rule.sentence()}")
+
+
+def deliveries(rt: Runtime, request: Request) -> Response:
+    rows = []
+    for delivery_id, steps in rt.store.stories(limit=100):
+        row = stories.summary(delivery_id, steps)
+        rows.append({**row, "when": present.when(row["at"])})
+    return render(
+        rt,
+        request,
+        "deliveries.html",
+        section="Deliveries",
+        deliveries=rows,
+        webhook_url=rt.settings.public_webhook_url,
+    )
+
+
+def delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    steps = actions.delivery(rt, delivery_id)
+    views = [
+        {"name": name, "when": present.when(at), "kind": record.get("kind", ""), "record": record}
+        for name, at, record in steps
+    ]
+    return render(
+        rt,
+        request,
+        "delivery.html",
+        section="Deliveries",
+        delivery=stories.summary(delivery_id, steps),
+        steps=views,
+    )
+
+
+def replay_delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    new_id = actions.replay_delivery(rt, delivery_id)
+    return back(f"/deliveries/{quote(new_id, safe='')}", f"Replayed delivery {delivery_id} as {new_id}.")
 
 
 def _letter_view(letter: Any) -> dict[str, Any]:

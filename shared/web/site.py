@@ -1,6 +1,8 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
-pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run, /deadletters, /login
+pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run, /deliveries, /deliveries/<id>,
+       /deadletters, /login
+badges /badge/<repo>.svg?branch=main (public with TASUKI_PUBLIC_BADGES)
 API    /api/... (JSON; an artifact's download is its bytes), /api/openapi.json
 """
 
@@ -29,6 +31,7 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("run", "/runs/<run_id>", pages.run, ("GET",)),
     ("cancel", "/runs/<run_id>/cancel", pages.cancel, ("POST",)),
     ("rerun", "/runs/<run_id>/rerun", pages.rerun, ("POST",)),
+    ("approve", "/runs/<run_id>/approve", pages.approve, ("POST",)),
     ("rerun.failed", "/runs/<run_id>/rerun-failed", pages.rerun_failed, ("POST",)),
     ("rules", "/rules", pages.rules, ("GET",)),
     ("rule.create", "/rules", pages.create_rule, ("POST",)),
@@ -38,6 +41,10 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("unregister", "/repositories/<path:full_name>/delete", pages.remove_repository, ("POST",)),
     ("start.form", "/repositories/<path:full_name>/run", pages.run_form, ("GET",)),
     ("start", "/repositories/<path:full_name>/run", pages.start_run, ("POST",)),
+    ("deliveries", "/deliveries", pages.deliveries, ("GET",)),
+    ("delivery", "/deliveries/<path:delivery_id>", pages.delivery, ("GET",)),
+    ("delivery.replay", "/deliveries/<path:delivery_id>/replay", pages.replay_delivery, ("POST",)),
+    ("badge", "/badge/<path:name>", api.badge, ("GET",)),
     ("deadletters", "/deadletters", pages.deadletters, ("GET",)),
     ("deadletter", "/deadletters/<letter_id>", pages.deadletter, ("GET",)),
     ("replay.all", "/deadletters/replay", pages.replay, ("POST",)),
@@ -51,6 +58,7 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("api.artifact", "/api/runs/<run_id>/artifacts/<job>/<path:path>", artifacts.download, ("GET",)),
     ("api.cancel", "/api/runs/<run_id>/cancel", api.cancel, ("POST",)),
     ("api.rerun", "/api/runs/<run_id>/rerun", api.rerun, ("POST",)),
+    ("api.approve", "/api/runs/<run_id>/approve", api.approve, ("POST",)),
     ("api.rules", "/api/rules", api.rules, ("GET",)),
     ("api.rule.create", "/api/rules", api.create_rule, ("POST",)),
     ("api.rule.change", "/api/rules/<rule_id>/<any(enable, disable):change>", api.change_rule, ("POST",)),
@@ -60,6 +68,9 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
         lambda rt, request, rule_id: api.change_rule(rt, request, rule_id, "delete"),
         ("DELETE",),
     ),
+    ("api.deliveries", "/api/deliveries", api.deliveries, ("GET",)),
+    ("api.delivery", "/api/deliveries/<path:delivery_id>", api.delivery, ("GET",)),
+    ("api.delivery.replay", "/api/deliveries/<path:delivery_id>/replay", api.replay_delivery, ("POST",)),
     ("api.deadletters", "/api/deadletters", api.deadletters, ("GET",)),
     ("api.deadletter", "/api/deadletters/<letter_id>", api.deadletter, ("GET",)),
     ("api.replay.all", "/api/deadletters/replay", api.replay, ("POST",)),
@@ -73,6 +84,12 @@ URLS = Map([Rule(path, endpoint=endpoint, methods=list(methods)) for endpoint, p
 OPEN = {"login", "logout", "api.spec"}  # reachable without signing in
 
 
+def is_open(settings, endpoint: str) -> bool:
+    """Reachable without signing in: the sign-in itself, the API's description, and the status
+    badges when the operator made them public (TASUKI_PUBLIC_BADGES)."""
+    return endpoint in OPEN or (endpoint == "badge" and settings.public_badges)
+
+
 def handle(request: Request, rt: Runtime) -> Response:
     """1. a name this Tasuki answers to; 2. a route; 3. signed in (or open); 4. a change comes
     from the site itself (Origin, JSON for the API, the form's CSRF token); 5. the view."""
@@ -83,7 +100,7 @@ def handle(request: Request, rt: Runtime) -> Response:
         if refused:
             return _error(rt, request, is_api, refused.status, "Refused", refused.message)
         endpoint, args = URLS.bind_to_environ(request.environ).match()
-        if endpoint not in OPEN and not access.allowed(
+        if not is_open(rt.settings, endpoint) and not access.allowed(
             rt.settings, request.headers, request.cookies, rt.store.session_ended
         ):
             if is_api:
