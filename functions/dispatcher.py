@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import approval, logs, outbox, push, recipes, scheduler, sealing, stories
+from tasuki.shared import approval, logs, objects, outbox, push, recipes, scheduler, sealing, stories
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import BrokerError, CheckoutFailed
 from tasuki.shared.messages import (
@@ -163,6 +163,8 @@ def tick(rt: Runtime, now: datetime) -> dict:
     if rt.store.due("prune", now, every=PRUNE_EVERY):
         runs_before, deliveries_before = rt.settings.retention_cutoffs(now)
         pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)._asdict()
+        if runs_before is not None:  # the artifacts of the runs it deleted go with them
+            pruned["artifacts"] = prune_artifacts(rt, runs_before)
     return {"expired": len(expired), "republished": left, "pruned": pruned, "scheduled": scheduled(rt, now)}
 
 
@@ -199,6 +201,13 @@ def tell_ending(rt: Runtime, before: str | None, run: RunRecord | None, jobs: di
     record = stories.run_ended(run.id, run.status, run.message, [j.status for j in jobs.values()])
     if record is not None:
         rt.store.tell(run.event.delivery_id, f"run:{run.id}", record)
+
+
+def prune_artifacts(rt: Runtime, runs_before: datetime) -> int:
+    """Retention of object storage: the artifacts of runs the store no longer has."""
+    return objects.prune_runs(
+        objects.open_objects(rt.settings), runs_before, lambda run_id: rt.store.get_run(run_id) is not None
+    )
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:

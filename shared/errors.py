@@ -13,6 +13,9 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
     │   └── PublishRefused       the broker nacked the publish, or no queue was bound to take it
     ├── StoreError               the store could not read or write                        503
+    ├── ObjectsError             object storage (TASUKI_OBJECTS_URL) could not read or    503
+    │   │                        write
+    │   └── ObjectMissing        no object under that key                                 404
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
     ├── ParamError               a manual run's parameter is not what the flow file       422
     │                            declares (names the parameter)
@@ -34,7 +37,9 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
         ├── ImageMissing
         ├── ExecutableMissing
         ├── DockerUnavailable
-        └── ServiceFailed        a job's service container did not start or get ready
+        ├── ServiceFailed        a job's service container did not start or get ready
+        └── FilesRefused         artifacts or a cache refused: a path out of the workspace,
+                                 over the size limit
 
 A subclass answers as its parent unless the drawing says otherwise. `http_status` is the one
 place errors meet HTTP: the functions' `answers.translated` and the web page's `web.site.handle`
@@ -99,6 +104,18 @@ class StoreError(TasukiError):
     """The store failed to read or write (the caller retries)."""
 
     http_status = 503
+
+
+class ObjectsError(TasukiError):
+    """Object storage (a folder or an S3 bucket, TASUKI_OBJECTS_URL) could not read or write."""
+
+    http_status = 503
+
+
+class ObjectMissing(ObjectsError):
+    """No object under the key asked for."""
+
+    http_status = 404
 
 
 class FlowFileError(TasukiError):
@@ -201,6 +218,13 @@ class DockerUnavailable(JobError):
 
 class ServiceFailed(JobError):
     reason = "service-failed"
+
+
+class FilesRefused(JobError):
+    """A job's artifacts or cache were refused: a path that leaves the workspace (or a symlink
+    out of it), or more bytes than the limit allows. The message says which and what to change."""
+
+    reason = "files-refused"
 
 
 def first_problem(exc: ValidationError) -> tuple[str, str]:

@@ -62,6 +62,7 @@ class Repository(BaseModel):
     full_name: str
     clone_url: str = ""
     web_url: str = ""
+    default_branch: str = ""  # when the host says (caches fall back to it)
 
 
 class Ref(BaseModel):
@@ -272,6 +273,18 @@ class JobExpired(RunMessage):
     attempt: int = Field(ge=1)
 
 
+# At most this many files an attempt keeps as artifacts (their names travel in job.finished).
+MAX_ARTIFACTS = 1000
+
+
+class Artifact(BaseModel):
+    """A file a job kept (issue 15): its path under the workspace, its size in bytes. The bytes
+    are in object storage under `artifact_key(run, job, path)`."""
+
+    path: str = Field(min_length=1, max_length=1000)
+    size: int = Field(ge=0)
+
+
 class JobFinished(RunMessage):
     TYPE = KEY = "job.finished"
 
@@ -283,6 +296,7 @@ class JobFinished(RunMessage):
     message: str = ""  # what a person reads on the run
     log_chunks: int | None = Field(None, ge=0)  # how many job.log chunks the attempt wrote
     at: datetime = Field(default_factory=utcnow)
+    artifacts: list[Artifact] = Field(default_factory=list, max_length=MAX_ARTIFACTS)  # what it kept
 
 
 class JobLog(RunMessage):
@@ -405,6 +419,8 @@ class JobOrder(WorkOrder):
     job: Job
     attempt: int = Field(1, ge=1)
     why: str = ""  # why this attempt after an earlier one (a retry, a lost executor): its log says so
+    # The run whose artifacts a need left, when not this one (a job a re-run of failed jobs kept).
+    artifact_runs: dict[str, str] = Field(default_factory=dict)
 
     @property
     def message_id(self) -> str:

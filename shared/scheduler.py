@@ -289,7 +289,9 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
 def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
     assert job.spec is not None, "a job is ordered only once planned in full"
     why = job.message if job.attempt > 1 else ""
-    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt, why=why)
+    # A re-run of failed jobs keeps jobs that succeeded in the run it re-runs: their artifacts are there.
+    elsewhere = {need: run.rerun_of for need in job.spec.needs if need in run.kept and run.rerun_of}
+    return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt, why=why, artifact_runs=elsewhere)
 
 
 def not_ordered(
@@ -480,6 +482,7 @@ def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, n
             "status": msg.status,
             "lease_expires": None,
             "log_chunks": msg.log_chunks,
+            "artifacts": msg.artifacts,
             "exit_code": msg.exit_code,
             "reason": msg.reason,
             "message": msg.message,

@@ -154,6 +154,19 @@ class Settings(BaseModel):
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
     # The executor's mirror cache is kept under this size: least recently used mirrors go first.
     mirror_cache_bytes: int = Field(10 * 1024**3, ge=0)
+    # Object storage for artifacts and caches (shared/objects.py): file:///ABSOLUTE/PATH or
+    # s3://BUCKET/PREFIX. Empty: the folder <data_dir>/objects. For S3: the endpoint of an
+    # S3-compatible store (MinIO, GCS interoperability; empty: AWS), its region and keys (empty:
+    # boto3's own chain: AWS_* variables, ~/.aws, an instance role).
+    objects_url: str = ""
+    objects_endpoint_url: str = ""
+    objects_region: str = ""
+    objects_access_key_id: str = Field("", repr=False)
+    objects_secret_access_key: str = Field("", repr=False)
+    # The most bytes one job may keep as artifacts; a job over it fails, saying so.
+    artifacts_max_bytes: int = Field(2 * 1024**3, ge=0)
+    # The most bytes of caches one repository keeps; the least recently used go first.
+    cache_max_bytes: int = Field(5 * 1024**3, ge=0)
     # Values masked in every job log, comma-separated.
     secrets: str = ""
 

@@ -330,9 +330,13 @@ def cmd_store(rt: Runtime, args: argparse.Namespace) -> int:
     if args.action == "prune":
         runs_before, deliveries_before = rt.settings.retention_cutoffs(utcnow())
         pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)
+        from tasuki.functions.dispatcher import prune_artifacts
+
+        artifacts = f" (and the artifacts of {prune_artifacts(rt, runs_before)})" if runs_before else ""
         print(
             f"store {where}: "
             + _pruned(pruned.runs, "run", "finished", runs_before, "TASUKI_RETENTION_RUNS_DAYS")
+            + artifacts
             + "; "
             + _pruned(pruned.deliveries, "delivery id", "seen", deliveries_before, "TASUKI_RETENTION_DELIVERIES_DAYS")
         )

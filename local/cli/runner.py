@@ -8,7 +8,9 @@
     exit 0 only if every job that ran passed.
 
 No broker, no store, no service: only git, the Docker engine and the job code the executor uses
-(`local.jobs`). A job whose needs did not all pass is skipped, as the dispatcher does
+(`local.jobs`). Artifacts pass between the run's jobs through a folder of the run's own (gone
+when it ends); caches live in the object storage of TASUKI_OBJECTS_URL (by default the folder
+<data dir>/objects), scoped to the checkout's repository and branch as on the service. A job whose needs did not all pass is skipped, as the dispatcher does
 (`shared.scheduler.advance`). Ctrl-C kills the running containers and removes them.
 """
 
@@ -28,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from tasuki.local.executor import convert, jobs
+from tasuki.local.executor import caches, convert, jobs
 from tasuki.local.executor.checkout import git, remove_tree, toplevel, working_copy
 from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.jobfiles import JobFiles
 from tasuki.local.executor.logsink import LogSink
-from tasuki.shared import flowfile, scheduler
+from tasuki.shared import flowfile, objects, scheduler
 from tasuki.shared.errors import CheckoutFailed, FlowFileError, JobError, ParamError
 from tasuki.shared.flowfile import Flow, Job
 from tasuki.shared.flowfile.params import given, resolve
@@ -165,6 +168,8 @@ class LocalRun:
         self.limits = convert.Limits.of(settings)
         self.run_id = f"local-{uuid.uuid4().hex[:12]}"
         self.cancel = threading.Event()
+        self.caches = objects.new_objects(settings)
+        self.artifacts: objects.Objects | None = None  # a folder in the run's temporary folder
 
     def __call__(self) -> int:
         root = Path(self.options.directory).resolve()
@@ -201,6 +206,7 @@ class LocalRun:
         if selected:
             self.docker.ping()  # one clear error now, rather than one per job
             with tempfile.TemporaryDirectory(prefix="tasuki-run-") as tmp:
+                self.artifacts = objects.FolderObjects(Path(tmp) / "objects")
                 try:
                     self._schedule(selected, ctx, root, Path(tmp), printer, results)
                 except KeyboardInterrupt:
@@ -313,9 +319,22 @@ class LocalRun:
                 cancelled=self.cancel.is_set,
                 on_tick=sink.tick,
                 executor_id=self.run_id,
+                files=self._files(ctx),
             )
         finally:
             remove_tree(workspace)
+
+    def _files(self, ctx: convert.Context) -> JobFiles:
+        assert self.artifacts is not None, "jobs run inside the run's temporary folder"
+        scope = caches.Scope(ctx.repository, ctx.branch) if ctx.branch else None
+        return JobFiles(
+            self.artifacts,
+            self.run_id,
+            scope,
+            self.settings.artifacts_max_bytes,
+            self.settings.cache_max_bytes,
+            cache_store=self.caches,
+        )
 
 
 def run(settings: Settings, options: Options, *, out: TextIO = sys.stdout) -> int:

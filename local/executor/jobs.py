@@ -1,9 +1,10 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> start its services, if any, and wait until
-they are ready (`local.executor.services`) -> convert the job to a container request (pure,
-`local.convert`) -> run it, streaming output (`local.containers`) through the log limit
-(`loglimit`: past it the container is stopped) -> remove the services -> an `Outcome` a person
+check the executable is a file in the checkout -> the files it needs (artifacts of its needs, its
+cache: `local.executor.jobfiles`) -> start its services, if any, and wait until they are ready
+(`local.executor.services`) -> convert the job to a container request (pure, `local.convert`)
+-> run it, streaming output (`local.containers`) through the log limit (`loglimit`: past it the
+container is stopped) -> remove the services -> the files it keeps -> an `Outcome` a person
 can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasuki.local.executor import convert, loglimit, services
-from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.containers import Docker, Exit
+from tasuki.local.executor.jobfiles import JobFiles
 from tasuki.local.executor.loglimit import LogLimit
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
+from tasuki.shared.messages import Artifact
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0  # from the check of the executable to the container's removal
     checkout_seconds: float = 0.0  # making the workspace (set by the executor)
+    artifacts: tuple[Artifact, ...] = ()  # the files the job kept
 
     @property
     def ok(self) -> bool:
@@ -70,8 +74,12 @@ def run_job(
     cancelled: Callable[[], bool] = lambda: False,
     on_tick: Callable[[], None] = lambda: None,
     executor_id: str = "",
+    files: JobFiles | None = None,
 ) -> Outcome:
     started = time.monotonic()
+
+    def say(text: str) -> None:
+        on_output(f"[tasuki] {text}\n".encode())
 
     def outcome(status: str, code: int | None = None, reason: str = "", message: str = "") -> Outcome:
         return Outcome(status, code, reason, message, time.monotonic() - started)
@@ -79,6 +87,10 @@ def run_job(
     try:
         if job.run:
             check_executable(workspace, job.run)
+        if files is not None:
+            files.before(job, workspace, say)
+        if cancelled():
+            return outcome("cancelled", None, "cancelled", "cancelled before it started")
         log = LogLimit(limits.log_bytes, on_output)  # past it: the container is stopped
         around = services.beside(
             docker, job, ctx, limits, executor_id, on_output=log.feed, cancelled=cancelled, on_tick=on_tick
@@ -95,8 +107,26 @@ def run_job(
                 on_tick=on_tick,
             )
     except JobError as exc:
-        on_output(f"[tasuki] {exc}\n".encode())
+        say(str(exc))
         return outcome("error", None, exc.reason, str(exc))
+    result = _result(exit, log, limits, timeout, outcome, on_output)
+    if files is None:
+        return result
+    try:
+        return files.after(job, workspace, result, say)
+    except JobError as exc:  # its artifacts were refused: the job fails, saying why
+        say(str(exc))
+        return outcome("error", exit.exit_code, exc.reason, str(exc))
+
+
+def _result(
+    exit: Exit,
+    log: LogLimit,
+    limits: convert.Limits,
+    timeout: float,
+    outcome: Callable[..., Outcome],
+    on_output: Callable[[bytes], None],
+) -> Outcome:
     if log.passed and log.limit is not None:
         return outcome("failure", exit.exit_code, loglimit.REASON, loglimit.message(log.limit))
     if exit.cancelled:

@@ -46,13 +46,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasuki.local.executor import convert, jobs, manual, services
+from tasuki.local.executor import caches, convert, jobs, manual, services
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.jobfiles import JobFiles
 from tasuki.local.executor.lease import Lease
 from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.local.executor.slots import Slots
-from tasuki.shared import codec, flowfile, logs, sealing, topics
+from tasuki.shared import codec, flowfile, logs, objects, sealing, topics
 from tasuki.shared.broker import Broker, attributes_of, connect
 from tasuki.shared.errors import DecodeError, FlowFileError, JobError, ParamError, SealError, TasukiError
 from tasuki.shared.messages import (
@@ -116,6 +117,7 @@ class Executor:
             schemes=settings.allowed_clone_schemes,
         )
         self.limits = convert.Limits.of(settings)
+        self.objects = objects.new_objects(settings)  # artifacts and caches (connects on first use)
         self.limits.memory_bytes  # noqa: B018  an invalid TASUKI_JOB_MEMORY stops the start
         self.stop = threading.Event()  # take no more work
         self.abort = threading.Event()  # the grace is over: interrupt running jobs, give them back
@@ -406,6 +408,7 @@ class Executor:
                     reason=outcome.reason,
                     message=outcome.message,
                     log_chunks=sink.seq,
+                    artifacts=list(outcome.artifacts),
                 ),
                 message_id=f"{run_id}:{name}:{attempt}:finished",
             )
@@ -456,6 +459,15 @@ class Executor:
                 cancelled=stop,
                 on_tick=tick,
                 executor_id=self.id,
+                files=JobFiles(
+                    self.objects,
+                    order.run_id,
+                    caches.scope_of(event),
+                    self.settings.artifacts_max_bytes,
+                    self.settings.cache_max_bytes,
+                    tick=tick,
+                    artifact_runs=order.artifact_runs,
+                ),
             )
         except (JobError, SealError) as exc:
             sink.feed(f"[tasuki] {exc}\n".encode())

@@ -6,10 +6,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.flowfile import matrix as matrices
@@ -226,6 +226,114 @@ def check_service_names(value: Any) -> Any:
 # --- end of issue 14 (i14-jobs) ---------------------------------------------------------------------
 
 
+# --- artifacts and caches (issue 15): files kept after a job, in object storage ----------------------
+
+MAX_FILE_PATTERNS = 50
+_FILE_PATTERN = re.compile(r"^[A-Za-z0-9_.@+*?\[\]/ -]{1,200}$")
+_CACHE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# `{{ hashFiles('requirements.txt', 'poetry.lock') }}` in a cache key: a digest of those files.
+HASH_FILES = re.compile(r"\{\{\s*hashFiles\(\s*((?:'[^']*'\s*,?\s*)+)\)\s*\}\}")
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def check_file_pattern(pattern: str) -> str:
+    """A path or glob inside the workspace (`dist/`, `reports/*.xml`, `**/junit.xml`)."""
+    if not isinstance(pattern, str) or not _FILE_PATTERN.match(pattern):
+        raise ValueError(f"expected a path or glob inside the workspace like dist/ or reports/*.xml, found {pattern!r}")
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        raise ValueError(f"expected a path inside the workspace, found {pattern!r} (no leading / and no ..)")
+    return pattern.removeprefix("./")
+
+
+def _patterns(value: Any) -> Any:
+    value = [value] if isinstance(value, str) else value
+    if isinstance(value, list) and len(value) > MAX_FILE_PATTERNS:
+        raise ValueError(f"at most {MAX_FILE_PATTERNS} paths, found {len(value)}")
+    return value
+
+
+# One path or a list of them, each inside the workspace.
+FilePatterns = Annotated[
+    list[str],
+    BeforeValidator(_patterns),
+    AfterValidator(lambda value: [check_file_pattern(p) for p in value]),
+    Field(min_length=1),
+]
+
+
+def cache_key_files(template: str) -> list[list[str]]:
+    """The file globs of each `hashFiles(...)` in a cache key, in order."""
+    return [_QUOTED.findall(m.group(1)) for m in HASH_FILES.finditer(template)]
+
+
+def check_cache_key(template: str) -> str:
+    """Letters, digits, `.`, `_`, `-` and `{{ hashFiles('glob', ...) }}`."""
+    plain = HASH_FILES.sub("h", template)
+    if not _CACHE_KEY.match(plain):
+        raise ValueError(
+            "expected a key of letters, digits, '.', '_', '-' and {{ hashFiles('file', ...) }}, "
+            f"like pip-{{{{ hashFiles('requirements.txt') }}}}; found {template!r}"
+        )
+    for globs in cache_key_files(template):
+        for glob in globs:
+            check_file_pattern(glob)
+    return template
+
+
+class Artifacts(BaseModel):
+    """`artifacts: [dist/, reports/*.xml]`, or `{paths: [...], when: success}`: files under the
+    workspace kept after the job (always, or only when it succeeded) and put into the workspace
+    of every job that needs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paths: FilePatterns
+    when: Literal["always", "success"] = "always"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_alone(cls, value: Any) -> Any:
+        return {"paths": value} if isinstance(value, list | str) else value
+
+
+class Cache(BaseModel):
+    """`cache: {key: "pip-{{ hashFiles('requirements.txt') }}", paths: [.cache/pip], restore_keys: [pip-]}`:
+    the paths restored before the job from the cache saved under `key` (or else the newest whose
+    key starts with one of `restore_keys`), and saved after a successful job when `key` had none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    paths: FilePatterns
+    restore_keys: list[str] = Field(default_factory=list, max_length=10)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_cache_key(value)
+
+    @field_validator("restore_keys", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("restore_keys")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not _CACHE_KEY.match(prefix):
+                raise ValueError(f"a restore key is a key's beginning, like pip-; found {prefix!r}")
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _no_globs(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if any(c in path for c in "*?["):
+                raise ValueError(f"cache paths are folders or files, not globs; found {path!r}")
+        return [p.rstrip("/") for p in value]
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -245,6 +353,9 @@ class Job(BaseModel):
     retry: Retry = Field(default_factory=lambda: Retry())
     services: dict[str, Service] = Field(default_factory=dict)
     # --- end of issue 14 (i14-jobs) ---
+    # Issue 15: files kept after the job (artifacts) and between runs (cache).
+    artifacts: Artifacts | None = None
+    cache: Cache | None = None
 
     @field_validator("run")
     @classmethod

@@ -127,7 +127,12 @@ class Bitbucket:
 def _repository(payload: Mapping[str, Any], what: str) -> Repository:
     name = text(payload, "repository", "full_name", required=what)
     web = text(payload, "repository", "links", "html", "href") or f"https://bitbucket.org/{name}"
-    return Repository(full_name=name, clone_url=f"https://bitbucket.org/{name}.git", web_url=web)
+    return Repository(
+        full_name=name,
+        clone_url=f"https://bitbucket.org/{name}.git",
+        web_url=web,
+        default_branch=text(payload, "repository", "mainbranch", "name"),
+    )
 
 
 def _actor(payload: Mapping[str, Any]) -> str:

@@ -125,6 +125,7 @@ def _repository(payload: Mapping[str, Any], what: str) -> Repository:
         full_name=name,
         clone_url=text(payload, "repository", "clone_url") or f"https://github.com/{name}.git",
         web_url=text(payload, "repository", "html_url") or f"https://github.com/{name}",
+        default_branch=text(payload, "repository", "default_branch"),
     )
 
 

@@ -142,7 +142,9 @@ def _repository(payload: Mapping[str, Any], what: str) -> Repository:
     name = text(payload, "project", "path_with_namespace", required=what)
     clone = text(payload, "project", "git_http_url") or text(payload, "repository", "git_http_url")
     web = text(payload, "project", "web_url") or text(payload, "repository", "homepage")
-    return Repository(full_name=name, clone_url=clone, web_url=web)
+    return Repository(
+        full_name=name, clone_url=clone, web_url=web, default_branch=text(payload, "project", "default_branch")
+    )
 
 
 def _commit(data: Any) -> Commit:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from tasuki.shared.flowfile import Job
 from tasuki.shared.flowfile.params import Param
-from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
+from tasuki.shared.messages import Artifact, Event, JobStatus, RunStatus, utcnow
 
 
 class RunRecord(BaseModel):
@@ -98,6 +98,9 @@ class JobRecord(BaseModel):
     def tries(self) -> int:
         """Attempts that ran to an end (those whose executor was lost do not count as tries)."""
         return sum(a.status != "lost" for a in self.attempts)
+
+    # The files the attempt that finished the job kept (issue 15; the bytes are in object storage).
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)

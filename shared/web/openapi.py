@@ -169,6 +169,50 @@ def document(server: str) -> dict[str, Any]:
                     ],
                 )
             },
+            "/api/runs/{run_id}/artifacts": {
+                "get": _op(
+                    "The files the run's jobs kept (artifacts): job, path, size in bytes, download URL",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "artifacts": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "job": {"type": "string"},
+                                                "path": {"type": "string"},
+                                                "size": {"type": "integer"},
+                                                "url": {"type": "string"},
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        )
+                    },
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/runs/{run_id}/artifacts/{job}/{path}": {
+                "get": _op(
+                    "Download one artifact (its bytes, streamed)",
+                    {
+                        "200": {
+                            "description": "The file",
+                            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        "404": _json(_ref("Error"), "No such artifact"),
+                    },
+                    parameters=[
+                        RUN_ID,
+                        {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                )
+            },
             "/api/runs/{run_id}/cancel": {
                 "post": _op(
                     "Cancel a run: running jobs are stopped",

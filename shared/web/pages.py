@@ -17,7 +17,7 @@ from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.scheduler import JobState
-from tasuki.shared.web import access, actions, graph, present
+from tasuki.shared.web import access, actions, artifacts, graph, present
 
 env = Environment(
     loader=PackageLoader("tasuki.shared.web", "templates"),
@@ -79,6 +79,7 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
         "jobs": present.jobs_view(jobs),
         "graph": graph.layout({j.name: (j.status, j.needs) for j in jobs}),
         "notes": rt.store.get_notes(run_id),
+        "artifacts": artifacts.of_jobs(jobs),
     }
     if request.args.get("fragment"):
         return render(rt, request, "run_body.html", **context)

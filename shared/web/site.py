@@ -3,7 +3,7 @@
 pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run, /deliveries, /deliveries/<id>,
        /deadletters, /login
 badges /badge/<repo>.svg?branch=main (public with TASUKI_PUBLIC_BADGES)
-API    /api/... (JSON), /api/openapi.json
+API    /api/... (JSON; an artifact's download is its bytes), /api/openapi.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from tasuki.shared.errors import ActionError, ConfigError, TasukiError
 from tasuki.shared.runtime import Runtime
-from tasuki.shared.web import access, api, pages
+from tasuki.shared.web import access, api, artifacts, pages
 
 log = logging.getLogger("tasuki.web")
 
@@ -54,6 +54,8 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("api.start", "/api/runs", api.start_run, ("POST",)),
     ("api.run", "/api/runs/<run_id>", api.run, ("GET",)),
     ("api.log", "/api/runs/<run_id>/jobs/<job>/log", api.log, ("GET",)),
+    ("api.artifacts", "/api/runs/<run_id>/artifacts", artifacts.listing, ("GET",)),
+    ("api.artifact", "/api/runs/<run_id>/artifacts/<job>/<path:path>", artifacts.download, ("GET",)),
     ("api.cancel", "/api/runs/<run_id>/cancel", api.cancel, ("POST",)),
     ("api.rerun", "/api/runs/<run_id>/rerun", api.rerun, ("POST",)),
     ("api.approve", "/api/runs/<run_id>/approve", api.approve, ("POST",)),

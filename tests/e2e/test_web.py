@@ -64,6 +64,12 @@ def tasuki(tmp_path, rabbitmq, docker_client, make_repo):
                 "ci/build": ("#!/bin/sh\necho this will not work\nexit 3\n", True),
             }
         ),
+        "acme/files": make_repo(
+            {
+                ".tasuki.yml": "jobs:\n  build: {image: tasuki/busybox, run: ci/build, artifacts: [dist/]}\n",
+                "ci/build": ("#!/bin/sh\nmkdir -p dist && echo 'the built thing' > dist/app.txt\n", True),
+            }
+        ),
         "acme/slow": make_repo(
             {
                 ".tasuki.yml": "jobs:\n  build: {image: tasuki/busybox, run: ci/build}\n",
@@ -154,6 +160,21 @@ def test_a_failing_job_shows_red_with_its_exit_code(page, tasuki):
     assert page.inner_text("[data-exit=build]") == "3"
     assert "exit code 3" in page.inner_text("#run-summary")
     page.wait_for_function("document.getElementById('log').textContent.includes('this will not work')")
+
+
+def test_an_artifact_is_listed_on_the_run_page_and_downloads_in_the_browser(page, tasuki):
+    create_rule_in_page(page, tasuki, "acme/files")
+    push(tasuki, "acme/files")
+    run = tasuki.wait_for_run(repository="acme/files")
+    assert run.status == "success"
+    page.goto(f"{tasuki.web}/runs/{run.id}")
+    link = page.locator("#artifacts a[data-artifact='build/dist/app.txt']")
+    assert link.inner_text() == "dist/app.txt"
+    assert "16 B" in page.inner_text("#artifacts")
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "app.txt"
+    assert Path(download.value.path()).read_bytes() == b"the built thing\n"
 
 
 def test_cancel_a_long_job(page, tasuki, docker_client):

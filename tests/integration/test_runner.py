@@ -179,6 +179,43 @@ def test_an_unreachable_docker_engine_is_said_once(tmp_path):
     assert code == 2 and "cannot reach the Docker engine" in err
 
 
+FILES_FLOW = f"""\
+jobs:
+  build:
+    image: {IMAGE}
+    run: ci/build
+    artifacts: [dist/]
+    cache: {{key: "deps-{{{{ hashFiles('requirements.txt') }}}}", paths: [.cache/deps]}}
+  test: {{image: {IMAGE}, run: ci/test, needs: [build]}}
+"""
+BUILD = script(
+    "if [ -f .cache/deps/pkg ]; then echo 'deps: from the cache'; else echo 'deps: downloading'; "
+    "mkdir -p .cache/deps && echo pkg > .cache/deps/pkg; fi; mkdir -p dist && echo app > dist/app.txt"
+)
+TEST = script("cat dist/app.txt && echo tested")
+
+
+def test_artifacts_pass_between_local_jobs_and_caches_live_in_a_local_folder(tmp_path, docker_client):
+    root = checkout(tmp_path, FILES_FLOW)
+    for name, (text, _) in (("build", BUILD), ("test", TEST)):
+        (root / "ci" / name).write_text(text)
+        (root / "ci" / name).chmod(0o755)
+    (root / "requirements.txt").write_text("left-pad==1.0\n")
+    # The first run downloads, keeps dist/ for test, and saves the cache
+    code, out, err = TasukiRun(tmp_path, root).wait()
+    assert code == 0, out + err
+    assert "build | deps: downloading" in out and "build | [tasuki] uploaded dist/ " in out
+    assert "test  | [tasuki] downloaded the artifacts of build " in out and "test  | app\n" in out
+    assert "build | [tasuki] cache: saved deps-" in out
+    saved = list((tmp_path / "data-never-made" / "objects" / "caches").rglob("*.tar.gz"))
+    assert len(saved) == 1 and "main" in saved[0].parts
+    # The second run restores it and skips the download
+    code, out, err = TasukiRun(tmp_path, root).wait()
+    assert code == 0, out + err
+    assert "build | [tasuki] cache: restored deps-" in out and "build | deps: from the cache" in out
+    assert "downloading" not in out
+
+
 def test_a_manual_run_locally_takes_its_parameters(tmp_path, docker_client):
     flow = (
         "params:\n  target: {default: staging, choices: [staging, production]}\n  dry_run: {type: bool, default: true}\n"

@@ -5,13 +5,15 @@ after a crash. Messages are pushed one at a time, as the bridge does for one run
 
 from __future__ import annotations
 
+import io
+import os
 import threading
 from datetime import timedelta
 
 import pytest
 
 from tasuki.functions.dispatcher import tick
-from tasuki.shared import flowfile
+from tasuki.shared import flowfile, objects
 from tasuki.shared.messages import (
     Commit,
     Event,
@@ -313,10 +315,18 @@ def test_the_tick_expires_run_out_leases_republishes_the_outbox_and_prunes_once_
     long_ago = store.get_run("old").model_copy(update={"finished_at": utcnow() - timedelta(days=365)})
     store.update_run(long_ago)
     functions.take(DISPATCHER)
+    # (with artifacts kept long ago by the old run and by the running one)
+    kept = objects.open_objects(functions.rt.settings)
+    for run_id in ("old", "r"):
+        kept.put(objects.artifact_key(run_id, "build", "dist/app"), io.BytesIO(b"app"))
+        os.utime(kept.root / objects.artifact_key(run_id, "build", "dist/app"), (0, 0))
     # When the clock ticks
     answer = functions.push("dispatcher", Tick())
     # Then the run-out lease goes to the run's own line as job.expired, and the old run is pruned
     assert answer["expired"] == 1 and answer["pruned"]["runs"] == 1
+    # with its artifacts, and only its
+    assert answer["pruned"]["artifacts"] == 1
+    assert [o.key for o in kept.list("runs/")] == [objects.artifact_key("r", "build", "dist/app")]
     assert functions.take(DISPATCHER) == [JobExpired(run_id="r", job="build", attempt=1)]
     assert store.get_run("old") is None and store.get_run("r") is not None
     # and a tick within the hour prunes nothing more (another dispatcher's neither)
