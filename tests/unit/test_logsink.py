@@ -3,10 +3,10 @@ feed's publishes through a real RabbitMQ connection are tests/integration/test_l
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import base64
 
 from tasuki.local.executor.logsink import MASK, LogSink, char_boundary, mask, masked_forms, pending, spans
 
