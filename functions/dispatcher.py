@@ -4,8 +4,8 @@ Receives (subscription "dispatcher"): run.requested (router), run.wake (itself),
 job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
 tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
 Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
-URL from the registry and the clone credentials sealed; a run of a repository Tasuki may not
-clone ends in error instead, saying why); lease answers on tasuki.executors;
+URL from the registry and the clone credentials sealed, and a job order the secrets its job lists,
+sealed too (shared/vault.py); a run of a repository Tasuki may not clone ends in error instead, saying why); lease answers on tasuki.executors;
 run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
 push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 """
@@ -17,13 +17,14 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import logs, outbox, push, scheduler, sealing
+from tasuki.shared import logs, outbox, push, scheduler, sealing, vault
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.messages import (
     JobExpired,
     JobFinished,
     JobHeartbeat,
+    JobOrder,
     JobStarted,
     Message,
     RunCancel,
@@ -115,12 +116,23 @@ def addressed(rt: Runtime, message: Message) -> Message:
     credentials = (
         config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
     )
-    return message.model_copy(
-        update={
-            "clone_url": clone_url,
-            "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
-        }
-    )
+    update = {
+        "clone_url": clone_url,
+        "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
+    }
+    if isinstance(message, JobOrder):
+        update.update(job_secrets(rt, message))
+    return message.model_copy(update=update)
+
+
+def job_secrets(rt: Runtime, order: JobOrder) -> dict:
+    """The secrets the order's job lists, sealed for the executor alone; or why it gets none (it
+    then fails before its container starts, with that message)."""
+    try:
+        values = vault.for_job(rt.store, rt.settings.store_key_value(), order.event, order.job)
+    except vault.SecretsRefused as exc:
+        return {"secrets": None, "secrets_refused": str(exc)}
+    return {"secrets": sealing.seal_json(rt.order_key, values) if values else None, "secrets_refused": ""}
 
 
 def tick(rt: Runtime, now: datetime) -> dict:

@@ -380,6 +380,11 @@ class JobOrder(WorkOrder):
 
     job: Job
     attempt: int = Field(1, ge=1)
+    # -- secrets (issue 14): the secrets the job lists, name -> value, sealed with the order key
+    #    by the dispatcher (shared/vault.py); or why it gets none (a fork's pull request, a name
+    #    not set): then the executor fails the job with that message before its container starts.
+    secrets: Sealed | None = None
+    secrets_refused: str = Field("", max_length=2000)
 
     @property
     def message_id(self) -> str:

@@ -112,6 +112,7 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
         tag=args.tag,
         flow_file=args.file,
         parallel=args.parallel,
+        secrets_file=Path(args.secrets_file) if args.secrets_file else None,
     )
     return runner.run(rt.settings, options)
 
@@ -392,6 +393,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-C", "--directory", default=".", help="the checkout (default: here)")
     run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
     run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
+    run.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="NAME=value lines: the secrets jobs list (default: from the environment; never from the repository)",
+    )
     run.set_defaults(fn=cmd_run)
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
     topo.add_argument("action", choices=["declare", "export"])

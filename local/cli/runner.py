@@ -5,6 +5,10 @@
     parallel, each in a fresh copy of the checkout as it is now -> print each log line prefixed
     by its job -> a summary table -> exit 0 only if every job that ran passed.
 
+A job gets the secrets it lists from the file named with --secrets-file (NAME=value lines), or
+else from the environment, never from the repository; they are masked in its output as the
+executor masks them.
+
 No broker, no store, no service: only git, the Docker engine and the job code the executor uses
 (`local.jobs`). A job whose needs did not all pass is skipped, as the dispatcher does
 (`shared.scheduler.advance`). Ctrl-C kills the running containers and removes them.
@@ -20,13 +24,14 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from tasuki.local.executor import convert, jobs
+from tasuki.local.executor import secrets as job_secrets
 from tasuki.local.executor.checkout import git, remove_tree, toplevel, working_copy
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.logsink import LogSink
@@ -48,6 +53,8 @@ class Options:
     tag: str = ""
     flow_file: str = flowfile.FLOW_FILE
     parallel: int = 0  # 0: one job per CPU
+    # Where the secrets jobs list come from: this file's NAME=value lines, or (None) the environment.
+    secrets_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +150,20 @@ class Printer:
 
 
 class LocalRun:
-    def __init__(self, settings: Settings, options: Options, *, out: TextIO = sys.stdout, docker: Docker | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        options: Options,
+        *,
+        out: TextIO = sys.stdout,
+        docker: Docker | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ):
         self.settings = settings
         self.options = options
+        self.environ = environ
+        self.secrets: Mapping[str, str] = {}
+        self.secrets_from = "in the environment (or name a --secrets-file)"
         self.out = out
         self.docker = docker or Docker(settings.docker_host)
         self.limits = convert.Limits.of(settings)
@@ -156,6 +174,7 @@ class LocalRun:
         root = Path(self.options.directory).resolve()
         root = toplevel(root) or root
         flow = self._flow(root)
+        self._secret_source()
         branch = self.options.branch if self.options.branch is not None else current_branch(root)
         selected, skipped = choose(flow, self.options, branch)
         self.limits.memory_bytes  # noqa: B018  a bad TASUKI_JOB_MEMORY stops here, clearly
@@ -197,6 +216,15 @@ class LocalRun:
         printer.say("")
         printer.say(summary(final))
         return 0 if all(passed(r) for r in final) else 1
+
+    def _secret_source(self) -> None:
+        """Secrets come from the user, never from the repository: the file they named, or else
+        the environment (a job still gets only the ones it lists)."""
+        if self.options.secrets_file is not None:
+            self.secrets = job_secrets.read_file(self.options.secrets_file)
+            self.secrets_from = f"in {self.options.secrets_file}"
+        else:
+            self.secrets = self.environ
 
     def _flow(self, root: Path) -> Flow:
         path = root / self.options.flow_file
@@ -251,8 +279,9 @@ class LocalRun:
     def _one(self, job: Job, ctx: convert.Context, root: Path, tmp: Path, printer: Printer) -> Result:
         name = job.name
         workspace = tmp / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        received = job_secrets.from_environment(job, self.secrets, self.secrets_from)
         try:
-            with LogSink(printer.writer(name), self.settings.secret_values()) as sink:
+            with LogSink(printer.writer(name), received.masked(self.settings.secret_values())) as sink:
                 try:
                     working_copy(root, workspace)
                 except (CheckoutFailed, OSError) as exc:
@@ -270,6 +299,7 @@ class LocalRun:
                     cancelled=self.cancel.is_set,
                     on_tick=sink.tick,
                     executor_id=self.run_id,
+                    secrets=received,
                 )
         except JobError as exc:
             return Result(name, "error", message=str(exc))

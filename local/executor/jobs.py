@@ -1,6 +1,7 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> convert the job to a container request (pure,
+the job's secrets were given (or it fails, naming them) -> check the executable is a file in
+the checkout -> convert the job to a container request (pure,
 `local.convert`) -> run it, streaming output (`local.containers`) -> an `Outcome` a person can
 read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from tasuki.local.executor import convert
 from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.secrets import NONE as NO_SECRETS
+from tasuki.local.executor.secrets import Received
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
 
@@ -67,16 +70,20 @@ def run_job(
     cancelled: Callable[[], bool] = lambda: False,
     on_tick: Callable[[], None] = lambda: None,
     executor_id: str = "",
+    secrets: Received = NO_SECRETS,
 ) -> Outcome:
+    """`secrets`: what the job received (`local.executor.secrets`); a job refused its secrets
+    ends `error` with the reason before anything else, and its container never starts."""
     started = time.monotonic()
 
     def outcome(status: str, code: int | None = None, reason: str = "", message: str = "") -> Outcome:
         return Outcome(status, code, reason, message, time.monotonic() - started)
 
     try:
+        secrets.check()
         if job.run:
             check_executable(workspace, job.run)
-        config = convert.container_config(job, ctx, workspace, limits, executor_id)
+        config = convert.container_config(job, ctx, workspace, limits, executor_id, secrets.values)
         if cancelled():
             return outcome("cancelled", None, "cancelled", "cancelled before it started")
         exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)

@@ -10,7 +10,8 @@ It needs RabbitMQ and a Docker engine, nothing else: no store, no repository reg
 
 Orders carry what the executor needs: the clone URL the dispatcher took from the registry and
 the clone credentials sealed with `TASUKI_ORDER_KEY` (`shared.sealing`), opened here only to
-hand to git. The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
+hand to git, and the secrets its job lists, sealed the same way, opened only into the
+container's environment and masked in its log (`local.executor.secrets`). The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
 runs, and the commit must be a commit id (`local.executor.checkout`). Answers to claims and heartbeats come on this executor's own queue (exclusive,
 bound to `executor.<id>` on tasuki.executors), also when a run is cancelled: a refused lease
 kills the container at once.
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tasuki.local.executor import convert, jobs
+from tasuki.local.executor import secrets as job_secrets
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.lease import Lease
@@ -370,10 +372,12 @@ class Executor:
             if not lease.granted:
                 log.info("run %s job %s attempt %d: not run here (%s)", run_id, name, attempt, lease.reason)
                 return None
-            with LogSink(self._log_writer(run_id, name, attempt), self.settings.secret_values()) as sink:
+            received = job_secrets.from_order(order, self.order_key)
+            masked = received.masked(self.settings.secret_values())
+            with LogSink(self._log_writer(run_id, name, attempt), masked) as sink:
                 if attempt > 1:
                     sink.feed(f"[tasuki] attempt {attempt}: the earlier attempt's executor stopped\n".encode())
-                outcome = self._attempt(order, workspace, lease, sink)
+                outcome = self._attempt(order, workspace, lease, sink, received)
                 stopped = lease.stop_reason()
                 if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
                     sink.feed(
@@ -413,7 +417,9 @@ class Executor:
             order.clone_url, order.event.after, name, self.credentials(order), host=order.event.host
         )
 
-    def _attempt(self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink) -> jobs.Outcome:
+    def _attempt(
+        self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink, received: job_secrets.Received
+    ) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
         event, job = order.event, order.job
         started = time.monotonic()
@@ -447,6 +453,7 @@ class Executor:
                 cancelled=stop,
                 on_tick=tick,
                 executor_id=self.id,
+                secrets=received,
             )
         except (JobError, SealError) as exc:
             sink.feed(f"[tasuki] {exc}\n".encode())

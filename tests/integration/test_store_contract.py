@@ -413,6 +413,19 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_secrets_are_set_replaced_listed_by_name_read_by_scope_and_deleted(store):
+    store.put_secret("acme/api", "TOKEN", "cipher-1")
+    store.put_secret("acme/api", "TOKEN", "cipher-2")  # replaced
+    store.put_secret("acme/api", "A_KEY", "cipher-3")
+    store.put_secret("*", "TOKEN", "cipher-global")
+    assert store.secret_names("acme/api") == ["A_KEY", "TOKEN"] and store.secret_names("acme/web") == []
+    assert store.sealed_secrets("acme/api", ["TOKEN", "MISSING"]) == {"TOKEN": "cipher-2"}
+    assert store.sealed_secrets("*", ["TOKEN"]) == {"TOKEN": "cipher-global"}
+    assert store.sealed_secrets("acme/api", []) == {}
+    assert store.delete_secret("acme/api", "TOKEN") and not store.delete_secret("acme/api", "TOKEN")
+    assert store.secret_names("acme/api") == ["A_KEY"] and store.secret_names("*") == ["TOKEN"]
+
+
 def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expired(store):
     later, past = utcnow() + timedelta(hours=12), utcnow() - timedelta(hours=1)
     assert not store.session_ended("s1")
@@ -510,8 +523,14 @@ def write_at_version(store, version: int) -> None:
             if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
-        tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
-        tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
+        if version >= 7:  # logs by attempt (an older log is attempt 0), no executor results
+            tx.execute(
+                "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?)",
+                ("old", "build", 0, 0, b"hi\n"),
+            )
+        else:
+            tx.execute("INSERT INTO logs (run_id, job, seq, data) VALUES (?, ?, ?, ?)", ("old", "build", 0, b"hi\n"))
+            tx.execute("INSERT INTO results (run_id, job, result) VALUES (?, ?, ?)", ("done", "build", b"r"))
         tx.execute("INSERT INTO deliveries (key) VALUES (?)", ("github:old",))
         if version >= 2:
             for rule in (Rule(repository="z/first"), Rule(repository="a/second")):
