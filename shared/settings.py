@@ -143,7 +143,8 @@ class Settings(BaseModel):
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
     # The executor's mirror cache is kept under this size: least recently used mirrors go first.
     mirror_cache_bytes: int = Field(10 * 1024**3, ge=0)
-    # Values masked in every job log, comma-separated.
+    # More values masked in every job log, comma-separated (a job's own secrets, shared/vault.py,
+    # are masked without being listed here).
     secrets: str = ""
 
     # Log lines (shared.logs): json, text (readable), color (readable, coloured), or auto (color
