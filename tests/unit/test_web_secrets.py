@@ -87,3 +87,13 @@ def test_the_description_names_the_secrets_paths(client):
     paths = client.get("/api/openapi.json").get_json()["paths"]
     assert set(paths["/api/repositories/{full_name}/secrets/{name}"]) == {"put", "delete"}
     assert set(paths["/api/secrets"]) == {"get"}
+
+
+def test_another_site_cannot_set_a_secret(client):
+    client.post("/login", data={"token": TOKEN})  # a signed-in browser
+    evil = {"Origin": "https://evil.example"}
+    refused = client.put("/api/secrets/DEPLOY_TOKEN", json={"value": "theirs"}, headers=evil)
+    assert refused.status_code == 403
+    as_form = client.put("/api/secrets/DEPLOY_TOKEN", data="value=theirs", content_type="text/plain")
+    assert as_form.status_code == 415
+    assert client.get("/api/secrets", headers=AUTH).get_json() == {"secrets": []}
