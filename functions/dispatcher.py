@@ -128,6 +128,8 @@ def addressed(rt: Runtime, message: Message) -> Message:
 def job_secrets(rt: Runtime, order: JobOrder) -> dict:
     """The secrets the order's job lists, sealed for the executor alone; or why it gets none (it
     then fails before its container starts, with that message)."""
+    if not order.job.secret_names():  # (the store key is not even read: nothing to open)
+        return {"secrets": None, "secrets_refused": ""}
     try:
         values = vault.for_job(rt.store, rt.settings.store_key_value(), order.event, order.job)
     except vault.SecretsRefused as exc:
