@@ -13,6 +13,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     │   └── PublishRefused       the broker nacked the publish, or no queue was bound to take it
     ├── StoreError               the store could not read or write                        503
     ├── FlowFileError            `.tasuki.yml` is missing or invalid (says file, line and job)
+    ├── ParamError               a manual run's parameter is not what the flow file       422
+    │                            declares (names the parameter)
     ├── WebhookError             a delivery that cannot be accepted                       own
     ├── AuthError                a push request without a valid bearer token              401
     ├── BodyTooLarge             a request body over its limit (read no further)          413
@@ -95,6 +97,12 @@ class StoreError(TasukiError):
 
 class FlowFileError(TasukiError):
     """The flow file is missing or invalid."""
+
+
+class ParamError(TasukiError):
+    """A manual run's parameter is unknown, missing, or outside its declared type or choices."""
+
+    http_status = 422
 
 
 class WebhookError(TasukiError):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasuki.shared import registry
 from tasuki.shared.flowfile import Job
+from tasuki.shared.flowfile.params import Param
 from tasuki.shared.sealing import Sealed
 from tasuki.shared.topics import EVENTS, EXECUTORS, JOBS, RUNS, executor_key
 
@@ -102,8 +103,9 @@ class Event(Message):
     host: str
     # The host's own event name made dot-safe: "repo.push", "pull_request.opened".
     event: str
-    # What trigger rules match on.
-    kind: Literal["push", "tag", "pull_request"]
+    # What trigger rules match on. "manual": a person started the run (web page, API, command
+    # line); its `ref` names the branch or tag, `after` is empty until the plan resolves its head.
+    kind: Literal["push", "tag", "pull_request", "manual"]
     delivery_id: str
     repository: Repository
     ref: Ref | None = None
@@ -116,6 +118,8 @@ class Event(Message):
     truncated: bool = False
     # The delivery as the host sent it, for plugins.
     payload: dict[str, Any] = Field(default_factory=dict)
+    # A manual run's parameters: as given until planned, then every declared one, checked.
+    params: dict[str, str] = Field(default_factory=dict)
 
     @property
     def routing_key(self) -> str:
@@ -123,7 +127,7 @@ class Event(Message):
 
     @property
     def deleted(self) -> bool:
-        return self.kind != "pull_request" and not self.after
+        return self.kind not in ("pull_request", "manual") and not self.after
 
     @property
     def from_fork(self) -> bool:
@@ -188,6 +192,9 @@ class RunRequested(RunMessage):
     # The rule's options (see shared.recipes.Rule), carried so the run keeps them.
     cancel_previous: bool = False
     concurrency: int | None = None
+    # Re-run failed: the run this one re-runs, and the jobs that succeeded there and are kept.
+    rerun_of: str = ""
+    keep: list[str] = Field(default_factory=list)
 
 
 class RunWake(RunMessage):
@@ -203,6 +210,11 @@ class RunPlanned(RunMessage):
     # Jobs the flow file has but whose `when` does not match this event.
     skipped: list[str] = Field(default_factory=list)
     error: str = ""  # the flow file is invalid: the run fails with this message
+    # A manual run: the commit its branch or tag resolved to, its parameters checked against the
+    # flow file (every declared one), and the flow file's declaration (what the Run form offers).
+    commit: str = ""
+    params: dict[str, str] = Field(default_factory=dict)
+    declared: dict[str, Param] = Field(default_factory=dict)
 
 
 class RunCancel(RunMessage):

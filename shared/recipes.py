@@ -16,6 +16,10 @@ Rules live in the store. The rules file (`TASUKI_RULES_FILE`) is loaded into it 
       - {event: push, repository: acme/api, branch: main, cancel_previous: true}
       - {event: tag, repository: "acme/*", tag: "v*", jobs: [release]}
       - {event: pull_request, repository: acme/api, target: main, concurrency: 2}
+      - {event: manual, repository: acme/api, branch: main, jobs: [deploy]}
+
+A rule for event `manual` is what lets a person start a run by hand (web page, API, command
+line) of a matching repository and branch (or tag): without one, nothing may be started.
 """
 
 from __future__ import annotations
@@ -43,10 +47,10 @@ class Rule(BaseModel):
 
     id: str = ""
     host: str = "*"
-    event: Literal["push", "tag", "pull_request"] = "push"
+    event: Literal["push", "tag", "pull_request", "manual"] = "push"
     repository: str
-    branch: str = "*"  # push: the pushed branch; pull_request: the source branch
-    tag: str = "*"
+    branch: str = "*"  # push: the pushed branch; pull_request: the source branch; manual: a branch to start
+    tag: str = "*"  # tag: the pushed tag; manual: a tag to start
     target: str = "*"  # pull_request: the target branch
     flow_file: str = ".tasuki.yml"
     jobs: list[str] = Field(default_factory=list)
@@ -58,13 +62,18 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _fits_the_event(self) -> Rule:
-        wrong = {"branch": self.event == "tag", "tag": self.event != "tag", "target": self.event != "pull_request"}
+        wrong = {
+            "branch": self.event == "tag",
+            "tag": self.event not in ("tag", "manual"),
+            "target": self.event != "pull_request",
+        }
         for name, misplaced in wrong.items():
             if misplaced and getattr(self, name) != "*":
-                uses = {"branch": "push and pull_request", "tag": "tag", "target": "pull_request"}[name]
-                raise ValueError(f"{name} applies to rules for event {uses}; this rule is for event {self.event}")
-        if self.cancel_previous and self.event == "tag":
-            raise ValueError("cancel_previous applies to pushes and pull requests, not to tags")
+                uses = {"branch": "push, pull_request and manual", "tag": "tag and manual", "target": "pull_request"}
+                raise ValueError(f"{name} applies to rules for event {uses[name]}; this rule is for event {self.event}")
+        if self.cancel_previous and self.event in ("tag", "manual"):
+            not_to = {"tag": "tags", "manual": "manual runs"}[self.event]
+            raise ValueError(f"cancel_previous applies to pushes and pull requests, not to {not_to}")
         return self
 
     @model_validator(mode="after")
@@ -92,6 +101,8 @@ class Rule(BaseModel):
             normalise(event.repository.full_name), normalise(self.repository)
         ):
             return False
+        if event.kind == "manual":
+            return self._allows_manual(event)
         if event.kind == "pull_request":
             pr = event.pull_request
             if pr is None or pr.state.lower() in CLOSED_STATES:
@@ -101,12 +112,30 @@ class Rule(BaseModel):
             return False
         return _glob(event.ref.name, self.tag if event.kind == "tag" else self.branch)
 
+    def _allows_manual(self, event: Event) -> bool:
+        """A manual start of a branch (or tag) this rule names. A rule that names only branches
+        starts no tag, and one that names only tags starts no branch."""
+        ref = event.ref
+        if ref is None or not ref.name:
+            return False
+        if ref.kind == "tag":
+            return not (self.branch != "*" and self.tag == "*") and _glob(ref.name, self.tag)
+        return not (self.tag != "*" and self.branch == "*") and _glob(ref.name, self.branch)
+
+    def _manual_condition(self) -> str:
+        named = [f"on {self.branch}" if self.branch != "*" else "", f"for tags {self.tag}" if self.tag != "*" else ""]
+        return "".join(f" {part}" for part in named if part)
+
     def sentence(self) -> str:
         """The rule as one sentence: `if push to acme/api on main then run .tasuki.yml`."""
         host = f"{self.host} " if self.host != "*" else ""
-        what = {"push": "push to", "tag": "tag on", "pull_request": "pull request on"}[self.event]
+        what = {"push": "push to", "tag": "tag on", "pull_request": "pull request on", "manual": "manual on"}[
+            self.event
+        ]
         cond = ""
-        if self.event == "push" and self.branch != "*":
+        if self.event == "manual":
+            cond = self._manual_condition()
+        elif self.event == "push" and self.branch != "*":
             cond = f" on {self.branch}"
         elif self.event == "tag" and self.tag != "*":
             cond = f" matching {self.tag}"

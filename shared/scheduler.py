@@ -318,6 +318,8 @@ def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunReq
         requested_jobs=list(msg.jobs),
         cancel_previous=msg.cancel_previous,
         concurrency=msg.concurrency,
+        rerun_of=msg.rerun_of,
+        kept=list(msg.keep),
     )
     return Decision(run=run, publish=[_run_updated(run)], supersede=True, admit=True)
 
@@ -376,6 +378,7 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
     if msg.error:
         run = run.model_copy(update={"status": "error", "message": msg.error, "finished_at": now})
         return Decision(run=run, publish=[_run_updated(run)], release=True)
+    resolved = with_plan(run, msg)
     planned = {
         name: JobRecord(run_id=run.id, name=name, spec=job, needs=list(job.needs)) for name, job in msg.jobs.items()
     }
@@ -386,7 +389,32 @@ def _planned(run: RunRecord, jobs: Mapping[str, JobRecord], msg: RunPlanned, now
             status="skipped",
             message="skipped: its 'when' does not match this event",
         )
-    return _advance(run, planned, now, changed=list(planned.values()))
+    planned.update(kept_jobs(resolved, planned, now))
+    decision = _advance(resolved, planned, now, changed=list(planned.values()))
+    if decision.run is None and resolved != run:
+        decision.run = resolved
+    return decision
+
+
+def with_plan(run: RunRecord, msg: RunPlanned) -> RunRecord:
+    """What the plan tells about the run: a manual run's commit (its branch's head) and its
+    parameters, checked; the flow file's declared parameters."""
+    update: dict = {"declared_params": dict(msg.declared)}
+    if msg.commit and not run.event.after:
+        update["event"] = run.event.model_copy(update={"after": msg.commit, "params": dict(msg.params)})
+    return run.model_copy(update=update)
+
+
+def kept_jobs(run: RunRecord, planned: Mapping[str, JobRecord], now: datetime) -> dict[str, JobRecord]:
+    """A re-run of failed jobs: the jobs it keeps (they succeeded in the run it re-runs) are
+    recorded as succeeded, not ordered (`shared.reruns`)."""
+    return {
+        name: planned[name].model_copy(
+            update={"status": "success", "message": f"kept: it succeeded in run {run.rerun_of}", "finished_at": now}
+        )
+        for name in run.kept
+        if name in planned and planned[name].status == "pending"
+    }
 
 
 def _finished(run: RunRecord, jobs: Mapping[str, JobRecord], msg: JobFinished, now: datetime) -> Decision:

@@ -11,6 +11,8 @@
     tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
     tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki runs start REPO --branch B [-p NAME=VALUE ...]   a manual run (a rule with event manual allows it)
+    tasuki runs rerun RUN [--failed]  run it again; --failed: keep what succeeded, run the rest
     tasuki rules                    trigger rules, one sentence each
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
@@ -30,6 +32,7 @@ exit code 2; nothing prints a traceback for a mistake a person can fix.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -41,7 +44,7 @@ from pydantic import ValidationError
 
 from tasuki import functions
 from tasuki.shared import logs, recipes, vault
-from tasuki.shared.errors import ConfigError, TasukiError, first_problem
+from tasuki.shared.errors import ActionError, ConfigError, TasukiError, first_problem
 from tasuki.shared.messages import RUN_FINAL, RunCancel
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
@@ -115,6 +118,7 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
         flow_file=args.file,
         parallel=args.parallel,
         secrets_file=Path(args.secrets_file) if args.secrets_file else None,
+        params=dict(item.partition("=")[::2] for item in args.param or []),
     )
     return runner.run(rt.settings, options)
 
@@ -168,6 +172,10 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         return _show_run(rt, args.run_id, args.log)
     if args.action == "cancel":
         return _cancel_run(rt, args.run_id)
+    if args.action == "start":
+        return _start_run(rt, args)
+    if args.action == "rerun":
+        return _rerun(rt, args.run_id, args.failed)
     runs = rt.store.list_runs(repository=args.repo, status=args.status, limit=args.limit)
     if not runs:
         print("no runs yet")
@@ -185,6 +193,11 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
         print(f"no run {run_id}", file=sys.stderr)
         return 1
     print(f"run {run.id}: {run.status}  {run.repository} {run.commit[:12]}  {run.message}")
+    if run.event.kind == "manual":
+        params = " ".join(f"{k}={v}" for k, v in sorted(run.event.params.items()))
+        print(f"  started by {run.event.actor or 'unknown'}" + (f"; parameters: {params}" if params else ""))
+    if run.rerun_of:
+        print(f"  re-run of {run.rerun_of}" + (f", keeping {', '.join(run.kept)}" if run.kept else ""))
     for job in rt.store.get_jobs(run.id):
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
         print(f"  {job.name:<16} {job.status}{code}  {job.message}")
@@ -205,6 +218,35 @@ def _cancel_run(rt: Runtime, run_id: str | None) -> int:
     # The dispatcher cancels it in the run's order; executors stop its containers.
     rt.broker.publish(RunCancel(run_id=run.id, reason="cancelled from the command line"), message_id=f"{run.id}:cancel")
     print(f"cancelling run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
+    return 0
+
+
+def _start_run(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.shared.web import actions
+
+    if not args.run_id:
+        raise ActionError(400, "name the repository: tasuki runs start REPO --branch main")
+    given = {}
+    for item in args.param or []:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ActionError(400, f"-p takes NAME=VALUE, found {item!r}")
+        given[name.strip()] = value
+    actor = f"{getpass.getuser()} (command line)"
+    run_ids = actions.start_run(
+        rt, args.run_id, branch=args.branch or "", tag=args.tag or "", params=given, actor=actor
+    )
+    for run_id in run_ids:
+        print(f"started run {run_id}; `tasuki runs show {run_id}` follows it")
+    return 0
+
+
+def _rerun(rt: Runtime, run_id: str | None, failed: bool) -> int:
+    from tasuki.shared.web import actions
+
+    new_id = actions.rerun(rt, run_id or "", failed=failed)
+    what = "the failed jobs of run" if failed else "run"
+    print(f"re-running {what} {run_id} as run {new_id}; `tasuki runs show {new_id}` follows it")
     return 0
 
 
@@ -431,8 +473,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
     run.add_argument(
         "--event",
-        choices=["push", "tag", "pull_request"],
+        choices=["push", "tag", "pull_request", "manual"],
         help="the event `when` sees (default: push, or tag with --tag)",
+    )
+    run.add_argument(
+        "-p", "--param", action="append", metavar="NAME=VALUE", help="with --event manual: a parameter (repeat)"
     )
     run.add_argument("--branch", help="the branch `when` sees (default: the checkout's current branch)")
     run.add_argument("--tag", default="", help="the tag `when` sees")
@@ -455,9 +500,13 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
     dead.add_argument("--all", action="store_true", help="replay: every dead letter")
     dead.set_defaults(fn=cmd_deadletters)
-    runs = sub.add_parser("runs", help="list runs, show or cancel one")
-    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
-    runs.add_argument("run_id", nargs="?")
+    runs = sub.add_parser("runs", help="list runs, show, cancel or re-run one, start one by hand")
+    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel", "start", "rerun"], default="list")
+    runs.add_argument("run_id", nargs="?", metavar="RUN|REPO", help="a run id; with start: the repository")
+    runs.add_argument("--branch", help="start: the branch to run (its current head)")
+    runs.add_argument("--tag", help="start: the tag to run")
+    runs.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="start: a parameter (repeat)")
+    runs.add_argument("--failed", action="store_true", help="rerun: keep the jobs that succeeded, run the rest")
     runs.add_argument("--repo")
     runs.add_argument("--status")
     runs.add_argument("--limit", type=int, default=20)
@@ -469,7 +518,7 @@ def parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("rule", nargs="?", help="a rule id (or its start); with load: the rules file")
     rules.add_argument("--repo", help="repository (a glob): acme/api, acme/*")
-    rules.add_argument("--event", choices=["push", "tag", "pull_request"])
+    rules.add_argument("--event", choices=["push", "tag", "pull_request", "manual"])
     rules.add_argument("--host", help="bitbucket, github, gitlab (default: any)")
     rules.add_argument("--branch", help="push: the branch; pull_request: the source branch (a glob)")
     rules.add_argument("--tag", help="tag: the tag (a glob)")

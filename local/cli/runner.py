@@ -36,8 +36,9 @@ from tasuki.local.executor.checkout import git, remove_tree, toplevel, working_c
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.logsink import LogSink
 from tasuki.shared import flowfile, scheduler
-from tasuki.shared.errors import CheckoutFailed, FlowFileError, JobError
+from tasuki.shared.errors import CheckoutFailed, FlowFileError, JobError, ParamError
 from tasuki.shared.flowfile import Flow, Job
+from tasuki.shared.flowfile.params import given, resolve
 from tasuki.shared.settings import Settings
 
 PASSED = frozenset({"success"})
@@ -53,6 +54,7 @@ class Options:
     tag: str = ""
     flow_file: str = flowfile.FLOW_FILE
     parallel: int = 0  # 0: one job per CPU
+    params: dict[str, str] = field(default_factory=dict)  # with event manual: TASUKI_PARAM_<NAME>
     # Where the secrets jobs list come from: this file's NAME=value lines, or (None) the environment.
     secrets_file: Path | None = None
 
@@ -79,6 +81,16 @@ def choose(flow: Flow, options: Options, branch: str) -> tuple[dict[str, Job], l
 
 def event_of(options: Options) -> str:
     return options.event or ("tag" if options.tag else "push")
+
+
+def manual_params(flow: Flow, options: Options) -> tuple[tuple[str, str], ...]:
+    """`--event manual`: the flow file's parameters as `-p` sets them or by default, checked
+    as the service checks them (ParamError naming the one that does not fit)."""
+    if event_of(options) != "manual":
+        if options.params:
+            raise ParamError("parameters (-p) are for manual runs: add --event manual")
+        return ()
+    return tuple(sorted(resolve(flow.params, given(options.params)).items()))
 
 
 def summary(results: list[Result]) -> str:
@@ -189,6 +201,7 @@ class LocalRun:
             event=event_of(self.options),
             host="local",
             actor=_user(),
+            params=manual_params(flow, self.options),
         )
         order = [
             n

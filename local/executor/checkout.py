@@ -47,6 +47,7 @@ _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL
 LOCAL = {"GIT_ALLOW_PROTOCOL": "file"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_REF_NAME = re.compile(r"^[A-Za-z0-9._/@+-]{1,200}$")
 
 
 def auth_env(config: RepositoryConfig | None, host: GitHost | None) -> dict[str, str]:
@@ -232,6 +233,20 @@ class Checkouts:
         if not self.has_commit(mirror, before):
             return None
         return [p for p in git("diff", "--name-only", before, after, cwd=mirror).splitlines() if p]
+
+    def head(
+        self, clone_url: str, kind: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
+    ) -> str:
+        """The commit a branch or tag (`kind`) names now, the mirror fetched first (a manual run
+        builds its branch's current head)."""
+        if not name or name.startswith("-") or ".." in name or not _REF_NAME.match(name):
+            raise CheckoutFailed(f"{clip(name, 80)!r} is not a {kind} name")
+        mirror = self.mirror(clone_url, "", auth, host=host)
+        full = f"refs/{'tags' if kind == 'tag' else 'heads'}/{name}"
+        try:
+            return git("rev-parse", "--verify", "--quiet", f"{full}^{{commit}}", cwd=mirror, env=LOCAL).strip()
+        except CheckoutFailed:
+            raise CheckoutFailed(f"there is no {kind} {name!r} in {redact(clone_url)}") from None
 
     def prepare(
         self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""

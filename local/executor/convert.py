@@ -23,6 +23,7 @@ from typing import Any
 
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.flowfile import Job
+from tasuki.shared.flowfile.params import variable
 from tasuki.shared.settings import Settings
 
 WORKSPACE = "/workspace"
@@ -63,6 +64,7 @@ class Context:
     host: str = ""
     actor: str = ""
     attempt: int = 0  # the order's attempt (a label, not a variable: a rerun must not change a job)
+    params: tuple[tuple[str, str], ...] = ()  # a manual run's parameters: TASUKI_PARAM_<NAME>
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def environment(job: Job, ctx: Context, secrets: Mapping[str, str] | None = None
             "TASUKI_WORKSPACE": WORKSPACE,
         }
     )
+    env.update({variable(name): value for name, value in ctx.params})
     return env
 
 

@@ -47,7 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasuki.local.executor import convert, jobs
+from tasuki.local.executor import convert, jobs, manual
 from tasuki.local.executor import secrets as job_secrets
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
@@ -56,7 +56,7 @@ from tasuki.local.executor.logsink import LogEvents, LogSink
 from tasuki.local.executor.slots import Slots
 from tasuki.shared import codec, flowfile, logs, sealing, topics
 from tasuki.shared.broker import Broker, attributes_of, connect
-from tasuki.shared.errors import DecodeError, FlowFileError, JobError, SealError, TasukiError
+from tasuki.shared.errors import DecodeError, FlowFileError, JobError, ParamError, SealError, TasukiError
 from tasuki.shared.messages import (
     Event,
     JobFinished,
@@ -100,6 +100,7 @@ def context(event: Event, run_id: str, job: str) -> convert.Context:
         event=event.kind,
         host=event.host,
         actor=event.actor,
+        params=tuple(sorted(event.params.items())),
     )
 
 
@@ -311,20 +312,27 @@ class Executor:
         event = order.event
         try:
             auth = self.credentials(order)
-            text = self.checkouts.read_file(order.clone_url, event.after, order.flow_file, auth, host=event.host)
+            commit = event.after or manual.head(self.checkouts, order, auth)
+            text = self.checkouts.read_file(order.clone_url, commit, order.flow_file, auth, host=event.host)
             if text is None:
-                raise FlowFileError(
-                    f"{order.flow_file}: not found at commit {event.after[:12]}; add one to the repository"
-                )
+                raise FlowFileError(f"{order.flow_file}: not found at commit {commit[:12]}; add one to the repository")
             flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
-            changed = self.checkouts.changed_paths(order.clone_url, event.before, event.after, auth, host=event.host)
+            params = manual.params(flow, event)
+            changed = self.checkouts.changed_paths(order.clone_url, event.before, commit, auth, host=event.host)
             ctx = context(event, order.run_id, "")
             selected, skipped = flowfile.select(
                 flow, event=event.kind, branch=ctx.branch, tag=ctx.tag, changed=changed, names=order.jobs
             )
-            planned = RunPlanned(run_id=order.run_id, jobs=selected, skipped=skipped)
+            planned = RunPlanned(
+                run_id=order.run_id,
+                jobs=selected,
+                skipped=skipped,
+                commit=commit if commit != event.after else "",
+                params=params,
+                declared=flow.params,
+            )
             codec.encode(planned)  # a plan that cannot travel is the flow file's error, not a retry
-        except (FlowFileError, JobError, SealError) as exc:
+        except (FlowFileError, JobError, SealError, ParamError) as exc:
             return RunPlanned(run_id=order.run_id, error=clip(str(exc), MAX_ERROR))
         except Exception as exc:
             log.exception("run %s: planning failed", order.run_id)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from tasuki.shared.flowfile.dag import dag_problem
+from tasuki.shared.flowfile.params import Param, names_problem
 from tasuki.shared.text import clip
 
 FLOW_FILE = ".tasuki.yml"
@@ -91,7 +92,7 @@ def check_image(value: str | None) -> str | None:
 class When(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    event: list[Literal["push", "tag", "pull_request"]] = Field(default_factory=list)
+    event: list[Literal["push", "tag", "pull_request", "manual"]] = Field(default_factory=list)
     branch: list[str] = Field(default_factory=list)
     tag: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
@@ -318,6 +319,18 @@ class Flow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     jobs: dict[str, Job]
+    # Manual runs (issue 16): what a person may set when starting a run by hand (`params.py`).
+    params: dict[str, Param] = Field(default_factory=dict)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _param_names(cls, value: Any) -> Any:
+        problem = names_problem(value) if isinstance(value, dict) else None
+        if problem:
+            name, message = problem
+            at = ("params", name) if name else ("params",)
+            raise PydanticCustomError("located", "{message}", {"message": message, "at": at})
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tasuki.shared.errors import FlowFileError
 from tasuki.shared.flowfile.model import FLOW_FILE, SCRIPT_KEYS, Flow, Job, SecretRef, When, duration
+from tasuki.shared.flowfile.params import Param
 from tasuki.shared.text import clip
 
 # Bounds on reading a flow file (see the module's docstring).
@@ -177,7 +178,17 @@ def _message(error: Any, loc: list[Any]) -> str:
                 f"unknown key {key!r}: Tasuki runs no inline scripts; put the commands in an "
                 f"executable file in the repository and name it in run"
             )
-        model = Flow if len(loc) == 1 else When if "when" in loc[2:3] else SecretRef if "secrets" in loc[2:3] else Job
+        model = (
+            Flow
+            if len(loc) == 1
+            else Param
+            if loc[0] == "params"
+            else When
+            if "when" in loc[2:3]
+            else SecretRef
+            if "secrets" in loc[2:3]
+            else Job
+        )
         known = ", ".join(f.alias or k for k, f in model.model_fields.items() if k != "name" or model is SecretRef)
         return f"unknown key {key!r}; expected one of: {known}"
     if kind == "missing":

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, Field
 
 from tasuki.shared.flowfile import Job
+from tasuki.shared.flowfile.params import Param
 from tasuki.shared.messages import Event, JobStatus, RunStatus, utcnow
 
 
@@ -28,6 +29,12 @@ class RunRecord(BaseModel):
     concurrency: int | None = None
     # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
     admitted: bool = False
+    # Re-run failed (issue 16): the run this one re-runs and the jobs it keeps from there.
+    rerun_of: str = ""
+    kept: list[str] = Field(default_factory=list)
+    # The parameters the flow file declared when this run was planned (what the Run form offers);
+    # None until it is planned.
+    declared_params: dict[str, Param] | None = None
 
     @property
     def repository(self) -> str:

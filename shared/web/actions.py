@@ -13,13 +13,16 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from tasuki.shared import deadletters, vault
+from tasuki.shared import deadletters, manual, reruns, vault
 from tasuki.shared.errors import ActionError, ConfigError, first_problem
+from tasuki.shared.flowfile import params as flowparams
 from tasuki.shared.messages import RUN_FINAL, RunCancel, RunRequested
 from tasuki.shared.recipes import Rule, load_rules
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
+from tasuki.shared.scheduler import JobState
 from tasuki.shared.store import RunRecord
+from tasuki.shared.text import clip
 
 
 def get_run(rt: Runtime, run_id: str) -> RunRecord:
@@ -37,9 +40,12 @@ def cancel(rt: Runtime, run_id: str) -> RunRecord:
     return run
 
 
-def rerun(rt: Runtime, run_id: str) -> str:
-    """Request a new run of the same event and rule; returns the new run's id."""
+def rerun(rt: Runtime, run_id: str, *, failed: bool = False) -> str:
+    """Request a new run of the same event and rule; returns the new run's id. With `failed`,
+    the new run keeps the jobs that succeeded and runs the others and what needs them
+    (`shared.reruns`), at the same commit."""
     run = get_run(rt, run_id)
+    keep = failed_only(rt, run) if failed else []
     new_id = hashlib.sha256(f"{run.id}|rerun|{time.time_ns()}".encode()).hexdigest()[:16]
     rt.broker.publish(
         RunRequested(
@@ -50,10 +56,61 @@ def rerun(rt: Runtime, run_id: str) -> str:
             jobs=run.requested_jobs,
             cancel_previous=run.cancel_previous,
             concurrency=run.concurrency,
+            rerun_of=run.id,
+            keep=keep,
         ),
         message_id=f"{new_id}:requested",
     )
     return new_id
+
+
+def failed_only(rt: Runtime, run: RunRecord) -> list[str]:
+    """The jobs a re-run of `run`'s failed jobs keeps; refused while it runs or if all succeeded."""
+    if run.status not in RUN_FINAL:
+        raise ActionError(409, f"run {run.id} has not finished ({run.status}); re-run its failed jobs once it has")
+    jobs = {j.name: JobState(j.status, tuple(j.needs)) for j in rt.store.get_jobs(run.id)}
+    if jobs and all(j.status == "success" for j in jobs.values()):
+        raise ActionError(409, f"every job of run {run.id} succeeded; there is no failed job to re-run")
+    return reruns.kept(jobs)
+
+
+# --- manual runs ------------------------------------------------------------------------------------
+
+
+def start_run(
+    rt: Runtime, repository: str, *, branch: str = "", tag: str = "", params: dict[str, Any] | None = None, actor: str
+) -> list[str]:
+    """Start runs of a branch or tag by hand, with parameters: one per manual rule that allows
+    it (403 without one; 404 for a repository not registered; 422 naming a parameter the flow
+    file's known declaration refuses). Returns the new runs' ids."""
+    name = registered(rt, repository)
+    given = flowparams.given(params or {})
+    recent = rt.store.list_runs(repository=name, limit=50)
+    started = manual.event(name, manual.ref(branch, tag), given, actor, host=recent[0].event.host if recent else "")
+    requests = manual.requests(rt.store.list_rules(), started)
+    for request in requests:
+        manual.check(manual.declared(recent, request.flow_file), given)
+    for request in requests:
+        rt.broker.publish(request, message_id=f"{request.run_id}:requested")
+    return [r.run_id for r in requests]
+
+
+def run_form(rt: Runtime, repository: str) -> dict[str, Any]:
+    """What the Run form of a repository offers: its manual rules and the parameters the flow
+    file declared when last planned (None: not known until a run is planned)."""
+    name = registered(rt, repository)
+    rules = manual.manual_rules(rt.store.list_rules(), name)
+    recent = rt.store.list_runs(repository=name, limit=50)
+    declared = manual.declared(recent, rules[0].flow_file) if rules else None
+    return {"repository": name, "rules": rules, "params": declared}
+
+
+def registered(rt: Runtime, repository: str) -> str:
+    """The registered name of `repository` (any spelling); 404 when it is not registered."""
+    found = rt.registry.find(repository)
+    if found is None:
+        raise ActionError(404, f"{clip(repository, 100)} is not a registered repository")
+    return found[0]
 
 
 def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:

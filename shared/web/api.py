@@ -33,6 +33,9 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "message": event.head_message,
         "actor": event.actor,
         "rule_id": run.rule_id,
+        "params": event.params,
+        "rerun_of": run.rerun_of or None,
+        "kept": run.kept,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
@@ -118,7 +121,29 @@ def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
 
 
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
-    return reply({"run_id": actions.rerun(rt, run_id), "rerun_of": run_id}, 202)
+    failed = request.args.get("failed", "") in ("1", "true", "yes")
+    return reply({"run_id": actions.rerun(rt, run_id, failed=failed), "rerun_of": run_id, "failed_only": failed}, 202)
+
+
+def start_run(rt: Runtime, request: Request) -> Response:
+    """A manual run: {"repository", "branch" or "tag", "params"}; one run per manual rule."""
+    body = _json_body(request)
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise ActionError(400, "params must be a JSON object of name: value")
+    names = {key: body.get(key) for key in ("repository", "branch", "tag")}
+    for key, value in names.items():
+        if value is not None and not isinstance(value, str):
+            raise ActionError(400, f"{key} must be text")
+    run_ids = actions.start_run(
+        rt,
+        names["repository"] or "",
+        branch=names["branch"] or "",
+        tag=names["tag"] or "",
+        params=params,
+        actor="the API (TASUKI_WEB_TOKEN)",
+    )
+    return reply({"runs": run_ids}, 202)
 
 
 def repositories(rt: Runtime, request: Request) -> Response:

@@ -34,7 +34,7 @@ LETTER_ID = {"name": "letter_id", "in": "path", "required": True, "schema": {"ty
 RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_FIELDS = {
     "host": {"type": "string", "description": f"{', '.join(HOSTS)} or * (any)"},
-    "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
+    "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual"]},
     "repository": {"type": "string", "description": "full name or glob, e.g. acme/*"},
     "branch": {"type": "string"},
     "tag": {"type": "string"},
@@ -69,7 +69,39 @@ def document(server: str) -> dict[str, Any]:
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": RUN_STATUS}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     ],
-                )
+                ),
+                "post": _op(
+                    "Start a manual run of a branch or tag with parameters: one run per manual rule that allows it",
+                    {
+                        "202": _json(
+                            {"type": "object", "properties": {"runs": {"type": "array", "items": {"type": "string"}}}},
+                            "Requested",
+                        ),
+                        "400": _json(_ref("Error"), "Not a branch or tag name, or a body that is not one"),
+                        "403": _json(_ref("Error"), "No manual rule lets anyone start this repository's branch or tag"),
+                        "422": _json(_ref("Error"), "A parameter outside its declared type or choices (named)"),
+                    },
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["repository"],
+                                    "properties": {
+                                        "repository": {"type": "string"},
+                                        "branch": {"type": "string", "description": "this or tag"},
+                                        "tag": {"type": "string"},
+                                        "params": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": ["string", "number", "boolean"]},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
             },
             "/api/runs/{run_id}": {
                 "get": _op(
@@ -125,9 +157,16 @@ def document(server: str) -> dict[str, Any]:
             },
             "/api/runs/{run_id}/rerun": {
                 "post": _op(
-                    "Run the same event and rule again",
-                    {"202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested")},
-                    parameters=[RUN_ID],
+                    "Run the same event and rule again; with failed=1, keep the jobs that succeeded and run the "
+                    "failed, cancelled and skipped ones and what needs them, at the same commit",
+                    {
+                        "202": _json({"type": "object", "properties": {"run_id": {"type": "string"}}}, "Requested"),
+                        "409": _json(_ref("Error"), "failed=1: the run is not over, or nothing in it failed"),
+                    },
+                    parameters=[
+                        RUN_ID,
+                        {"name": "failed", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]}},
+                    ],
                 )
             },
             "/api/rules": {
@@ -214,13 +253,24 @@ def document(server: str) -> dict[str, Any]:
                         "summary": {"type": "string"},
                         "repository": {"type": "string"},
                         "host": {"type": "string"},
-                        "event": {"type": "string", "enum": ["push", "tag", "pull_request"]},
+                        "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual"]},
                         "ref": {"type": ["object", "null"]},
                         "pull_request": {"type": ["object", "null"]},
                         "commit": {"type": "string"},
                         "message": {"type": "string"},
                         "actor": {"type": "string"},
                         "rule_id": {"type": "string"},
+                        "params": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                            "description": "a manual run's parameters (every declared one once planned)",
+                        },
+                        "rerun_of": {"type": ["string", "null"], "description": "the run this one re-runs"},
+                        "kept": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "re-run failed: the jobs kept from the run it re-runs",
+                        },
                         "created_at": {"type": "string"},
                         "started_at": {"type": ["string", "null"]},
                         "finished_at": {"type": ["string", "null"]},

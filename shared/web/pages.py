@@ -4,6 +4,7 @@ through `actions`. Forms post back and redirect (post/redirect/get) with a one-l
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -11,9 +12,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
+from tasuki.shared import manual, reruns
 from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
+from tasuki.shared.scheduler import JobState
 from tasuki.shared.web import access, actions, graph, present
 
 env = Environment(
@@ -78,7 +81,8 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
     if request.args.get("fragment"):
         return render(rt, request, "run_body.html", **context)
     first = next((j.name for j in jobs if j.status in ("failure", "error", "timeout")), jobs[0].name if jobs else "")
-    return render(rt, request, "run.html", section="Runs", selected=first, **context)
+    again = reruns.again({j.name: JobState(j.status, tuple(j.needs)) for j in jobs})
+    return render(rt, request, "run.html", section="Runs", selected=first, failed_jobs=again, **context)
 
 
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
@@ -86,18 +90,62 @@ def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
 
 
+def recorded(rt: Runtime, run_id: str, wait: float = 5.0) -> None:
+    """Wait a moment (at most `wait` seconds) for the dispatcher to record a run just requested,
+    so that the page the form leads to shows it rather than "there is no run"."""
+    deadline = time.monotonic() + wait
+    while rt.store.get_run(run_id) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:
     new_id = actions.rerun(rt, run_id)
+    recorded(rt, new_id)
     return back(f"/runs/{new_id}", f"Re-running as run {new_id}.")
 
 
+def rerun_failed(rt: Runtime, request: Request, run_id: str) -> Response:
+    new_id = actions.rerun(rt, run_id, failed=True)
+    recorded(rt, new_id)
+    return back(f"/runs/{new_id}", f"Re-running the failed jobs of run {run_id} as run {new_id}.")
+
+
+def run_form(rt: Runtime, request: Request, full_name: str) -> Response:
+    form = actions.run_form(rt, full_name)
+    return render(rt, request, "start.html", section="Repositories", **form)
+
+
+def start_run(rt: Runtime, request: Request, full_name: str) -> Response:
+    form = request.form
+    given = {key.removeprefix("param."): value for key, value in form.items() if key.startswith("param.")}
+    for line in form.get("params_text", "").splitlines():
+        if line.strip():
+            name, _, value = line.partition("=")
+            given[name.strip()] = value.strip()
+    name = form.get("ref", "").strip()
+    kind = form.get("kind", "branch")
+    run_ids = actions.start_run(
+        rt,
+        full_name,
+        branch=name if kind == "branch" else "",
+        tag=name if kind == "tag" else "",
+        params=given,
+        actor="the web page",
+    )
+    recorded(rt, run_ids[0])
+    where = f"/runs/{run_ids[0]}" if len(run_ids) == 1 else f"/runs?repo={quote(full_name)}"
+    return back(where, f"Started {len(run_ids)} run{'s' if len(run_ids) != 1 else ''} of {full_name} {kind} {name}.")
+
+
 def repositories(rt: Runtime, request: Request) -> Response:
+    rules = rt.store.list_rules()
     return render(
         rt,
         request,
         "repositories.html",
         section="Repositories",
         repositories=rt.registry.all(),
+        startable={name for name in rt.registry.all() if manual.manual_rules(rules, name)},
         webhook_url=rt.settings.public_webhook_url,
     )
 

@@ -51,6 +51,10 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "final": run.status in RUN_FINAL,
         "duration": duration(run.duration),
         "created": when(run.created_at),
+        "manual": event.kind == "manual",
+        "params": dict(event.params),
+        "rerun_of": run.rerun_of,
+        "kept": run.kept,
     }
 
 

@@ -1,7 +1,7 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
-pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<repo>/secrets, /secrets,
-       /deadletters, /login
+pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run,
+       /repositories/<name>/secrets, /secrets, /deadletters, /login
 API    /api/... (JSON), /api/openapi.json
 """
 
@@ -30,18 +30,22 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("run", "/runs/<run_id>", pages.run, ("GET",)),
     ("cancel", "/runs/<run_id>/cancel", pages.cancel, ("POST",)),
     ("rerun", "/runs/<run_id>/rerun", pages.rerun, ("POST",)),
+    ("rerun.failed", "/runs/<run_id>/rerun-failed", pages.rerun_failed, ("POST",)),
     ("rules", "/rules", pages.rules, ("GET",)),
     ("rule.create", "/rules", pages.create_rule, ("POST",)),
     ("rule.change", "/rules/<rule_id>/<any(enable, disable, delete):change>", pages.change_rule, ("POST",)),
     ("repositories", "/repositories", pages.repositories, ("GET",)),
     ("register", "/repositories", pages.register_repository, ("POST",)),
     ("unregister", "/repositories/<path:full_name>/delete", pages.remove_repository, ("POST",)),
+    ("start.form", "/repositories/<path:full_name>/run", pages.run_form, ("GET",)),
+    ("start", "/repositories/<path:full_name>/run", pages.start_run, ("POST",)),
     ("deadletters", "/deadletters", pages.deadletters, ("GET",)),
     ("deadletter", "/deadletters/<letter_id>", pages.deadletter, ("GET",)),
     ("replay.all", "/deadletters/replay", pages.replay, ("POST",)),
     ("replay", "/deadletters/<letter_id>/replay", pages.replay, ("POST",)),
     ("api.spec", "/api/openapi.json", api.spec, ("GET",)),
     ("api.runs", "/api/runs", api.runs, ("GET",)),
+    ("api.start", "/api/runs", api.start_run, ("POST",)),
     ("api.run", "/api/runs/<run_id>", api.run, ("GET",)),
     ("api.log", "/api/runs/<run_id>/jobs/<job>/log", api.log, ("GET",)),
     ("api.cancel", "/api/runs/<run_id>/cancel", api.cancel, ("POST",)),

@@ -177,3 +177,18 @@ def test_an_unreachable_docker_engine_is_said_once(tmp_path):
     root = checkout(tmp_path)
     code, _, err = TasukiRun(tmp_path, root, env={"TASUKI_DOCKER_HOST": f"unix://{tmp_path}/none.sock"}).wait()
     assert code == 2 and "cannot reach the Docker engine" in err
+
+
+def test_a_manual_run_locally_takes_its_parameters(tmp_path, docker_client):
+    flow = (
+        "params:\n  target: {default: staging, choices: [staging, production]}\n  dry_run: {type: bool, default: true}\n"
+        f"jobs:\n  deploy: {{image: {IMAGE}, run: ci/deploy, when: {{event: manual}}}}\n"
+    )
+    root = checkout(tmp_path, flow)
+    (root / "ci/deploy").write_text('#!/bin/sh\necho "to $TASUKI_PARAM_TARGET dry $TASUKI_PARAM_DRY_RUN"\n')
+    (root / "ci/deploy").chmod(0o755)
+    code, out, err = TasukiRun(tmp_path, root, "--event", "manual", "-p", "target=production").wait()
+    assert code == 0, out + err
+    assert "deploy | to production dry true" in out
+    code, _out, err = TasukiRun(tmp_path, root, "--event", "manual", "-p", "target=moon").wait()
+    assert code == 2 and "parameter 'target': expected one of staging, production, found 'moon'" in err
