@@ -137,10 +137,7 @@ def secrets_of(rt: Runtime, repository: str | None) -> str | None:
     if repository is None:
         return None
     vault.scope(repository)  # 400 for a name that is not one
-    found = rt.registry.find(repository)
-    if found is None:
-        raise ActionError(404, f"{repository} is not registered; register it first (Repositories)")
-    return found[0]
+    return registered(rt, repository)
 
 
 def secret_names(rt: Runtime, repository: str | None) -> list[str]:

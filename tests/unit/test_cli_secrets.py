@@ -53,7 +53,7 @@ def test_secrets_are_set_from_stdin_listed_by_name_and_deleted(tasuki, tmp_path)
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (("secrets", "set", "acme/nope", "X"), "acme/nope is not registered"),
+        (("secrets", "set", "acme/nope", "X"), "acme/nope is not a registered repository"),
         (("secrets", "set", "acme/api", "bad-name"), "a secret's name is"),
         (("secrets", "set", "acme/api"), "name the secret"),
         (("secrets", "list"), "name a repository"),

@@ -47,7 +47,7 @@ def test_the_api_sets_lists_names_only_and_deletes_a_repository_s_and_global_sec
 @pytest.mark.parametrize(
     "path, body, status, words",
     [
-        ("/api/repositories/acme/nope/secrets/X", {"value": "v"}, 404, "not registered"),
+        ("/api/repositories/acme/nope/secrets/X", {"value": "v"}, 404, "is not a registered repository"),
         ("/api/repositories/acme/api/secrets/not-a-name", {"value": "v"}, 400, "a secret's name is"),
         ("/api/repositories/acme/api/secrets/X", {"value": 3}, 400, "expected"),
         ("/api/repositories/acme/api/secrets/X", {"value": ""}, 400, "empty"),
