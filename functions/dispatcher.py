@@ -83,9 +83,11 @@ def dispatcher(request):
             held.save(decision.run)
         for job in decision.jobs:
             held.put_job(job)
-        held.send([outbox.entry(message.run_id, m) for m in outgoing])
+        entries = [outbox.entry(message.run_id, m) for m in outgoing]
+        held.send(entries)
         run = held.run
-    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id))
+    made = {e.message_id: m for e, m in zip(entries, outgoing, strict=True)}
+    outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id), made)
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
     #    none for a message about a run that was never requested.
     cancelled: list[str] = []
@@ -159,7 +161,7 @@ def supersede(rt: Runtime, run: RunRecord) -> list[str]:
     """Rule option cancel_previous: cancel the older unfinished run(s) of the same branch."""
     cancels = scheduler.superseded(run, rt.store.unfinished_runs(run.repository))
     for cancel in cancels:
-        rt.broker.publish(cancel, message_id=f"{cancel.run_id}:superseded")
+        rt.publisher.publish(cancel, message_id=f"{cancel.run_id}:superseded")
     return [c.run_id for c in cancels]
 
 
@@ -194,4 +196,4 @@ def wake(rt: Runtime, run: RunRecord) -> None:
     """A run finished (a place is free) or started (those behind it may fit too): the runs of the
     repository waiting for a place try again, each in its own order."""
     for wakeup in scheduler.waiting(rt.store.unfinished_runs(run.repository), besides=run.id):
-        rt.broker.publish(wakeup)
+        rt.publisher.publish(wakeup)

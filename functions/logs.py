@@ -3,7 +3,7 @@
 Previous hop: local/executor (subscription "logs", not ordered: each chunk names its place,
 run:job:attempt:seq, and storing it again changes nothing). A chunk of an attempt that is not
 the job's current one (a lost executor's late output) is acknowledged and dropped. The web page
-and `tasuki runs show --log` read what this stores, about a second after the job wrote it.
+and `tasuki runs show --log` read what this stores, a moment (about a tenth of a second) after the job wrote it.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def reporter(request):
     credentials = rt.registry.get(status.repository)
     if credentials is None or not (credentials.token or credentials.app_password):
         note = f"commit statuses not reported: no {status.host} API credentials for {status.repository} in the repository registry"
-        rt.store.add_note(notice.run_id, "reporter", note)
+        if ("reporter", note) not in rt.store.get_notes(notice.run_id):  # once a run, not once a notice
+            rt.store.add_note(notice.run_id, "reporter", note)
         return answer(200, reported=False, reason=note)
     # 4. Tell the host, at its own API only (a commit that is not one, or a URL elsewhere, is noted).
     api_url = rt.settings.api_url(status.host)

@@ -39,7 +39,7 @@ def router(request):
     runs = []
     for rule in rules:
         run_id = recipes.run_id(event, rule)
-        rt.broker.publish(
+        rt.publisher.publish(
             RunRequested(
                 run_id=run_id,
                 rule_id=rule.id,

@@ -10,6 +10,7 @@ recorded with (a job order's is run:job:attempt).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from tasuki.shared import codec
@@ -23,10 +24,17 @@ def entry(run_id: str, message: Message) -> OutboxEntry:
     return OutboxEntry(message_id, run_id, message.TYPE, codec.encode(message))
 
 
-def publish(store: Store, publisher: Any, entries: list[OutboxEntry]) -> int:
-    """Publish entries (confirmed, together), then remove them from the outbox; how many."""
+def publish(
+    store: Store, publisher: Any, entries: list[OutboxEntry], known: Mapping[str, Message] | None = None
+) -> int:
+    """Publish entries (confirmed, together), then remove them from the outbox; how many.
+    `known`: the messages of entries the caller just made, by message id, so that only what
+    another step left in the outbox is decoded from its body again."""
     if not entries:
         return 0
-    publisher.publish_all([(codec.decode(e.body, MODELS[e.type]), e.message_id, e.body) for e in entries])
+    known = known or {}
+    publisher.publish_all(
+        [(known.get(e.message_id) or codec.decode(e.body, MODELS[e.type]), e.message_id, e.body) for e in entries]
+    )
     store.clear_outbox([e.message_id for e in entries])
     return len(entries)

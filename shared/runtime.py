@@ -27,6 +27,7 @@ class Runtime:
     def __init__(self, settings: Settings, *, broker: MessageBroker | None = None) -> None:
         self.settings = settings
         self._broker = broker
+        self._verifiers: dict[str, tokens.Verifier] = {}
 
     @cached_property
     def broker(self) -> MessageBroker:
@@ -62,8 +63,12 @@ class Runtime:
 
     def push_verifier(self, function: str) -> tokens.Verifier:
         """What the pushed-to `function` accepts: the bridge's tokens for its endpoint URL, and
-        Google's when configured."""
-        return tokens.Verifier(self.signing_key, self.settings.endpoint(function), self.google_tokens)
+        Google's when configured. One per function, kept: it remembers the tokens it verified."""
+        verifier = self._verifiers.get(function)
+        if verifier is None:
+            verifier = tokens.Verifier(self.signing_key, self.settings.endpoint(function), self.google_tokens)
+            verifier = self._verifiers.setdefault(function, verifier)
+        return verifier
 
     @cached_property
     def publisher(self) -> Publishing:

@@ -22,6 +22,7 @@ from tasuki.shared.errors import AuthError
 ISSUER = "tasuki-bridge"
 ALGORITHM = "HS256"
 LIFETIME = 300  # seconds
+REMEMBERED = 64  # verified tokens a Verifier remembers (a few per bridge)
 
 
 def sign(key: str, audience: str, *, subject: str = "bridge", lifetime: int = LIFETIME) -> str:
@@ -62,18 +63,30 @@ def verify(key: str, authorization: str | None, audience: str) -> Mapping[str, o
 
 class Verifier:
     """What one pushed-to function accepts: the bridge's tokens for its endpoint URL and, when
-    `google` is set, Google-signed OIDC tokens (checked as `shared.oidc` says)."""
+    `google` is set, Google-signed OIDC tokens (checked as `shared.oidc` says).
+
+    The bridge sends one token for half its lifetime, so a bridge token verified once is
+    remembered (the exact token, at most `REMEMBERED` of them) until it expires: the pushes after
+    the first cost a lookup, not a signature check and a JSON decode."""
 
     def __init__(self, key: str, endpoint: str, google: oidc.GoogleTokens | None = None) -> None:
         self.key = key
         self.endpoint = endpoint
         self.google = google
+        self._verified: dict[str, tuple[float, Mapping[str, object]]] = {}
 
     def verify(self, authorization: str | None) -> Mapping[str, object]:
         token = bearer(authorization)
+        known = self._verified.get(token)
+        if known is not None and time.time() < known[0]:
+            return known[1]
         if self.google is not None and oidc.is_google(unverified_claims(token)):
             return self.google.verify(token, self.endpoint)
-        return verify(self.key, authorization, self.endpoint)
+        claims = verify(self.key, authorization, self.endpoint)
+        if len(self._verified) >= REMEMBERED:
+            self._verified.clear()  # a few old tokens verified again, never a growing table
+        self._verified[token] = (float(claims["exp"]), claims)  # type: ignore[arg-type]
+        return claims
 
 
 def unverified_claims(token: str) -> Mapping[str, object]:

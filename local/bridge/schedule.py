@@ -214,6 +214,11 @@ class Schedule:
 
     # -- a push thread is free ----------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """Deliveries wait to be pushed now (if flow control lets them): worth another push thread."""
+        return bool(self._lines.ready)
+
     def take(self) -> Todo:
         """The next delivery to push (or dead-letter) now, re-queues that are due, or when to ask again."""
         todo = Todo()

@@ -63,6 +63,8 @@ from tasuki.shared.topics import Subscription
 log = logging.getLogger("tasuki.bridge")
 
 PREFETCH_PER_PUSH = 8
+# Seconds the consumer's loop waits for RabbitMQ before it looks at `stop` again.
+LOOP = 1.0
 
 
 class SubscriptionServer:
@@ -97,6 +99,7 @@ class SubscriptionServer:
         self._connection: Any = None
         self._channel: Any = None
         self._acks = Acks()
+        self._clocks: list[float] = []  # when the push threads waiting with a timeout wake
 
     def describe(self) -> str:
         sub = self.sub
@@ -137,6 +140,8 @@ class SubscriptionServer:
         for worker in workers:
             worker.start()
         keep_connected(self._consume, self.stop, log=log, what=f"{self.sub.name}: RabbitMQ connection lost")
+        with self._cond:
+            self._cond.notify_all()  # the push threads see `stop`
         for worker in workers:
             worker.join()
         self._publisher.submit(self.broker.close)
@@ -154,8 +159,8 @@ class SubscriptionServer:
                 self._connection, self._channel = connection, channel
             tag = channel.basic_consume(self.sub.queue, self._on_message)
             log.info("%s", self.describe())
-            while not self.stop.is_set():
-                connection.process_data_events(time_limit=0.2)
+            while not self.stop.is_set():  # acks wake it (add_callback_threadsafe)
+                connection.process_data_events(time_limit=LOOP)
             # Stopping: take nothing new, give pushes in flight their deadline to be answered and acked.
             channel.basic_cancel(tag)
             until = time.monotonic() + self.deadline + 1
@@ -210,11 +215,27 @@ class SubscriptionServer:
                     return None
                 todo = self.schedule.take()
                 if todo.push is None and todo.dead_letter is None and not todo.requeues:
-                    self._cond.wait(max(0.001, todo.wake - time.monotonic()))
+                    self._wait(todo.wake)
                     continue
+                if not self._clocks or self.schedule.ready:
+                    self._cond.notify()  # no idle thread keeps the clock, or more is ready: wake one
             self._carry_out(todo, None)
             if todo.push is not None or todo.dead_letter is not None:
                 return todo
+
+    def _wait(self, wake: float) -> None:
+        """Wait (holding the lock) for news, or until `wake` if no other idle push thread wakes by
+        then: one thread keeps the schedule's clock (its sweeps, backoffs, flow control), the
+        others sleep until notified, so an idle subscription wakes about once a second, not once
+        a second per push thread."""
+        if self._clocks and min(self._clocks) <= wake:
+            self._cond.wait()
+            return
+        self._clocks.append(wake)
+        try:
+            self._cond.wait(max(0.001, wake - time.monotonic()))
+        finally:
+            self._clocks.remove(wake)
 
     def _work(self, todo: Todo) -> None:
         d = todo.push or todo.dead_letter

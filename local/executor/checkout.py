@@ -167,7 +167,7 @@ class Checkouts:
             raise CheckoutFailed(f"cannot fetch {where}: {exc}") from None
         if grown:
             self.trim(keep=path)
-        if commit and not self.has_commit(path, commit):
+        if commit and grown and not self.has_commit(path, commit):  # not grown: it had the commit already
             raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
         return path
 

@@ -32,7 +32,7 @@ from tasuki.shared.errors import DockerUnavailable, ExecutableMissing, ImageMiss
 
 log = logging.getLogger("tasuki.docker")
 
-POLL = 0.25  # seconds between checks of the timeout and the cancel flag while a job runs
+POLL = 0.1  # seconds between checks of the timeout and the cancel flag (and log ticks) while a job runs
 _TRANSPORT = (requests.ConnectionError, requests.Timeout, docker.errors.DockerException, OSError)
 
 
@@ -68,6 +68,10 @@ class Docker:
                         self._api = docker.from_env(version="auto", timeout=self.timeout).api
                 except _TRANSPORT as exc:
                     raise self._unavailable(exc) from None
+                if str(self._api.base_url).startswith("http+docker://"):
+                    # A local socket: no proxy or .netrc applies, so requests need not look them
+                    # up in the environment and the home folder on every call.
+                    self._api.trust_env = False
             return self._api
 
     def _unavailable(self, exc: BaseException) -> DockerUnavailable:

@@ -2,8 +2,12 @@
 
 `LogSink.feed()` takes whatever the container wrote; `write(seq, data)` receives masked chunks
 (the store, `job.log` events, the terminal). A chunk goes out once about `chunk` bytes are
-waiting, or on `tick()` once `interval` seconds passed, so a quiet job's lines still show up
-while it runs. Memory is bounded: what waits is at most a chunk, one read and a secret's length.
+waiting, or once `interval` seconds (0.1) passed since the last one went out: at once, from
+`feed()`, when output comes after a quiet spell (a job's first line, a quiet job's next one), and
+else from `tick()` (the job's run loop calls it every `containers.POLL` seconds) for what a burst
+left waiting. So a line is readable a moment after it is printed, and a job that prints a lot
+makes a few chunks a second, not one message per line. Memory is bounded: what waits is at most
+a chunk, one read and a secret's length.
 
 Masking: every byte of every occurrence of a secret, overlapping ones included, becomes part of
 one `***`. What is masked of a value (`masked_forms`): the value, each line of a value of several
@@ -34,7 +38,7 @@ MASK = b"***"
 # alignment of a short value): masking every "{" or every 3 letters would garble the log.
 MIN_FORM = 6
 CHUNK = 64 * 1024
-INTERVAL = 1.0
+INTERVAL = 0.1
 
 
 def masked_forms(values: Iterable[str]) -> list[bytes]:
@@ -149,7 +153,7 @@ class LogSink:
     def feed(self, data: bytes) -> None:
         with self._lock:
             self._buffer += data
-            if len(self._buffer) >= self._chunk:
+            if len(self._buffer) >= self._chunk or self._clock() - self._last >= self._interval:
                 self._flush(final=False)
 
     def tick(self) -> None:

@@ -181,8 +181,8 @@ class Executor:
                 queue,
                 self.settings.executor_concurrency,
             )
-            while not self.stop.is_set():
-                connection.process_data_events(time_limit=0.2)
+            while not self.stop.is_set():  # settling an order wakes it (add_callback_threadsafe)
+                connection.process_data_events(time_limit=1.0)
             slots.close()
             self._finish_running(lambda: connection.process_data_events(time_limit=0.2))
             connection.process_data_events(time_limit=0.2)  # send the last acks and nacks
@@ -487,7 +487,10 @@ class Executor:
 
     def remove_earlier_attempts(self, order: JobOrder) -> int:
         """Before attempt N starts, no container of an earlier attempt of the job may still run
-        on this engine (its executor may have been cut off without knowing it)."""
+        on this engine (its executor may have been cut off without knowing it). The first
+        attempt has none: no need to ask the engine."""
+        if order.attempt <= 1:
+            return 0
         try:
             found = self.docker.containers_labelled(convert.LABEL_RUN, order.run_id)
         except TasukiError as exc:

@@ -74,6 +74,30 @@ def test_quiet_output_is_sent_after_the_interval():
     assert joined(out) == b"compiling..."
 
 
+def test_a_line_after_a_quiet_spell_goes_out_at_once():
+    now = [0.0]
+    sink, out = collect(chunk=1024, interval=0.1, clock=lambda: now[0])
+    # Given a job quiet for longer than the interval
+    now[0] = 5.0
+    # When it prints a line, Then the line goes out without waiting for a tick
+    sink.feed(b"first line\n")
+    assert out == [(0, b"first line\n")]
+
+
+def test_heavy_output_makes_a_chunk_per_interval_not_one_per_line():
+    now = [0.0]
+    sink, out = collect(chunk=1 << 20, interval=0.1, clock=lambda: now[0])
+    # Given a job that prints a line every millisecond for a second
+    for n in range(1000):
+        now[0] = n / 1000
+        sink.feed(b"line %d\n" % n)
+        sink.tick()
+    sink.close()
+    # Then its lines go out in about ten chunks, all of them, in order
+    assert 9 <= len(out) <= 12
+    assert joined(out) == b"".join(b"line %d\n" % n for n in range(1000))
+
+
 def test_memory_stays_bounded_however_much_is_fed():
     written = [0]
     sink = LogSink(lambda seq, data: written.__setitem__(0, written[0] + len(data)), ["never-printed"], chunk=4096)

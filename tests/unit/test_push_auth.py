@@ -140,6 +140,26 @@ def test_tokens_are_short_lived_and_bound_to_one_audience():
         tokens.verify(KEY, f"Bearer {token}", "http://b/")
 
 
+def test_a_verifier_remembers_a_token_only_until_it_expires(monkeypatch):
+    verifier = tokens.Verifier(KEY, "http://a/")
+    token = f"Bearer {tokens.sign(KEY, 'http://a/', lifetime=1)}"
+    checks = []
+    real = tokens.verify
+    monkeypatch.setattr(tokens, "verify", lambda *a: checks.append(a) or real(*a))
+    # Given a token verified once
+    claims = verifier.verify(token)
+    # When it comes again, Then its signature is not checked again
+    assert verifier.verify(token) == claims and len(checks) == 1
+    # And another token is checked on its own
+    with pytest.raises(AuthError, match="Signature verification failed"):
+        verifier.verify(f"Bearer {tokens.sign('another-key-of-at-least-32-bytes-long', 'http://a/')}")
+    # When the remembered token has expired, Then it is refused as any expired token
+    while tokens.time.time() < claims["exp"] + 0.1:
+        tokens.time.sleep(0.1)
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(token)
+
+
 def test_the_envelope_reads_back_what_the_bridge_wrote():
     request = push.envelope(
         b"\x00\xffbytes",
