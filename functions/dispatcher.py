@@ -8,6 +8,11 @@ URL from the registry and the clone credentials sealed, and a job order the secr
 sealed too (shared/vault.py); a run of a repository Tasuki may not clone ends in error instead, saying why); lease answers on tasuki.executors;
 run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
 push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
+
+The tick is also the schedule clock: once per minute whichever dispatcher claims the minute in
+the store (`Store.claim_minutes`) requests the runs of the schedule rules that fired
+(`scheduled`). A run that ends cancelled, or with every job skipped, is told in its delivery's
+story (shared/stories.py).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import logs, outbox, push, scheduler, sealing, vault
+from tasuki.shared import logs, outbox, push, recipes, scheduler, sealing, stories, vault
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.errors import CheckoutFailed
+from tasuki.shared.errors import BrokerError, CheckoutFailed
 from tasuki.shared.messages import (
+    RUN_FINAL,
     JobExpired,
     JobFinished,
     JobHeartbeat,
@@ -37,7 +43,7 @@ from tasuki.shared.messages import (
     utcnow,
 )
 from tasuki.shared.runtime import Runtime, runtime
-from tasuki.shared.store import RunRecord
+from tasuki.shared.store import JobRecord, RunRecord
 
 log = logging.getLogger("tasuki.dispatcher")
 
@@ -70,6 +76,7 @@ def dispatcher(request):
     #    it publishes (the outbox): one transaction, so no other writer's update is lost. Then
     #    publish what the run's outbox holds (also what a crash left there) and clear it.
     with rt.store.locked_run(message.run_id) as held:
+        before = held.run.status if held.run is not None else None
         if held.run is not None:
             logs.bind(delivery=held.run.event.delivery_id)  # the push the run came from, on every line
         now = utcnow()
@@ -86,6 +93,8 @@ def dispatcher(request):
         entries = [outbox.entry(message.run_id, m) for m in outgoing]
         held.send(entries)
         run = held.run
+        jobs = dict(held.jobs)
+    tell_ending(rt, before, run, jobs)
     made = {e.message_id: m for e, m in zip(entries, outgoing, strict=True)}
     outbox.publish(rt.store, rt.publisher, rt.store.outbox(run_id=message.run_id), made)
     # 5. The steps that need the other runs of the repository (all idempotent, after recording);
@@ -154,7 +163,42 @@ def tick(rt: Runtime, now: datetime) -> dict:
     if rt.store.due("prune", now, every=PRUNE_EVERY):
         runs_before, deliveries_before = rt.settings.retention_cutoffs(now)
         pruned = rt.store.prune(runs_before=runs_before, deliveries_before=deliveries_before)._asdict()
-    return {"expired": len(expired), "republished": left, "pruned": pruned}
+    return {"expired": len(expired), "republished": left, "pruned": pruned, "scheduled": scheduled(rt, now)}
+
+
+CLOCK = "schedules"
+
+
+def scheduled(rt: Runtime, now: datetime) -> list[str]:
+    """The schedule clock: claim the minutes since the last claim (one dispatcher of several
+    gets each minute), and request a run of every schedule rule that fired in them, once for
+    its latest firing however many an outage missed. Run ids come from the rule and the minute,
+    so a request made twice is one run. A request that cannot be published gives the minutes
+    back: the next tick tries them again."""
+    claimed = rt.store.claim_minutes(CLOCK, now)
+    if claimed is None:
+        return []
+    started = []
+    try:
+        for rule, fired in recipes.scheduled(rt.store.list_rules(), *claimed):
+            event = recipes.scheduled_event(rule, fired)
+            requested = recipes.request(event, rule)
+            rt.publisher.publish(requested, message_id=f"{requested.run_id}:requested")
+            rt.store.tell(event.delivery_id, "clock", stories.fired(rule, fired, requested.run_id), at=now)
+            started.append(requested.run_id)
+    except BrokerError:
+        rt.store.unclaim_minutes(CLOCK, claimed)
+        raise
+    return started
+
+
+def tell_ending(rt: Runtime, before: str | None, run: RunRecord | None, jobs: dict[str, JobRecord]) -> None:
+    """A run that just ended cancelled, or with every job skipped, is part of its delivery's story."""
+    if run is None or before in RUN_FINAL or run.status not in RUN_FINAL:
+        return
+    record = stories.run_ended(run.id, run.status, run.message, [j.status for j in jobs.values()])
+    if record is not None:
+        rt.store.tell(run.event.delivery_id, f"run:{run.id}", record)
 
 
 def supersede(rt: Runtime, run: RunRecord) -> list[str]:

@@ -4,7 +4,8 @@ Previous hop: functions/ingress.py. Next hop: functions/dispatcher.py (subscript
 "dispatcher", ordered by run id). Rules are read from the store (the rules file is loaded into
 it at start; `tasuki rules` changes them). Run ids are derived from the event and the rule, so
 the same event delivered twice requests the same run, and the dispatcher makes it once. A head
-commit saying `[skip ci]` or `[ci skip]` requests nothing.
+commit saying `[skip ci]` or `[ci skip]` requests nothing. Every rule weighed, with the first
+reason it did not match, is told in the delivery's story (shared/stories.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 
 import functions_framework
 
-from tasuki.shared import logs, push, recipes
+from tasuki.shared import logs, push, recipes, stories
 from tasuki.shared.answers import answer, translated
-from tasuki.shared.messages import Event, RunRequested
+from tasuki.shared.messages import Event
 from tasuki.shared.runtime import runtime
 
 log = logging.getLogger("tasuki.router")
@@ -33,24 +34,19 @@ def router(request):
         accepts={Event.TYPE: Event},
         limit=rt.settings.max_push_bytes,
     )
-    # 3. Which rules does it trigger? (pure; [skip ci] triggers none)
-    rules = recipes.match(rt.store.list_rules(), event)
+    # 3. Which rules does it trigger, and why not the others? (pure; [skip ci] triggers none)
+    weighing = recipes.weigh(rt.store.list_rules(), event)
+    rules = [rule for rule, why in weighing if why is None]
     # 4. Request one run per rule; the run id is the ordering key (RunMessage.ordering_key).
     runs = []
     for rule in rules:
-        run_id = recipes.run_id(event, rule)
-        rt.publisher.publish(
-            RunRequested(
-                run_id=run_id,
-                rule_id=rule.id,
-                event=event,
-                flow_file=rule.flow_file,
-                jobs=rule.jobs,
-                cancel_previous=rule.cancel_previous,
-                concurrency=rule.concurrency,
-            ),
-            message_id=f"{run_id}:requested",
-        )
-        runs.append(run_id)
+        requested = recipes.request(event, rule)
+        rt.publisher.publish(requested, message_id=f"{requested.run_id}:requested")
+        runs.append(requested.run_id)
+    # 5. Tell the delivery's story: this event, every rule weighed, the runs requested.
+    step = f"router:{event.routing_key}:{event.ref.name if event.ref else ''}:{event.after[:12]}"
+    rt.store.tell(
+        event.delivery_id, step, stories.weighed(event, weighing, dict(zip([r.id for r in rules], runs, strict=True)))
+    )
     log.info("%s of %s: %d run(s) requested", event.routing_key, event.repository.full_name, len(runs))
     return answer(200, runs=runs, skipped_ci=recipes.skip_requested(event))

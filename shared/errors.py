@@ -6,7 +6,8 @@ with the HTTP status each class answers with (`http_status`; "own" is the status
     TasukiError                                                                           500
     ├── ConfigError              a setting or a configuration file is invalid             500
     │   ├── FilterError          a subscription filter does not parse; carries the position
-    │   └── SealError            a sealed value cannot be opened (another TASUKI_ORDER_KEY?)
+    │   ├── SealError            a sealed value cannot be opened (another TASUKI_ORDER_KEY?)
+    │   └── ScheduleError        a rule's schedule is neither a cron expression nor a phrase
     ├── DecodeError              a message body is not what its model expects             400
     ├── BrokerError                                                                       503
     │   ├── BrokerUnavailable    RabbitMQ cannot be reached (or the connection dropped)
@@ -67,6 +68,10 @@ class FilterError(ConfigError):
 
 class SealError(ConfigError):
     """A sealed value cannot be opened with this key, or the key itself is unusable."""
+
+
+class ScheduleError(ConfigError):
+    """A rule's schedule is neither a cron expression nor one of the phrases (shared/schedules.py)."""
 
 
 class DecodeError(TasukiError):

@@ -105,7 +105,8 @@ class Event(Message):
     event: str
     # What trigger rules match on. "manual": a person started the run (web page, API, command
     # line); its `ref` names the branch or tag, `after` is empty until the plan resolves its head.
-    kind: Literal["push", "tag", "pull_request", "manual"]
+    # "schedule": made by the clock (shared.recipes); `after` is empty until the plan resolves it.
+    kind: Literal["push", "tag", "pull_request", "manual", "schedule"]
     delivery_id: str
     repository: Repository
     ref: Ref | None = None
@@ -127,7 +128,7 @@ class Event(Message):
 
     @property
     def deleted(self) -> bool:
-        return self.kind not in ("pull_request", "manual") and not self.after
+        return self.kind in ("push", "tag") and not self.after
 
     @property
     def from_fork(self) -> bool:

@@ -17,9 +17,14 @@ Rules live in the store. The rules file (`TASUKI_RULES_FILE`) is loaded into it 
       - {event: tag, repository: "acme/*", tag: "v*", jobs: [release]}
       - {event: pull_request, repository: acme/api, target: main, concurrency: 2}
       - {event: manual, repository: acme/api, branch: main, jobs: [deploy]}
+      - {event: schedule, schedule: "daily at 02:00", repository: acme/api, branch: main, jobs: [nightly]}
 
 A rule for event `manual` is what lets a person start a run by hand (web page, API, command
 line) of a matching repository and branch (or tag): without one, nothing may be started.
+
+`mismatch()` says, as data, the first reason a rule does not match an event (the delivery's
+story shows it for every rule weighed). A schedule rule matches no git event: the clock starts
+its runs (`scheduled()`, see shared/schedules.py), each building the branch's head at that time.
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasuki.shared.errors import ConfigError, first_problem
-from tasuki.shared.messages import Event
+from tasuki.shared import schedules
+from tasuki.shared.errors import ConfigError, ScheduleError, first_problem
+from tasuki.shared.messages import Event, Ref, Repository, RunRequested
 from tasuki.shared.registry import normalise
 
 SKIP_CI = re.compile(r"\[(skip ci|ci skip)\]", re.IGNORECASE)
@@ -47,7 +54,7 @@ class Rule(BaseModel):
 
     id: str = ""
     host: str = "*"
-    event: Literal["push", "tag", "pull_request", "manual"] = "push"
+    event: Literal["push", "tag", "pull_request", "manual", "schedule"] = "push"
     repository: str
     branch: str = "*"  # push: the pushed branch; pull_request: the source branch; manual: a branch to start
     tag: str = "*"  # tag: the pushed tag; manual: a tag to start
@@ -59,6 +66,9 @@ class Rule(BaseModel):
     cancel_previous: bool = False
     # At most this many unfinished runs of the repository at a time; None: no limit.
     concurrency: int | None = Field(None, ge=1)
+    # --- schedules (issue 16): event "schedule" runs at the times of a cron expression (UTC);
+    # written as one or as a phrase (shared/schedules.py), kept as the cron expression.
+    schedule: str = ""
 
     @model_validator(mode="after")
     def _fits_the_event(self) -> Rule:
@@ -76,6 +86,31 @@ class Rule(BaseModel):
             raise ValueError(f"cancel_previous applies to pushes and pull requests, not to {not_to}")
         return self
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, text: str) -> str:
+        """Kept as the cron expression, whether written as one or as a phrase."""
+        try:
+            return schedules.parse(text) if text else text
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _a_schedule(self) -> Rule:
+        """A schedule rule names its schedule, one repository and one branch (what it builds)."""
+        if self.event != "schedule":
+            if self.schedule:
+                raise ValueError("schedule applies to rules for event schedule")
+            return self
+        if not self.schedule:
+            raise ValueError(f"a schedule rule needs its schedule: {', '.join(schedules.PHRASES)}")
+        for name in ("repository", "branch"):
+            if any(c in getattr(self, name) for c in "*?[") or not getattr(self, name):
+                raise ValueError(f"a schedule builds one {name}: name it, not a pattern")
+        if self.cancel_previous:
+            raise ValueError("cancel_previous applies to pushes and pull requests, not to schedules")
+        return self
+
     @model_validator(mode="after")
     def _stable_id(self) -> Rule:
         if not self.id:
@@ -90,27 +125,14 @@ class Rule(BaseModel):
                     self.flow_file,
                     ",".join(self.jobs),
                 ]
+                + ([self.schedule] if self.schedule else [])
             )
             object.__setattr__(self, "id", hashlib.sha256(key.encode()).hexdigest()[:12])
         return self
 
     def matches(self, event: Event) -> bool:
-        if not self.enabled or event.kind != self.event:
-            return False
-        if not _glob(event.host, self.host) or not _glob(
-            normalise(event.repository.full_name), normalise(self.repository)
-        ):
-            return False
-        if event.kind == "manual":
-            return self._allows_manual(event)
-        if event.kind == "pull_request":
-            pr = event.pull_request
-            if pr is None or pr.state.lower() in CLOSED_STATES:
-                return False
-            return _glob(pr.source_branch, self.branch) and _glob(pr.target_branch, self.target)
-        if event.deleted or event.ref is None:
-            return False
-        return _glob(event.ref.name, self.tag if event.kind == "tag" else self.branch)
+        """True when the event triggers this rule (`mismatch` says why not otherwise)."""
+        return mismatch(self, event) is None
 
     def _allows_manual(self, event: Event) -> bool:
         """A manual start of a branch (or tag) this rule names. A rule that names only branches
@@ -128,6 +150,8 @@ class Rule(BaseModel):
 
     def sentence(self) -> str:
         """The rule as one sentence: `if push to acme/api on main then run .tasuki.yml`."""
+        if self.event == "schedule":
+            return schedule_sentence(self)
         host = f"{self.host} " if self.host != "*" else ""
         what = {"push": "push to", "tag": "tag on", "pull_request": "pull request on", "manual": "manual on"}[
             self.event
@@ -143,6 +167,10 @@ class Rule(BaseModel):
             cond = (f" from {self.branch}" if self.branch != "*" else "") + (
                 f" into {self.target}" if self.target != "*" else ""
             )
+        return f"if {host}{what} {self.repository}{cond} then run {self.flow_file}{self._tail()}"
+
+    def _tail(self) -> str:
+        """The jobs, the options and whether the rule is off, as the end of its sentence."""
         jobs = f" (jobs {', '.join(self.jobs)})" if self.jobs else ""
         options = ""
         if self.cancel_previous:
@@ -152,7 +180,124 @@ class Rule(BaseModel):
                 f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
             )
         off = " (disabled)" if not self.enabled else ""
-        return f"if {host}{what} {self.repository}{cond} then run {self.flow_file}{jobs}{options}{off}"
+        return f"{jobs}{options}{off}"
+
+
+def schedule_sentence(rule: Rule) -> str:
+    """`every day at 02:00 UTC on acme/api main, run .tasuki.yml (jobs nightly)`."""
+    host = f" on {rule.host}" if rule.host != "*" else ""
+    when = schedules.describe(rule.schedule)
+    return f"{when} on {rule.repository} {rule.branch}{host}, run {rule.flow_file}{rule._tail()}"
+
+
+# --- why a rule does not match ------------------------------------------------------------------
+
+
+class Mismatch(BaseModel):
+    """The first reason a rule does not match an event. `rank` orders how far the event got
+    through the rule's checks (a higher rank came closer): the "closest" rule of a push that
+    matched none is the one with the highest rank."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: Literal["disabled", "host", "event", "repository", "closed", "deleted", "ref", "skip_ci"]
+    rank: int
+    reason: str
+
+
+def mismatch(rule: Rule, event: Event) -> Mismatch | None:
+    """None if the event triggers the rule, else the first reason it does not (pure)."""
+    if not rule.enabled:
+        return Mismatch(check="disabled", rank=0, reason="the rule is disabled")
+    if not _glob(event.host, rule.host):
+        return Mismatch(check="host", rank=1, reason=f"host {event.host} is not {rule.host}")
+    if rule.event == "schedule":  # the clock starts its runs (`scheduled`), never an event
+        return Mismatch(check="event", rank=2, reason="a schedule rule runs at its times, not on events")
+    if event.kind != rule.event:
+        return Mismatch(check="event", rank=2, reason=f"a {_kind(event.kind)} is not a {_kind(rule.event)}")
+    if not _glob(normalise(event.repository.full_name), normalise(rule.repository)):
+        return Mismatch(
+            check="repository",
+            rank=3,
+            reason=f"repository {event.repository.full_name} does not match {rule.repository}",
+        )
+    wrong = _wrong_ref(rule, event)
+    if wrong is not None:
+        return wrong
+    if skip_requested(event):
+        return Mismatch(check="skip_ci", rank=7, reason="the head commit says [skip ci]")
+    return None
+
+
+def _wrong_ref(rule: Rule, event: Event) -> Mismatch | None:
+    if event.kind == "manual":
+        if rule._allows_manual(event):
+            return None
+        what = f"{event.ref.kind} {event.ref.name}" if event.ref else "no branch or tag"
+        return Mismatch(check="ref", rank=6, reason=f"{what} is not one this rule starts")
+    if event.kind == "pull_request":
+        pr = event.pull_request
+        if pr is None or pr.state.lower() in CLOSED_STATES:
+            return Mismatch(check="closed", rank=4, reason=f"the pull request is {pr.state if pr else 'missing'}")
+        if not _glob(pr.source_branch, rule.branch):
+            return Mismatch(check="ref", rank=6, reason=f"branch {pr.source_branch} does not match {rule.branch}")
+        if not _glob(pr.target_branch, rule.target):
+            return Mismatch(check="ref", rank=6, reason=f"target {pr.target_branch} does not match {rule.target}")
+        return None
+    if event.deleted or event.ref is None:
+        return Mismatch(check="deleted", rank=5, reason=f"the {event.kind} was deleted")
+    pattern, what = (rule.tag, "tag") if event.kind == "tag" else (rule.branch, "branch")
+    if not _glob(event.ref.name, pattern):
+        return Mismatch(check="ref", rank=6, reason=f"{what} {event.ref.name} does not match {pattern}")
+    return None
+
+
+def _kind(kind: str) -> str:
+    return {"pull_request": "pull request", "schedule": "schedule"}.get(kind, kind)
+
+
+def weigh(rules: list[Rule], event: Event) -> list[tuple[Rule, Mismatch | None]]:
+    """Every rule with the first reason it does not match the event (None: it does)."""
+    return [(rule, mismatch(rule, event)) for rule in rules]
+
+
+def closest(weighed: list[tuple[Rule, Mismatch | None]]) -> tuple[Rule, Mismatch] | None:
+    """Of rules that did not match, the one the event came closest to (the first of equals)."""
+    missed = [(rule, why) for rule, why in weighed if why is not None]
+    if not missed:
+        return None
+    best = max(why.rank for _, why in missed)
+    return next((rule, why) for rule, why in missed if why.rank == best)
+
+
+# --- schedules: what the clock starts -----------------------------------------------------------
+
+
+def scheduled(rules: list[Rule], after: datetime, until: datetime) -> list[tuple[Rule, datetime]]:
+    """The enabled schedule rules that fired in the window (after, until], each with its latest
+    firing: one run per rule however many firings a clock outage missed."""
+    due = []
+    for rule in rules:
+        if rule.enabled and rule.event == "schedule":
+            fired = schedules.latest_fire(rule.schedule, after, until)
+            if fired is not None:
+                due.append((rule, fired))
+    return due
+
+
+def scheduled_event(rule: Rule, fired: datetime) -> Event:
+    """The event of a scheduled run: the rule's branch, no commit yet (`after` empty: the
+    executor that plans the run resolves the branch's head, as for a manual run). Its delivery id
+    names the rule and the minute, so the same firing makes the same run however often asked."""
+    return Event(
+        host=rule.host if rule.host != "*" else "",
+        event="schedule",
+        kind="schedule",
+        delivery_id=f"schedule-{rule.id}-{fired:%Y%m%dT%H%MZ}",
+        repository=Repository(full_name=rule.repository),
+        ref=Ref(kind="branch", name=rule.branch),
+        actor="schedule",
+    )
 
 
 def _glob(value: str, pattern: str) -> bool:
@@ -166,9 +311,20 @@ def skip_requested(event: Event) -> bool:
 
 def match(rules: list[Rule], event: Event) -> list[Rule]:
     """The rules this event triggers; none when the head commit says [skip ci]."""
-    if skip_requested(event):
-        return []
-    return [rule for rule in rules if rule.matches(event)]
+    return [rule for rule, why in weigh(rules, event) if why is None]
+
+
+def request(event: Event, rule: Rule) -> RunRequested:
+    """The run this event (a git event, or a schedule's firing) requests of this rule."""
+    return RunRequested(
+        run_id=run_id(event, rule),
+        rule_id=rule.id,
+        event=event,
+        flow_file=rule.flow_file,
+        jobs=rule.jobs,
+        cancel_previous=rule.cancel_previous,
+        concurrency=rule.concurrency,
+    )
 
 
 def run_id(event: Event, rule: Rule) -> str:

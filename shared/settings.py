@@ -89,6 +89,9 @@ class Settings(BaseModel):
     trust_proxy: bool = False
     # How long a web session lasts before signing in again.
     session_hours: int = Field(12, ge=1, le=24 * 30)
+    # Status badges (GET /badge/<repo>.svg) answer without signing in (README images); off:
+    # they need the session or the token like every page.
+    public_badges: bool = False
 
     # The git hosts' APIs, for commit statuses, where they are not the host's public API (its
     # `api_url` in shared/hosts/): Bitbucket Data Center, GitHub Enterprise, self-hosted GitLab.

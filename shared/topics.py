@@ -29,6 +29,10 @@ One push, top to bottom::
         (executor gone) becomes job.expired in the run's order -> the job is ordered again
         (attempt + 1); late messages of the lost attempt are ignored. An executor that cannot
         renew its lease kills its own container first.
+        The tick is also the schedule clock: the dispatcher that claims a minute in the store
+        (once per minute, whatever the number of clocks) publishes run.requested for every
+        schedule rule that fired; the executor planning such a run resolves the branch's head
+        (fetched into its mirror, as for a manual run) and answers it in run.planned.
     dispatcher advances the DAG, and on every status change publishes
         tasuki.runs  run.updated, job.updated
     subscription "reporter"   (bridge pushes, ordered by run id) --> functions/reporter

@@ -17,6 +17,8 @@
     tasuki rules create --repo R [--event E] [--branch B] ...   a new rule
     tasuki rules disable|enable|delete RULE                     change one (an id prefix is enough)
     tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
+    tasuki deliveries [--limit N]   deliveries newest first, one line of outcome each
+    tasuki deliveries show ID       a delivery's whole story;  tasuki deliveries replay ID
     tasuki secrets set REPO NAME    a job secret, the value from stdin (--global: every repository's)
     tasuki secrets list REPO | delete REPO NAME   names only; values are never shown back
     tasuki store [status]           where the store is (TASUKI_STORE_URL) and its schema version
@@ -250,6 +252,38 @@ def _rerun(rt: Runtime, run_id: str | None, failed: bool) -> int:
     return 0
 
 
+# --- deliveries and their stories -------------------------------------------------------------
+
+
+def cmd_deliveries(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasuki.shared import stories
+    from tasuki.shared.web import actions
+
+    if args.action == "replay":
+        new_id = actions.replay_delivery(rt, _delivery_id(args))
+        print(f"replayed {args.delivery_id} as delivery {new_id}; `tasuki deliveries show {new_id}` follows it")
+        return 0
+    if args.action == "show":
+        steps = actions.delivery(rt, _delivery_id(args))
+        for line in stories.told(args.delivery_id, steps):
+            print(line)
+        return 0
+    found = rt.store.stories(limit=args.limit)
+    if not found:
+        print("no deliveries yet")
+    for delivery_id, steps in found:
+        row = stories.summary(delivery_id, steps)
+        when = f"{row['at']:%Y-%m-%d %H:%M:%S}" if row["at"] else "?"
+        print(f"{delivery_id}  {when}  {row['repository'] or '-'}  {row['event'] or '-'}  {row['outcome']}")
+    return 0
+
+
+def _delivery_id(args: argparse.Namespace) -> str:
+    if not args.delivery_id:
+        raise ConfigError("name the delivery by its id; `tasuki deliveries` lists them")
+    return args.delivery_id
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -335,6 +369,7 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
         "enabled": not args.disabled,
         "cancel_previous": args.cancel_previous,
         "concurrency": args.concurrency,
+        "schedule": args.schedule,
     }
     try:
         rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -473,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run with what they need (default: all)")
     run.add_argument(
         "--event",
-        choices=["push", "tag", "pull_request", "manual"],
+        choices=["push", "tag", "pull_request", "manual", "schedule"],
         help="the event `when` sees (default: push, or tag with --tag)",
     )
     run.add_argument(
@@ -518,7 +553,11 @@ def parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("rule", nargs="?", help="a rule id (or its start); with load: the rules file")
     rules.add_argument("--repo", help="repository (a glob): acme/api, acme/*")
-    rules.add_argument("--event", choices=["push", "tag", "pull_request", "manual"])
+    rules.add_argument("--event", choices=["push", "tag", "pull_request", "manual", "schedule"])
+    rules.add_argument(
+        "--schedule",
+        help="schedule: a cron expression (UTC) or hourly, 'hourly at :MM', 'daily at HH:MM', 'weekly on DAY at HH:MM'",
+    )
     rules.add_argument("--host", help="bitbucket, github, gitlab (default: any)")
     rules.add_argument("--branch", help="push: the branch; pull_request: the source branch (a glob)")
     rules.add_argument("--tag", help="tag: the tag (a glob)")
@@ -544,6 +583,11 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--memory", type=int, default=512, help="aws: MB per function (default 512)")
     deploy.add_argument("--timeout", type=int, default=60, help="aws: seconds per invocation (default 60)")
     deploy.set_defaults(fn=cmd_deploy)
+    told = sub.add_parser("deliveries", help="deliveries and what became of them: list, show one, replay one")
+    told.add_argument("action", nargs="?", choices=["list", "show", "replay"], default="list")
+    told.add_argument("delivery_id", nargs="?", metavar="ID")
+    told.add_argument("--limit", type=int, default=20)
+    told.set_defaults(fn=cmd_deliveries)
     secrets = sub.add_parser(
         "secrets",
         help="job secrets: set (value from stdin), list (names only), delete",

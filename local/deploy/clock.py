@@ -6,6 +6,10 @@ pushes them like any other. On Google Cloud, Cloud Scheduler can deliver them st
 function as well, with a Google-signed OIDC token (TASUKI_PUSH_OIDC_*), so the clock keeps
 going while no bridge does; a second tick changes nothing the first did. Derived from the flow
 (shared/topics.py, shared/messages.py): no subscription takes a `tick`, no job.
+
+The same tick is the clock of schedule rules (issue 16): the dispatcher claims each minute once in
+the store (`Store.claim_minutes`), however many bridges and Cloud Scheduler jobs tick, so its
+once-a-minute schedule here is all schedules need.
 """
 
 from __future__ import annotations

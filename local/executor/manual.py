@@ -12,9 +12,10 @@ from tasuki.shared.registry import RepositoryConfig
 
 
 def head(checkouts: Checkouts, order: PlanOrder, auth: RepositoryConfig | None) -> str:
-    """The commit to build for an event that names none: a manual run's branch or tag, now."""
+    """The commit to build for an event that names none: a manual run's branch or tag, or a
+    scheduled run's branch (issue 16's clock), as it is now."""
     event = order.event
-    if event.kind != "manual" or event.ref is None:
+    if event.kind not in ("manual", "schedule") or event.ref is None:
         raise FlowFileError("the event names no commit to build")
     return checkouts.head(order.clone_url, event.ref.kind, event.ref.name, auth, host=event.host)
 

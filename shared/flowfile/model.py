@@ -92,7 +92,7 @@ def check_image(value: str | None) -> str | None:
 class When(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    event: list[Literal["push", "tag", "pull_request", "manual"]] = Field(default_factory=list)
+    event: list[Literal["push", "tag", "pull_request", "manual", "schedule"]] = Field(default_factory=list)
     branch: list[str] = Field(default_factory=list)
     tag: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)

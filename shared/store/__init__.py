@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import location
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step
 from tasuki.shared.store.schema import LATEST
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Pruned",
     "RulesSync",
     "RunRecord",
+    "Step",
     "Store",
     "new_store",
     "open_store",
@@ -73,6 +74,31 @@ class Store(Protocol):
 
     def seen_delivery(self, key: str) -> bool:
         """True if the delivery key was recorded (the ingress checks, publishes, then records)."""
+        ...
+
+    # the story of each delivery (ingress, router, dispatcher and the clock each tell a step)
+    def tell(self, delivery_id: str, step: str, record: dict[str, Any], at: datetime | None = None) -> None:
+        """Record one step of a delivery's story (told again: the record is replaced)."""
+        ...
+
+    def story(self, delivery_id: str) -> list[Step]:
+        """The delivery's steps, as told (empty: no such delivery, or pruned)."""
+        ...
+
+    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
+        """Deliveries newest first (by their first step), each with its steps; `before`: only
+        deliveries first told before then (the next page)."""
+        ...
+
+    # the schedule clock
+    def claim_minutes(self, clock: str, now: datetime) -> tuple[datetime, datetime] | None:
+        """Claim the whole minutes since the clock's last claim, up to `now`'s minute: the window
+        (start, end], at most `schedules.CATCH_UP` long, or None when another caller claimed it
+        already. Of several clocks asking at once, exactly one gets each minute."""
+        ...
+
+    def unclaim_minutes(self, clock: str, claimed: tuple[datetime, datetime]) -> None:
+        """Give back a claim whose work could not be done (unless a later claim followed it)."""
         ...
 
     # runs and jobs (dispatcher)
@@ -211,7 +237,7 @@ class Store(Protocol):
     # retention
     def prune(self, *, runs_before: datetime | None, deliveries_before: datetime | None, batch: int = 500) -> Pruned:
         """Delete the runs that finished before `runs_before` with their jobs, logs, notes and
-        outbox leftovers, and the delivery keys seen before `deliveries_before` (None: keep them), in
+        outbox leftovers, and the delivery keys and stories seen before `deliveries_before` (None: keep them), in
         batches of `batch`, each batch its own transaction."""
         ...
 

@@ -38,7 +38,7 @@ from tasuki.shared.store.sql import SQLStore, Tx
 # Advisory lock keys: (TASUKI + kind, hashtext(name)); the constant keeps them apart from the
 # locks of other programs sharing the database.
 TASUKI = 0x54534B00
-LOCK_KINDS = {"migrate": 0, "run": 1, "admit": 2, "rules": 3}
+LOCK_KINDS = {"migrate": 0, "run": 1, "admit": 2, "rules": 3, "clock": 4}
 POOL_MAX = 10  # connections per process; a request holds at most one at a time
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a connection before answering "unavailable"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -95,6 +95,10 @@ class Pruned(NamedTuple):
 
     runs: int
     deliveries: int
+
+
+# One step of a delivery's story: (step name, when it was told, its record). See shared/stories.py.
+Step = tuple[str, datetime, dict[str, Any]]
 
 
 def stamp(moment: datetime) -> str:

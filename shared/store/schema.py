@@ -199,6 +199,21 @@ MIGRATIONS: list[Migration] = [
         """,
     ),
     Migration(
+        "the story of every delivery (a step per function that handled it) and the schedule "
+        "clock's last claimed minute (issue 16)",
+        sql="""
+        CREATE TABLE delivery_steps (
+            delivery_id {text} NOT NULL,
+            step {text} NOT NULL,
+            at {text} NOT NULL,
+            record TEXT NOT NULL,
+            PRIMARY KEY (delivery_id, step)
+        );
+        CREATE INDEX delivery_steps_by_time ON delivery_steps (at);
+        CREATE TABLE clocks (name {text} PRIMARY KEY, minute {text} NOT NULL);
+        """,
+    ),
+    Migration(
         "job secrets (issue 14): named values per repository and global ones (scope '*'), each "
         "encrypted with TASUKI_STORE_KEY (only the ciphertext is in the database)",
         sql="""

@@ -18,15 +18,17 @@ add its test to tests/integration/test_store_contract.py, which runs it on both 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tasuki.shared import schedules
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, stamp
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step, stamp
 from tasuki.shared.store.schema import LATEST
 
 # The statuses of a run that is over, as an SQL list.
@@ -36,6 +38,8 @@ FROM_FILE, FROM_PERSON = "file", "cli"
 # the host controls) is cut to this many characters.
 NOTE_CHARS = 500
 PRUNE_BATCH = 500
+# Delivery ids and step names are cut to this many characters (a sender names the delivery).
+MAX_KEY = 300
 
 
 class Cursor(Protocol):
@@ -152,6 +156,63 @@ class SQLStore:
 
     def seen_delivery(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM deliveries WHERE key = ?", (key,)))
+
+    # -- the story of each delivery (issue 16) ------------------------------------------------------
+
+    def tell(self, delivery_id: str, step: str, record: dict[str, Any], at: datetime | None = None) -> None:
+        self._write(
+            "INSERT INTO delivery_steps (delivery_id, step, at, record) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (delivery_id, step) DO UPDATE SET record = excluded.record",
+            (delivery_id[:MAX_KEY], step[:MAX_KEY], stamp(at or utcnow()), json.dumps(record, default=str)),
+        )
+
+    def story(self, delivery_id: str) -> list[Step]:
+        rows = self._query(
+            "SELECT step, at, record FROM delivery_steps WHERE delivery_id = ? ORDER BY at, step", (delivery_id,)
+        )
+        return [(step, datetime.fromisoformat(at), json.loads(record)) for step, at, record in rows]
+
+    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
+        where, params = ("HAVING MIN(at) < ?", [stamp(before)]) if before else ("", [])
+        ids = self._query(
+            f"SELECT delivery_id, MIN(at) AS first FROM delivery_steps GROUP BY delivery_id {where}"
+            " ORDER BY first DESC, delivery_id LIMIT ?",
+            (*params, max(0, limit)),
+        )
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT delivery_id, step, at, record FROM delivery_steps WHERE delivery_id IN ({marks}) ORDER BY at, step",
+            [row[0] for row in ids],
+        )
+        steps: dict[str, list[Step]] = {row[0]: [] for row in ids}
+        for delivery_id, step, at, record in rows:
+            steps[delivery_id].append((step, datetime.fromisoformat(at), json.loads(record)))
+        return list(steps.items())
+
+    def claim_minutes(self, clock: str, now: datetime) -> tuple[datetime, datetime] | None:
+        # Most ticks come within a minute already claimed: a read says so, no write lock taken.
+        rows = self._query("SELECT minute FROM clocks WHERE name = ?", (clock,))
+        if rows and schedules.window(datetime.fromisoformat(rows[0][0]), now) is None:
+            return None
+        with self._tx() as tx:
+            self._serialize(tx, "clock", clock)
+            row = tx.execute("SELECT minute FROM clocks WHERE name = ?", (clock,)).fetchone()
+            claimed = schedules.window(datetime.fromisoformat(row[0]) if row else None, now)
+            if claimed is not None:
+                tx.execute(
+                    "INSERT INTO clocks (name, minute) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET minute = excluded.minute",
+                    (clock, stamp(claimed[1])),
+                )
+            return claimed
+
+    def unclaim_minutes(self, clock: str, claimed: tuple[datetime, datetime]) -> None:
+        self._write(
+            "UPDATE clocks SET minute = ? WHERE name = ? AND minute = ?",
+            (stamp(claimed[0]), clock, stamp(claimed[1])),
+        )
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -428,6 +489,14 @@ class SQLStore:
                 (stamp(deliveries_before), batch),
             )
             deliveries += gone
+            if gone < batch:
+                break
+        while deliveries_before is not None:  # the deliveries' stories, kept as long as their keys
+            gone = self._write(
+                "DELETE FROM delivery_steps WHERE (delivery_id, step) IN"
+                " (SELECT delivery_id, step FROM delivery_steps WHERE at < ? LIMIT ?)",
+                (stamp(deliveries_before), batch),
+            )
             if gone < batch:
                 break
         return Pruned(runs, deliveries)

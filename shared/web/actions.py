@@ -7,21 +7,22 @@ on; `NoSuchLetter` is one) or the usual Tasuki errors (broker or store unavailab
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from typing import Any
 
 import msgpack
 from pydantic import ValidationError
 
-from tasuki.shared import deadletters, manual, reruns, vault
+from tasuki.shared import codec, deadletters, manual, reruns, stories, vault
 from tasuki.shared.errors import ActionError, ConfigError, first_problem
 from tasuki.shared.flowfile import params as flowparams
-from tasuki.shared.messages import RUN_FINAL, RunCancel, RunRequested
+from tasuki.shared.messages import RUN_FINAL, Event, RunCancel, RunRequested
 from tasuki.shared.recipes import Rule, load_rules
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.scheduler import JobState
-from tasuki.shared.store import RunRecord
+from tasuki.shared.store import RunRecord, Step
 from tasuki.shared.text import clip
 
 
@@ -206,6 +207,44 @@ def file_rule_ids(rt: Runtime) -> set[str]:
         return {r.id for r in load_rules(rt.settings.rules_file)}
     except ConfigError:
         return set()
+
+
+# --- deliveries and their stories (issue 16) ---------------------------------------------------------
+
+
+def delivery(rt: Runtime, delivery_id: str) -> list[Step]:
+    steps = rt.store.story(delivery_id)
+    if not steps:
+        raise ActionError(404, f"there is no delivery {delivery_id} (deliveries are kept {_kept(rt)})")
+    return stories.ordered(steps)
+
+
+def _kept(rt: Runtime) -> str:
+    days = rt.settings.retention_deliveries_days
+    return f"{days} day{'s' if days != 1 else ''}, TASUKI_RETENTION_DELIVERIES_DAYS" if days else "for ever"
+
+
+def replay_delivery(rt: Runtime, delivery_id: str) -> str:
+    """Publish the delivery's events again under a new delivery id (so new runs), as the ingress
+    would; its story names the delivery it replays. Returns the new delivery id."""
+    steps = delivery(rt, delivery_id)
+    ingress = next((r for _, _, r in steps if r.get("kind") == "ingress" and r.get("replay")), None)
+    if ingress is None:
+        raise ActionError(409, f"delivery {delivery_id} made no events to replay ({stories.outcome(steps)})")
+    new_id = f"{delivery_id[:150]}.replay-{secrets.token_hex(4)}"
+    try:
+        events = [Event.model_validate({**e, "delivery_id": new_id}) for e in ingress["replay"]]
+    except ValidationError as exc:
+        raise ActionError(
+            409, f"delivery {delivery_id}'s events can no longer be read: {first_problem(exc)[1]}"
+        ) from None
+    rt.publisher.publish_all([(e, f"{new_id}#{i}", codec.encode(e)) for i, e in enumerate(events)])
+    rt.store.tell(
+        new_id,
+        "ingress",
+        stories.accepted(ingress["host"], ingress["event"], ingress["repository"], events, replay_of=delivery_id),
+    )
+    return new_id
 
 
 # --- dead letters ------------------------------------------------------------------------------------

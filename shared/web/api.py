@@ -7,11 +7,12 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from tasuki.shared import stories
 from tasuki.shared.errors import ActionError
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
-from tasuki.shared.web import actions, openapi
+from tasuki.shared.web import actions, badges, openapi
 
 
 def reply(data: Any, status: int = 200) -> Response:
@@ -33,6 +34,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "message": event.head_message,
         "actor": event.actor,
         "rule_id": run.rule_id,
+        "delivery": event.delivery_id,
         "params": event.params,
         "rerun_of": run.rerun_of or None,
         "kept": run.kept,
@@ -235,6 +237,44 @@ def deadletter(rt: Runtime, request: Request, letter_id: str) -> Response:
 
 def replay(rt: Runtime, request: Request, letter_id: str | None = None) -> Response:
     return reply({"replayed": actions.replay(rt, letter_id)})
+
+
+def _limit(request: Request) -> int:
+    try:
+        return min(max(int(request.args.get("limit", 50)), 1), 500)
+    except ValueError:
+        raise ActionError(400, "limit must be a number from 1 to 500") from None
+
+
+def deliveries(rt: Runtime, request: Request) -> Response:
+    found = rt.store.stories(limit=_limit(request))
+    return reply({"deliveries": [stories.summary(delivery_id, steps) for delivery_id, steps in found]})
+
+
+def step_json(step: str, at: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """A step as the API shows it: the record without the events kept for replay."""
+    return {"step": step, "at": at, **{k: v for k, v in record.items() if k != "replay"}}
+
+
+def delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    steps = actions.delivery(rt, delivery_id)
+    return reply({"delivery": stories.summary(delivery_id, steps), "steps": [step_json(*s) for s in steps]})
+
+
+def replay_delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    return reply({"delivery": actions.replay_delivery(rt, delivery_id), "replay_of": delivery_id}, 202)
+
+
+def badge(rt: Runtime, request: Request, name: str) -> Response:
+    """The latest run of a repository's branch as an SVG badge (GET /badge/<repo>.svg?branch=)."""
+    if not name.endswith(".svg"):
+        raise ActionError(404, f"a badge is /badge/<repository>.svg, found /badge/{name}")
+    found = rt.registry.find(name.removesuffix(".svg"))
+    runs = rt.store.list_runs(repository=found[0], limit=200) if found else []
+    run = badges.latest(runs, request.args.get("branch", ""))
+    response = Response(badges.svg(run.status if run else "unknown"), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "no-cache, max-age=0"
+    return response
 
 
 # --- job secrets (issue 14): names only out, values only in ------------------------------------------

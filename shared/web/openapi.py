@@ -32,10 +32,16 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
 LETTER_ID = {"name": "letter_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
+DELIVERY_ID = {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_FIELDS = {
     "host": {"type": "string", "description": f"{', '.join(HOSTS)} or * (any)"},
-    "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual"]},
+    "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual", "schedule"]},
     "repository": {"type": "string", "description": "full name or glob, e.g. acme/*"},
+    "schedule": {
+        "type": "string",
+        "description": "event schedule: a cron expression (UTC) or hourly, hourly at :MM, daily at HH:MM, "
+        "weekly on DAY at HH:MM",
+    },
     "branch": {"type": "string"},
     "tag": {"type": "string"},
     "target": {"type": "string"},
@@ -197,6 +203,56 @@ def document(server: str) -> dict[str, Any]:
             "/api/rules/{rule_id}": {
                 "delete": _op("Delete a rule", {"204": {"description": "Deleted"}}, parameters=[RULE_ID])
             },
+            "/api/deliveries": {
+                "get": _op(
+                    "Deliveries newest first, each with one line of outcome",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"deliveries": {"type": "array", "items": _ref("Delivery")}},
+                            }
+                        )
+                    },
+                    parameters=[
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+                    ],
+                )
+            },
+            "/api/deliveries/{delivery_id}": {
+                "get": _op(
+                    "One delivery's whole story: the ingress, every rule weighed and why it did not match, the runs",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "delivery": _ref("Delivery"),
+                                    "steps": {"type": "array", "items": {"type": "object"}},
+                                },
+                            }
+                        ),
+                        "404": _json(_ref("Error"), "No such delivery (or pruned)"),
+                    },
+                    parameters=[DELIVERY_ID],
+                )
+            },
+            "/api/deliveries/{delivery_id}/replay": {
+                "post": _op(
+                    "Publish the delivery's events again under a new delivery id",
+                    {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {"delivery": {"type": "string"}, "replay_of": {"type": "string"}},
+                            },
+                            "Replayed",
+                        ),
+                        "409": _json(_ref("Error"), "It made no events (refused, ignored, a schedule's)"),
+                    },
+                    parameters=[DELIVERY_ID],
+                )
+            },
             "/api/deadletters": {
                 "get": _op(
                     "Dead letters, oldest first (nothing is removed)",
@@ -253,13 +309,14 @@ def document(server: str) -> dict[str, Any]:
                         "summary": {"type": "string"},
                         "repository": {"type": "string"},
                         "host": {"type": "string"},
-                        "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual"]},
+                        "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual", "schedule"]},
                         "ref": {"type": ["object", "null"]},
                         "pull_request": {"type": ["object", "null"]},
                         "commit": {"type": "string"},
                         "message": {"type": "string"},
                         "actor": {"type": "string"},
                         "rule_id": {"type": "string"},
+                        "delivery": {"type": "string", "description": "the delivery it came from"},
                         "params": {
                             "type": "object",
                             "additionalProperties": {"type": "string"},
@@ -306,6 +363,22 @@ def document(server: str) -> dict[str, Any]:
                         "routing_key": {"type": "string"},
                         "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
                         "body": {"description": "the message body, decoded from msgpack"},
+                    },
+                },
+                "Delivery": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "at": {"type": ["string", "null"]},
+                        "status": {"type": "string", "description": "accepted, refused, ignored, clock"},
+                        "host": {"type": "string"},
+                        "event": {"type": "string"},
+                        "repository": {"type": "string"},
+                        "ref": {"type": "string"},
+                        "commit": {"type": "string"},
+                        "runs": {"type": "array", "items": {"type": "string"}},
+                        "outcome": {"type": "string"},
+                        "replayable": {"type": "boolean"},
                     },
                 },
                 "Replayed": {

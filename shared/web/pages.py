@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from tasuki.shared import manual, reruns
+from tasuki.shared import manual, reruns, stories
 from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
@@ -27,6 +27,8 @@ env = Environment(
 )
 RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
+# What the rule form offers for a schedule (any cron expression is taken too: shared/schedules.py).
+SCHEDULE_EXAMPLES = ("hourly", "hourly at :30", "daily at 02:00", "weekly on monday at 06:00", "0 2 * * 1-5")
 
 
 def render(rt: Runtime, request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -252,6 +254,7 @@ def rules(rt: Runtime, request: Request) -> Response:
         rules=[_rule_view(rt, r, file_ids) for r in rt.store.list_rules()],
         repositories=sorted(rt.registry.all()),
         hosts=[(host.name, host.title) for host in HOSTS.values()],
+        phrases=SCHEDULE_EXAMPLES,
     )
 
 
@@ -272,6 +275,42 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
         return back("/rules", f"Deleted: {rule.sentence()}.{note}")
     rule = actions.set_rule_enabled(rt, rule_id, change == "enable")
     return back("/rules", f"{change.capitalize()}d: {rule.sentence()}")
+
+
+def deliveries(rt: Runtime, request: Request) -> Response:
+    rows = []
+    for delivery_id, steps in rt.store.stories(limit=100):
+        row = stories.summary(delivery_id, steps)
+        rows.append({**row, "when": present.when(row["at"])})
+    return render(
+        rt,
+        request,
+        "deliveries.html",
+        section="Deliveries",
+        deliveries=rows,
+        webhook_url=rt.settings.public_webhook_url,
+    )
+
+
+def delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    steps = actions.delivery(rt, delivery_id)
+    views = [
+        {"name": name, "when": present.when(at), "kind": record.get("kind", ""), "record": record}
+        for name, at, record in steps
+    ]
+    return render(
+        rt,
+        request,
+        "delivery.html",
+        section="Deliveries",
+        delivery=stories.summary(delivery_id, steps),
+        steps=views,
+    )
+
+
+def replay_delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:
+    new_id = actions.replay_delivery(rt, delivery_id)
+    return back(f"/deliveries/{quote(new_id, safe='')}", f"Replayed delivery {delivery_id} as {new_id}.")
 
 
 def _letter_view(letter: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "final": run.status in RUN_FINAL,
         "duration": duration(run.duration),
         "created": when(run.created_at),
+        "delivery": event.delivery_id,
         "manual": event.kind == "manual",
         "params": dict(event.params),
         "rerun_of": run.rerun_of,

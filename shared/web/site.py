@@ -1,7 +1,8 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
-pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run,
+pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run, /deliveries, /deliveries/<id>,
        /repositories/<name>/secrets, /secrets, /deadletters, /login
+badges /badge/<repo>.svg?branch=main (public with TASUKI_PUBLIC_BADGES)
 API    /api/... (JSON), /api/openapi.json
 """
 
@@ -39,6 +40,10 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("unregister", "/repositories/<path:full_name>/delete", pages.remove_repository, ("POST",)),
     ("start.form", "/repositories/<path:full_name>/run", pages.run_form, ("GET",)),
     ("start", "/repositories/<path:full_name>/run", pages.start_run, ("POST",)),
+    ("deliveries", "/deliveries", pages.deliveries, ("GET",)),
+    ("delivery", "/deliveries/<path:delivery_id>", pages.delivery, ("GET",)),
+    ("delivery.replay", "/deliveries/<path:delivery_id>/replay", pages.replay_delivery, ("POST",)),
+    ("badge", "/badge/<path:name>", api.badge, ("GET",)),
     ("deadletters", "/deadletters", pages.deadletters, ("GET",)),
     ("deadletter", "/deadletters/<letter_id>", pages.deadletter, ("GET",)),
     ("replay.all", "/deadletters/replay", pages.replay, ("POST",)),
@@ -59,6 +64,9 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
         lambda rt, request, rule_id: api.change_rule(rt, request, rule_id, "delete"),
         ("DELETE",),
     ),
+    ("api.deliveries", "/api/deliveries", api.deliveries, ("GET",)),
+    ("api.delivery", "/api/deliveries/<path:delivery_id>", api.delivery, ("GET",)),
+    ("api.delivery.replay", "/api/deliveries/<path:delivery_id>/replay", api.replay_delivery, ("POST",)),
     ("api.deadletters", "/api/deadletters", api.deadletters, ("GET",)),
     ("api.deadletter", "/api/deadletters/<letter_id>", api.deadletter, ("GET",)),
     ("api.replay.all", "/api/deadletters/replay", api.replay, ("POST",)),
@@ -85,6 +93,12 @@ URLS = Map([Rule(path, endpoint=endpoint, methods=list(methods)) for endpoint, p
 OPEN = {"login", "logout", "api.spec"}  # reachable without signing in
 
 
+def is_open(settings, endpoint: str) -> bool:
+    """Reachable without signing in: the sign-in itself, the API's description, and the status
+    badges when the operator made them public (TASUKI_PUBLIC_BADGES)."""
+    return endpoint in OPEN or (endpoint == "badge" and settings.public_badges)
+
+
 def handle(request: Request, rt: Runtime) -> Response:
     """1. a name this Tasuki answers to; 2. a route; 3. signed in (or open); 4. a change comes
     from the site itself (Origin, JSON for the API, the form's CSRF token); 5. the view."""
@@ -95,7 +109,7 @@ def handle(request: Request, rt: Runtime) -> Response:
         if refused:
             return _error(rt, request, is_api, refused.status, "Refused", refused.message)
         endpoint, args = URLS.bind_to_environ(request.environ).match()
-        if endpoint not in OPEN and not access.allowed(
+        if not is_open(rt.settings, endpoint) and not access.allowed(
             rt.settings, request.headers, request.cookies, rt.store.session_ended
         ):
             if is_api:

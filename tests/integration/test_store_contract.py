@@ -83,6 +83,38 @@ def test_a_delivery_key_is_new_once(store):
     assert store.seen_delivery("github:1") and not store.seen_delivery("github:2")
 
 
+def test_a_delivery_s_story_is_told_in_steps_listed_newest_first_and_pruned(store):
+    # Given two deliveries told in steps (a step told again replaces its record)
+    store.tell("github:1", "ingress", {"kind": "ingress", "status": "accepted"}, at=T0)
+    store.tell("github:1", "router:a", {"kind": "router", "rules": [], "note": "ü"}, at=T0 + timedelta(seconds=1))
+    store.tell("github:1", "router:a", {"kind": "router", "rules": [], "note": "again"}, at=T0 + timedelta(seconds=2))
+    store.tell("github:2", "ingress", {"kind": "ingress", "status": "refused"}, at=T0 + timedelta(minutes=1))
+    steps = store.story("github:1")
+    assert [(name, record.get("note")) for name, _, record in steps] == [("ingress", None), ("router:a", "again")]
+    assert steps[0][1] == T0
+    assert [(d, len(s)) for d, s in store.stories()] == [("github:2", 1), ("github:1", 2)]
+    assert [d for d, _ in store.stories(limit=1)] == ["github:2"]
+    assert [d for d, _ in store.stories(before=T0 + timedelta(seconds=30))] == ["github:1"]
+    assert store.story("missing") == []
+    # When retention prunes the deliveries seen before the second
+    store.prune(runs_before=None, deliveries_before=T0 + timedelta(seconds=30))
+    assert store.story("github:1") == [] and len(store.story("github:2")) == 1
+
+
+def test_each_minute_of_the_schedule_clock_is_claimed_once(make_store):
+    first, second = make_store(), make_store()
+    assert first.claim_minutes("schedules", T0 + timedelta(seconds=5)) == (T0 - timedelta(minutes=1), T0)
+    assert second.claim_minutes("schedules", T0 + timedelta(seconds=6)) is None
+    later = T0 + timedelta(hours=3, seconds=1)
+    assert second.claim_minutes("schedules", later) == (T0, T0 + timedelta(hours=3))
+    first.unclaim_minutes("schedules", (T0, T0 + timedelta(hours=3)))
+    assert first.claim_minutes("schedules", later) == (T0, T0 + timedelta(hours=3))
+    assert first.claim_minutes("other", later) == (
+        later.replace(second=0) - timedelta(minutes=1),
+        later.replace(second=0),
+    )
+
+
 # --- runs and jobs ------------------------------------------------------------------------------
 
 
@@ -523,7 +555,7 @@ def write_at_version(store, version: int) -> None:
             if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
-        if version >= 7:  # logs by attempt (an older log is attempt 0), no executor results
+        if version >= 7:  # logs by attempt; executors no longer keep results
             tx.execute(
                 "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?)",
                 ("old", "build", 0, 0, b"hi\n"),
