@@ -1,6 +1,7 @@
 """Dispatcher: advances each run's DAG, one message at a time per run (ordered by run id).
 
-Receives (subscription "dispatcher"): run.requested (router), run.wake (itself), run.planned,
+Receives (subscription "dispatcher"): run.requested (router), run.approve (command line, web
+page: a fork's pull request waiting in status approval may start), run.wake (itself), run.planned,
 job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
 tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
 Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import logs, outbox, push, recipes, scheduler, sealing, stories, vault
+from tasuki.shared import approval, logs, outbox, push, recipes, scheduler, sealing, stories, vault
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import BrokerError, CheckoutFailed
 from tasuki.shared.messages import (
@@ -33,6 +34,7 @@ from tasuki.shared.messages import (
     JobOrder,
     JobStarted,
     Message,
+    RunApprove,
     RunCancel,
     RunMessage,
     RunPlanned,
@@ -49,7 +51,18 @@ log = logging.getLogger("tasuki.dispatcher")
 
 ACCEPTS: dict[str, type[Message]] = {
     m.TYPE: m
-    for m in (RunRequested, RunWake, RunPlanned, RunCancel, JobStarted, JobHeartbeat, JobExpired, JobFinished, Tick)
+    for m in (
+        RunRequested,
+        RunApprove,
+        RunWake,
+        RunPlanned,
+        RunCancel,
+        JobStarted,
+        JobHeartbeat,
+        JobExpired,
+        JobFinished,
+        Tick,
+    )
 }
 # What the outbox still holds this long after it was recorded is published by the tick.
 OUTBOX_GRACE = timedelta(seconds=10)
@@ -117,15 +130,16 @@ def dispatcher(request):
 def addressed(rt: Runtime, message: Message) -> Message:
     """A work order completed with where to clone from (the registry's clone URL, never one an
     event names: `Repositories.checkout_url`) and the registry's clone credentials, sealed for the
-    executor alone. `CheckoutFailed` says why a repository cannot be cloned (not registered, a
+    executor alone (none for a fork's pull request: `approval.credentials_for`). `CheckoutFailed` says why a repository cannot be cloned (not registered, a
     clone URL scheme not allowed)."""
     if not isinstance(message, WorkOrder):
         return message
     name = message.event.repository.full_name
     clone_url = rt.registry.checkout_url(name)
     config = rt.registry.get(name)
-    credentials = (
-        config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {}
+    credentials = approval.credentials_for(
+        message.event,
+        config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {},
     )
     update = {
         "clone_url": clone_url,

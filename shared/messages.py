@@ -19,7 +19,8 @@ from tasuki.shared.flowfile.params import Param
 from tasuki.shared.sealing import Sealed
 from tasuki.shared.topics import EVENTS, EXECUTORS, JOBS, RUNS, executor_key
 
-RunStatus = Literal["queued", "running", "success", "failure", "cancelled", "error"]
+# "approval": a fork's pull request waits for a person to approve it (shared/approval.py).
+RunStatus = Literal["approval", "queued", "running", "success", "failure", "cancelled", "error"]
 JobStatus = Literal["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 # A job is over once it reaches one of these; only "success" lets its dependants start.
 JOB_FINAL = frozenset({"success", "failure", "error", "timeout", "cancelled", "skipped"})
@@ -196,6 +197,16 @@ class RunRequested(RunMessage):
     # Re-run failed: the run this one re-runs, and the jobs that succeeded there and are kept.
     rerun_of: str = ""
     keep: list[str] = Field(default_factory=list)
+    # A fork's pull request: the run waits in status "approval" until a run.approve.
+    approval: bool = False
+
+
+class RunApprove(RunMessage):
+    """A person approved a run that waits for approval (a fork's pull request): it may start."""
+
+    TYPE = KEY = "run.approve"
+
+    by: str = Field("", max_length=200)
 
 
 class RunWake(RunMessage):
@@ -409,6 +420,7 @@ MODELS: dict[str, type[Message]] = {
     for m in (
         Event,
         RunRequested,
+        RunApprove,
         RunWake,
         RunPlanned,
         RunCancel,

@@ -69,6 +69,8 @@ class Rule(BaseModel):
     # --- schedules (issue 16): event "schedule" runs at the times of a cron expression (UTC);
     # written as one or as a phrase (shared/schedules.py), kept as the cron expression.
     schedule: str = ""
+    # Runs of pull requests from forks start without waiting for approval (shared/approval.py).
+    trust_forks: bool = False
 
     @model_validator(mode="after")
     def _fits_the_event(self) -> Rule:
@@ -84,6 +86,8 @@ class Rule(BaseModel):
         if self.cancel_previous and self.event in ("tag", "manual"):
             not_to = {"tag": "tags", "manual": "manual runs"}[self.event]
             raise ValueError(f"cancel_previous applies to pushes and pull requests, not to {not_to}")
+        if self.trust_forks and self.event != "pull_request":
+            raise ValueError("trust_forks applies to pull_request rules (only pull requests come from forks)")
         return self
 
     @field_validator("schedule")
@@ -179,6 +183,8 @@ class Rule(BaseModel):
             options += (
                 f", at most {self.concurrency} run{'s' if self.concurrency > 1 else ''} of the repository at a time"
             )
+        if self.trust_forks:
+            options += ", trusting pull requests from forks"
         off = " (disabled)" if not self.enabled else ""
         return f"{jobs}{options}{off}"
 
@@ -314,8 +320,9 @@ def match(rules: list[Rule], event: Event) -> list[Rule]:
     return [rule for rule, why in weigh(rules, event) if why is None]
 
 
-def request(event: Event, rule: Rule) -> RunRequested:
-    """The run this event (a git event, or a schedule's firing) requests of this rule."""
+def request(event: Event, rule: Rule, *, approval: bool = False) -> RunRequested:
+    """The run this event (a git event, or a schedule's firing) requests of this rule; with
+    `approval` it waits for a person to approve it (a fork's pull request, shared/approval.py)."""
     return RunRequested(
         run_id=run_id(event, rule),
         rule_id=rule.id,
@@ -324,6 +331,7 @@ def request(event: Event, rule: Rule) -> RunRequested:
         jobs=rule.jobs,
         cancel_previous=rule.cancel_previous,
         concurrency=rule.concurrency,
+        approval=approval,
     )
 
 

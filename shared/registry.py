@@ -8,6 +8,7 @@ registered on the web page or through the API (kept in the store):
         clone_url: https://bitbucket.org/acme/api.git   # a scheme in TASUKI_CLONE_SCHEMES
         secret: s3cret                                  # webhook secret (HMAC / token)
         token: …                                        # API token, for commit statuses
+        trust_forks: false                              # true: fork pull requests need no approval
 
 Names are compared normalised (`normalise`: no surrounding spaces or slashes, any case), as the
 hosts treat them, so that `ACME/api`, `acme/api ` and `acme/api/` are all `acme/api` and meet its
@@ -62,6 +63,8 @@ class RepositoryConfig(BaseModel):
     token: str = Field("", repr=False)
     username: str = ""
     app_password: str = Field("", repr=False)
+    # Pull requests from forks run without waiting for approval (shared/approval.py).
+    trust_forks: bool = False
 
 
 class Registry(BaseModel):

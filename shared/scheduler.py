@@ -6,6 +6,8 @@ Given every job's status and needs, `advance()` says which pending jobs become `
 message into a `Decision`: what to record and publish, and which store-backed steps follow
 (take a place among the repository's runs, cancel the runs a newer push supersedes, wake the
 runs waiting for a place). `superseded()` is the pure half of the rule option `cancel_previous`.
+A run requested with `approval` (a fork's pull request) waits in status `approval`, ordering
+nothing, until `run.approve` makes it an ordinary queued run (`shared.approval`).
 
 Leases: each order of a job is an attempt (1, 2, ...). An executor's claim (`job.started`) of
 the current attempt of a queued job is granted (the job is running, held by that executor until
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from tasuki.shared import approval
 from tasuki.shared.messages import (
     JOB_FINAL,
     RUN_FINAL,
@@ -32,6 +35,7 @@ from tasuki.shared.messages import (
     LeaseAnswer,
     Message,
     PlanOrder,
+    RunApprove,
     RunCancel,
     RunPlanned,
     RunRequested,
@@ -130,6 +134,12 @@ def decide(
         # A late or duplicate message. If it is the one that finished the run, redelivered after
         # a crash, the runs waiting for a place may not have been woken: wake them (again).
         return Decision(publish=refusal, release=True)
+    if isinstance(message, RunApprove):
+        return _approved(run, message)
+    if run.status == approval.STATUS and not isinstance(message, RunCancel):
+        # Nothing of a run waiting for approval runs: a plan or a claim (stray, or forged by
+        # whoever can publish) is refused, a wake-up waits for the approval.
+        return Decision(publish=_refusal(run, jobs, message))
     if isinstance(message, RunWake):
         return Decision(admit=True) if _unplanned(run, jobs) else Decision()
     if isinstance(message, RunPlanned):
@@ -321,7 +331,19 @@ def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunReq
         rerun_of=msg.rerun_of,
         kept=list(msg.keep),
     )
+    if msg.approval:  # a fork's pull request: nothing is ordered (not even its plan) until approved
+        run = run.model_copy(update={"status": approval.STATUS, "message": approval.waiting_message(msg.event)})
+        return Decision(run=run, publish=[_run_updated(run)], supersede=True)
     return Decision(run=run, publish=[_run_updated(run)], supersede=True, admit=True)
+
+
+def _approved(run: RunRecord, msg: RunApprove) -> Decision:
+    """A run waiting for approval becomes an ordinary queued run (then takes its place and is
+    planned); any other run is left as it is (approving twice, or a cancelled run, changes nothing)."""
+    if run.status != approval.STATUS:
+        return Decision()
+    run = run.model_copy(update={"status": "queued", "message": "", "approved_by": msg.by or "someone"})
+    return Decision(run=run, publish=[_run_updated(run)], admit=True)
 
 
 def plan_order(run: RunRecord) -> PlanOrder:

@@ -55,17 +55,23 @@ def check_key(key: str, setting: str = "TASUKI_ORDER_KEY") -> None:
     _fernet(key, setting)
 
 
-def seal(key: str, data: bytes) -> Sealed:
-    return Sealed(token=_fernet(key).encrypt(data).decode())
+def seal(key: str, data: bytes, *, setting: str = "TASUKI_ORDER_KEY") -> Sealed:
+    """`data` encrypted and authenticated with `key` (the value of `setting`)."""
+    return Sealed(token=_fernet(key, setting).encrypt(data).decode())
 
 
-def unseal(key: str, sealed: Sealed) -> bytes:
+def unseal(key: str, sealed: Sealed, *, setting: str = "TASUKI_ORDER_KEY") -> bytes:
+    """What `seal` sealed; SealError naming `setting` for another key or a changed value."""
     try:
-        return _fernet(key).decrypt(sealed.token.encode())
+        return _fernet(key, setting).decrypt(sealed.token.encode())
     except InvalidToken:
+        where = (
+            "every function and executor host needs the same key"
+            if setting == "TASUKI_ORDER_KEY"
+            else "every process that opens the store needs the key it was written with"
+        )
         raise SealError(
-            "cannot open a sealed value: it was sealed with another TASUKI_ORDER_KEY or changed on the "
-            "way; every function and executor host needs the same key"
+            f"cannot open a sealed value: it was sealed with another {setting} or changed; {where}"
         ) from None
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasuki.shared import cloneurls
+from tasuki.shared import cloneurls, datadir, sizes
 from tasuki.shared.errors import ConfigError, first_problem
 
 PREFIX = "TASUKI_"
@@ -27,6 +27,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # The smallest body limit of a push request (`Settings.max_push_bytes`).
 MIN_PUSH_BYTES = 8 * 1024 * 1024
+# The smallest per-job log limit (TASUKI_JOB_LOG_LIMIT): room for a few chunks of output.
+MIN_LOG_LIMIT = 64 * 1024
+# Room the store keeps beyond the log limit for Tasuki's own lines in a job's log.
+LOG_MARGIN = 4 * 1024
 # Where each function listens when Tasuki runs on one machine (`make local`).
 DEFAULT_PORTS = {"web": 8000, "ingress": 8080, "router": 8081, "dispatcher": 8082, "reporter": 8083, "logs": 8084}
 
@@ -143,6 +147,10 @@ class Settings(BaseModel):
     # The user job containers run as (`uid`, `uid:gid` or a name the image knows). Empty: the
     # image's own user (often root: builds install packages).
     job_user: str = Field("", pattern=r"^[A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$")
+    # The most output one job may write (shared/sizes.py: bytes, or 512k, 32m, 32MiB, 1g): past it
+    # the log is cut with a line saying so, the container is stopped and the job fails with
+    # reason `log-limit`; the logs function stores no more than this (and a line) of any job.
+    job_log_limit: str = "32MiB"
     stop_grace: int = Field(30, ge=0, description="seconds running jobs get after SIGTERM")
     # The executor's mirror cache is kept under this size: least recently used mirrors go first.
     mirror_cache_bytes: int = Field(10 * 1024**3, ge=0)
@@ -156,6 +164,13 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Threads serving the functions when they share one process (`tasuki local`, `tasuki functions`).
     server_threads: int = Field(16, ge=1, le=256)
+
+    @field_validator("job_log_limit")
+    @classmethod
+    def _log_limit(cls, value: str) -> str:
+        if sizes.parse(value, "TASUKI_JOB_LOG_LIMIT") < MIN_LOG_LIMIT:
+            raise ValueError(f"at least {sizes.show(MIN_LOG_LIMIT)}")
+        return value
 
     @field_validator("clone_schemes")
     @classmethod
@@ -265,6 +280,16 @@ class Settings(BaseModel):
         return cloneurls.parse_schemes(self.clone_schemes)
 
     @property
+    def job_log_limit_bytes(self) -> int:
+        return sizes.parse(self.job_log_limit, "TASUKI_JOB_LOG_LIMIT")
+
+    @property
+    def job_log_store_limit(self) -> int:
+        """The most of one job attempt's log the store keeps: the limit, and room for the lines
+        Tasuki adds (the line that says the log was cut, an attempt's or a timeout's line)."""
+        return self.job_log_limit_bytes + LOG_MARGIN
+
+    @property
     def max_push_bytes(self) -> int:
         """The largest push request a pushed-to function reads: an event carries its webhook's
         JSON (at most TASUKI_MAX_BODY_BYTES) about twice over, base64 adds a third."""
@@ -313,11 +338,11 @@ class Settings(BaseModel):
             return path.read_text().strip()
         except FileNotFoundError:
             pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        datadir.private_dir(self.data_dir)
         key = make()
         tmp = path.with_name(f"{name}.{secrets.token_hex(4)}")
+        datadir.private_file(tmp)  # 0600 before the key is in it
         tmp.write_text(key)
-        tmp.chmod(0o600)
         try:
             os.link(tmp, path)  # atomic: the first writer wins, everyone else reads its key
         except FileExistsError:

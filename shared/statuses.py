@@ -36,6 +36,7 @@ TIMEOUT = 10  # seconds; the bridge's ack deadline is at least 10 s
 CONTEXT = "tasuki"
 
 DESCRIPTIONS = {
+    "approval": "waiting for approval",
     "pending": "waiting",
     "queued": "queued",
     "running": "running",
@@ -68,7 +69,7 @@ def status_for(notice: RunUpdated | JobUpdated, web_url: str) -> CommitStatus | 
     detail = DESCRIPTIONS.get(notice.status, notice.status)
     if isinstance(notice, JobUpdated) and notice.exit_code not in (None, 0):
         detail += f" (exit code {notice.exit_code})"
-    if notice.message and notice.status not in ("success", "queued", "pending", "running"):
+    if notice.message and notice.status not in ("success", "queued", "pending", "running", "approval"):
         detail += f": {notice.message}"
     name = f"{CONTEXT}/{job}" if job else CONTEXT
     ref = event.pull_request.source_branch if event.pull_request else (event.ref.name if event.ref else "")
@@ -78,7 +79,7 @@ def status_for(notice: RunUpdated | JobUpdated, web_url: str) -> CommitStatus | 
         commit=event.after,
         key=status_key(notice.rule_id, job),
         name=name,
-        state=notice.status,
+        state="pending" if notice.status == "approval" else notice.status,  # every host knows pending
         url=f"{web_url.rstrip('/')}/runs/{notice.run_id}" + (f"#job-{job}" if job else ""),
         description=clip(f"{'Job ' + job if job else 'Run'} {detail}", 140),
         refname=ref,

@@ -7,6 +7,8 @@ One push, top to bottom::
     subscription "router"     (bridge pushes)  --> functions/router    match trigger rules
         publish  tasuki.runs     run.requested    (RunRequested)
     subscription "dispatcher" (bridge pushes, ordered by run id) --> functions/dispatcher
+        a fork's pull request (unless forks are trusted) waits in status approval: nothing is
+        ordered until a person publishes run.approve (run page, API, `tasuki runs approve`)
         a rule's cancel_previous: publish run.cancel for the older runs of the branch
         a rule's concurrency: the run waits queued until its repository has a place; every run
         that finishes (or starts) publishes run.wake for the runs waiting in its repository
@@ -156,6 +158,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
         topic=RUNS,
         keys=(
             "run.requested",
+            "run.approve",
             "run.wake",
             "run.planned",
             "run.cancel",

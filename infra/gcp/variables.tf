@@ -28,7 +28,7 @@ variable "settings" {
 }
 
 variable "secrets" {
-  description = "TASUKI_* settings kept in Secret Manager: TASUKI_AMQP_URL, TASUKI_STORE_URL, TASUKI_PUSH_KEY, TASUKI_ORDER_KEY, TASUKI_WEB_TOKEN."
+  description = "TASUKI_* settings kept in Secret Manager: TASUKI_AMQP_URL, TASUKI_STORE_URL, TASUKI_PUSH_KEY, TASUKI_ORDER_KEY, TASUKI_STORE_KEY, TASUKI_WEB_TOKEN."
   type        = map(string)
   sensitive   = true
 }

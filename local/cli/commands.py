@@ -11,6 +11,7 @@
     tasuki deadletters [list]       messages that failed too often;  deadletters replay ID|--all
     tasuki runs [--repo R]          recent runs;  tasuki runs show RUN [--log]
     tasuki runs cancel RUN          cancel a run; its running jobs are stopped
+    tasuki runs approve RUN         let a run waiting for approval (a fork's pull request) start
     tasuki runs start REPO --branch B [-p NAME=VALUE ...]   a manual run (a rule with event manual allows it)
     tasuki runs rerun RUN [--failed]  run it again; --failed: keep what succeeded, run the rest
     tasuki rules                    trigger rules, one sentence each
@@ -45,9 +46,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tasuki import functions
-from tasuki.shared import logs, recipes, vault
+from tasuki.shared import approval, logs, recipes, vault
 from tasuki.shared.errors import ActionError, ConfigError, TasukiError, first_problem
-from tasuki.shared.messages import RUN_FINAL, RunCancel
+from tasuki.shared.messages import RUN_FINAL, RunApprove, RunCancel
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.settings import Settings
 
@@ -174,6 +175,8 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         return _show_run(rt, args.run_id, args.log)
     if args.action == "cancel":
         return _cancel_run(rt, args.run_id)
+    if args.action == "approve":
+        return _approve_run(rt, args.run_id)
     if args.action == "start":
         return _start_run(rt, args)
     if args.action == "rerun":
@@ -204,8 +207,30 @@ def _show_run(rt: Runtime, run_id: str | None, with_log: bool) -> int:
         code = f" exit {job.exit_code}" if job.exit_code is not None else ""
         print(f"  {job.name:<16} {job.status}{code}  {job.message}")
         if with_log:
-            for _, data in rt.store.read_log(run.id, job.name):
-                sys.stdout.write(data.decode("utf-8", "replace"))
+            _print_log(rt, run.id, job.name)
+    return 0
+
+
+def _print_log(rt: Runtime, run_id: str, job: str, page: int = 64) -> None:
+    """The job's whole log, read a page at a time (memory stays bounded by a page)."""
+    after = -1
+    while chunks := rt.store.read_log(run_id, job, after, limit=page):
+        for _, data in chunks:
+            sys.stdout.write(data.decode("utf-8", "replace"))
+        after = chunks[-1][0]
+
+
+def _approve_run(rt: Runtime, run_id: str | None) -> int:
+    run = rt.store.get_run(run_id or "")
+    if run is None:
+        print(f"no run {run_id}", file=sys.stderr)
+        return 1
+    if run.status != approval.STATUS:
+        print(f"run {run.id} is {run.status}, not waiting for approval; nothing to approve", file=sys.stderr)
+        return 1
+    # The dispatcher starts it in the run's order (a second approval changes nothing).
+    rt.broker.publish(RunApprove(run_id=run.id, by="the command line"), message_id=f"{run.id}:approve")
+    print(f"approved run {run.id} ({run.repository} {run.commit[:12]}); `tasuki runs show {run.id}` follows it")
     return 0
 
 
@@ -370,6 +395,7 @@ def _create_rule(rt: Runtime, args: argparse.Namespace) -> int:
         "cancel_previous": args.cancel_previous,
         "concurrency": args.concurrency,
         "schedule": args.schedule,
+        "trust_forks": args.trust_forks,
     }
     try:
         rule = recipes.Rule.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -535,8 +561,10 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("letter_id", nargs="?", metavar="ID", help="replay: the dead letter's id (or message id)")
     dead.add_argument("--all", action="store_true", help="replay: every dead letter")
     dead.set_defaults(fn=cmd_deadletters)
-    runs = sub.add_parser("runs", help="list runs, show, cancel or re-run one, start one by hand")
-    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel", "start", "rerun"], default="list")
+    runs = sub.add_parser("runs", help="list runs, show, cancel, approve or re-run one, start one by hand")
+    runs.add_argument(
+        "action", nargs="?", choices=["list", "show", "cancel", "approve", "start", "rerun"], default="list"
+    )
     runs.add_argument("run_id", nargs="?", metavar="RUN|REPO", help="a run id; with start: the repository")
     runs.add_argument("--branch", help="start: the branch to run (its current head)")
     runs.add_argument("--tag", help="start: the tag to run")
@@ -571,6 +599,12 @@ def parser() -> argparse.ArgumentParser:
         help="a newer push cancels the older unfinished run of the branch",
     )
     rules.add_argument("--concurrency", type=int, help="at most N unfinished runs of the repository at a time")
+    rules.add_argument(
+        "--trust-forks",
+        action="store_true",
+        default=None,
+        help="pull_request: runs of pull requests from forks start without waiting for approval",
+    )
     rules.add_argument("--disabled", action="store_true", help="create it disabled")
     rules.set_defaults(fn=cmd_rules)
     deploy = sub.add_parser("deploy", help="deploy the functions to a FaaS platform (infra/)")

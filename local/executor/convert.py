@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasuki.shared import sizes
 from tasuki.shared.errors import ConfigError
 from tasuki.shared.flowfile import Job
 from tasuki.shared.flowfile.params import variable
@@ -45,8 +46,6 @@ CAPABILITIES = {
     "SETGID": "the same for groups",
     "KILL": "signal its own processes after they switched user (test runners stopping workers)",
 }
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,13 @@ class Limits:
     cpus: float = 1.0
     pids: int = 512
     user: str = ""  # empty: the image's own user
+    log_bytes: int | None = None  # past this much output the log is cut and the job stopped
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        return cls(settings.job_memory, settings.job_cpus, settings.job_pids, settings.job_user)
+        return cls(
+            settings.job_memory, settings.job_cpus, settings.job_pids, settings.job_user, settings.job_log_limit_bytes
+        )
 
     @property
     def memory_bytes(self) -> int:
@@ -87,10 +89,7 @@ class Limits:
 
 def memory_bytes(text: str) -> int:
     """Bytes from `512m`, `1g`, `1.5G`, `2GiB`, `1048576`; ConfigError naming the setting otherwise."""
-    match = _MEMORY.match(str(text))
-    if not match:
-        raise ConfigError(f"TASUKI_JOB_MEMORY: expected a size like 512m or 2g, found {text!r}")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    size = sizes.parse(text, "TASUKI_JOB_MEMORY", example="512m or 2g")
     if size < 6 * 1024**2:
         raise ConfigError(f"TASUKI_JOB_MEMORY: Docker needs at least 6m, found {text!r}")
     return size

@@ -2,7 +2,8 @@
 
 the job's secrets were given (or it fails, naming them) -> check the executable is a file in
 the checkout -> convert the job to a container request (pure,
-`local.convert`) -> run it, streaming output (`local.containers`) -> an `Outcome` a person can
+`local.convert`) -> run it, streaming output (`local.containers`) through the log limit
+(`loglimit`: past it the container is stopped) -> an `Outcome` a person can
 read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
@@ -15,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasuki.local.executor import convert
+from tasuki.local.executor import convert, loglimit
 from tasuki.local.executor.containers import Docker
+from tasuki.local.executor.loglimit import LogLimit
 from tasuki.local.executor.secrets import NONE as NO_SECRETS
 from tasuki.local.executor.secrets import Received
 from tasuki.shared.errors import ExecutableMissing, JobError
@@ -86,10 +88,15 @@ def run_job(
         config = convert.container_config(job, ctx, workspace, limits, executor_id, secrets.values)
         if cancelled():
             return outcome("cancelled", None, "cancelled", "cancelled before it started")
-        exit = docker.run(config, timeout=timeout, on_output=on_output, cancelled=cancelled, on_tick=on_tick)
+        log = LogLimit(limits.log_bytes, on_output)  # past it: the container is stopped
+        exit = docker.run(
+            config, timeout=timeout, on_output=log.feed, cancelled=lambda: log.passed or cancelled(), on_tick=on_tick
+        )
     except JobError as exc:
         on_output(f"[tasuki] {exc}\n".encode())
         return outcome("error", None, exc.reason, str(exc))
+    if log.passed and log.limit is not None:
+        return outcome("failure", exit.exit_code, loglimit.REASON, loglimit.message(log.limit))
     if exit.cancelled:
         return outcome("cancelled", exit.exit_code, "cancelled", "cancelled while running")
     if exit.timed_out:

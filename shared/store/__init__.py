@@ -167,16 +167,24 @@ class Store(Protocol):
         ...
 
     # logs (functions/logs writes, web reads)
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         """Store chunk `seq` of the job's attempt once (again: nothing changes). False, and
         nothing stored, unless `attempt` is the job's current attempt (a late chunk of a lost
-        attempt, or of a job the store does not know)."""
+        attempt, or of a job the store does not know), or when the attempt's log would pass
+        `limit` bytes with it (checked atomically: concurrent chunks cannot pass it together)."""
         ...
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
-        """Chunks after `after` of one attempt (default: the job's current attempt), in order."""
+        """Chunks after `after` of one attempt (default: the job's current attempt), in order;
+        at most `limit` of them (None: all)."""
+        ...
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        """How many bytes of the attempt's log are stored."""
         ...
 
     # the outbox (the dispatcher publishes it after each commit; the tick what is left), leases
@@ -262,13 +270,14 @@ def open_store(settings: Settings) -> Store:
 
 def new_store(settings: Settings, *, schema: int = LATEST) -> Store:
     """A store of its own at TASUKI_STORE_URL (`schema`: migrate first use only that far, for
-    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting."""
+    tests of older databases). An unknown or malformed URL is a ConfigError naming the setting.
+    Secrets it keeps are sealed with TASUKI_STORE_KEY (read, or generated, on first need)."""
     where = location.parse(settings.store_url, settings.data_dir)
     if where.backend == "postgresql":
         from tasuki.shared.store.postgresql import PostgresStore
 
-        return PostgresStore(where, schema=schema)
+        return PostgresStore(where, schema=schema, key=settings.store_key_value)
     from tasuki.shared.store.sqlite import SQLiteStore
 
     assert where.path is not None
-    return SQLiteStore(where.path, schema=schema)
+    return SQLiteStore(where.path, schema=schema, key=settings.store_key_value)

@@ -33,12 +33,13 @@ from tasuki.shared.messages import utcnow
 from tasuki.shared.store.location import Location
 from tasuki.shared.store.records import stamp
 from tasuki.shared.store.schema import LATEST, MIGRATIONS
+from tasuki.shared.store.sealed import Key
 from tasuki.shared.store.sql import SQLStore, Tx
 
 # Advisory lock keys: (TASUKI + kind, hashtext(name)); the constant keeps them apart from the
 # locks of other programs sharing the database.
 TASUKI = 0x54534B00
-LOCK_KINDS = {"migrate": 0, "run": 1, "admit": 2, "rules": 3, "clock": 4}
+LOCK_KINDS = {"migrate": 0, "run": 1, "admit": 2, "rules": 3, "clock": 4, "logs": 5}
 POOL_MAX = 10  # connections per process; a request holds at most one at a time
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a connection before answering "unavailable"
 
@@ -58,7 +59,8 @@ class _Tx:
 
 
 class PostgresStore(SQLStore):
-    def __init__(self, location: Location, *, schema: int = LATEST) -> None:
+    def __init__(self, location: Location, *, schema: int = LATEST, key: Key | None = None) -> None:
+        super().__init__(key)
         if location.backend != "postgresql":
             raise ValueError(f"not a PostgreSQL location: {location}")
         self.location = location
@@ -186,6 +188,8 @@ class PostgresStore(SQLStore):
                 migration = MIGRATIONS[number - 1]
                 for statement in migration.statements("postgresql"):
                     tx.execute(statement)
+                if migration.rewrite is not None:
+                    migration.rewrite(tx, self._key)
                 tx.execute(
                     "INSERT INTO tasuki_schema (version, summary, applied_at) VALUES (?, ?, ?)",
                     (number, migration.summary, stamp(utcnow())),

@@ -29,6 +29,8 @@ class RunRecord(BaseModel):
     concurrency: int | None = None
     # Given a place among its repository's runs (see `Store.admit_run`); its plan was ordered.
     admitted: bool = False
+    # Who approved the run of a fork's pull request (empty: it needed no approval, or waits).
+    approved_by: str = ""
     # Re-run failed (issue 16): the run this one re-runs and the jobs it keeps from there.
     rerun_of: str = ""
     kept: list[str] = Field(default_factory=list)

@@ -20,8 +20,11 @@ the version kept in the database) is the backends' part: `sqlite.py`, `postgresq
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from tasuki.shared.store import sealed
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -41,6 +44,10 @@ class Migration:
     sql: str = ""  # both dialects; {text} {blob} {now} are filled in from TYPES
     sqlite: str = ""  # then SQLite only, as written
     postgresql: str = ""  # then PostgreSQL only, as written
+    # Then, for a change SQL cannot make (encrypting values), a function of the migration's
+    # transaction (`tx.execute(sql, params)`, `?` placeholders) and the store key (asked for only
+    # when needed): the same for both dialects.
+    rewrite: Callable[[Any, sealed.Key], None] | None = None
 
     def statements(self, dialect: Dialect) -> list[str]:
         shared = self.sql.format_map(TYPES[dialect])
@@ -212,6 +219,11 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX delivery_steps_by_time ON delivery_steps (at);
         CREATE TABLE clocks (name {text} PRIMARY KEY, minute {text} NOT NULL);
         """,
+    ),
+    Migration(
+        "webhook secrets and API credentials of registered repositories encrypted with the store key "
+        "(TASUKI_STORE_KEY), as every newer Tasuki writes them",
+        rewrite=sealed.seal_stored_repositories,
     ),
     Migration(
         "job secrets (issue 14): named values per repository and global ones (scope '*'), each "

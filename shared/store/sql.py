@@ -25,11 +25,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tasuki.shared import schedules
+from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.store import sealed
 from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step, stamp
 from tasuki.shared.store.schema import LATEST
+from tasuki.shared.store.sealed import Key
 
 # The statuses of a run that is over, as an SQL list.
 FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(RUN_FINAL)) + ")"
@@ -40,6 +43,8 @@ NOTE_CHARS = 500
 PRUNE_BATCH = 500
 # Delivery ids and step names are cut to this many characters (a sender names the delivery).
 MAX_KEY = 300
+# The bytes of one attempt's log (both backends' LENGTH of a blob reads only its size).
+LOG_BYTES = "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM logs WHERE run_id = ? AND job = ? AND attempt = ?"
 
 
 class Cursor(Protocol):
@@ -92,7 +97,8 @@ class HeldRun:
     def admit(self, limit: int | None) -> bool:
         """Give the run a place among its repository's unfinished runs: True if it has one (now
         or before), False while `limit` admitted runs are unfinished or an older run of the
-        repository waits for a place (first come, first served)."""
+        repository waits for a place (first come, first served; a run waiting for approval does
+        not wait for a place yet)."""
         run = self.run
         if run is None or run.status in RUN_FINAL:
             return False
@@ -105,7 +111,7 @@ class HeldRun:
                 f"""SELECT COALESCE(SUM(admitted), 0),
                            COALESCE(SUM(CASE WHEN admitted = 0 AND (created_at < ? OR (created_at = ? AND id < ?))
                                              THEN 1 ELSE 0 END), 0)
-                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND id != ?""",
+                    FROM runs WHERE repository = ? AND status NOT IN {FINAL} AND status != 'approval' AND id != ?""",
                 (created, created, run.id, run.repository, run.id),
             ).fetchone()
             if going >= limit or older_waiting:
@@ -115,7 +121,17 @@ class HeldRun:
 
 
 class SQLStore:
-    """Every store method, in SQL both backends understand. Subclasses provide the hooks below."""
+    """Every store method, in SQL both backends understand. Subclasses provide the hooks below.
+    `key` gives the store key (TASUKI_STORE_KEY) that seals secrets at rest (`sealed.py`); it is
+    asked for only when a secret is written or read."""
+
+    def __init__(self, key: Key | None = None) -> None:
+        self._given_key = key
+
+    def _key(self) -> str:
+        if self._given_key is None:
+            raise StoreError("this store was opened without a store key (TASUKI_STORE_KEY): it cannot keep secrets")
+        return self._given_key()
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -319,13 +335,20 @@ class SQLStore:
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def append_log(self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1) -> bool:
+    def append_log(
+        self, run_id: str, job: str, seq: int, data: bytes, *, attempt: int = 1, limit: int | None = None
+    ) -> bool:
         with self._tx() as tx:
             current = tx.execute(
                 "SELECT 1 FROM jobs WHERE run_id = ? AND name = ? AND attempt = ?", (run_id, job, attempt)
             ).fetchone()
             if current is None:
                 return False
+            if limit is not None:
+                self._serialize(tx, "logs", f"{run_id}:{job}:{attempt}")  # two chunks at once cannot both fit
+                stored = tx.execute(LOG_BYTES, (run_id, job, attempt)).fetchone()[0]
+                if stored + len(data) > limit:
+                    return False
             tx.execute(
                 "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (run_id, job, attempt, seq, data),
@@ -333,20 +356,26 @@ class SQLStore:
             return True
 
     def read_log(
-        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None
+        self, run_id: str, job: str, after: int = -1, *, attempt: int | None = None, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
+        page = " LIMIT ?" if limit is not None else ""
+        rows_limit = (max(0, limit),) if limit is not None else ()
         if attempt is None:
             rows = self._query(
                 "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND seq > ? AND attempt ="
-                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq",
-                (run_id, job, after, run_id, job),
+                " COALESCE((SELECT attempt FROM jobs WHERE run_id = ? AND name = ?), 0) ORDER BY seq" + page,
+                (run_id, job, after, run_id, job, *rows_limit),
             )
         else:
             rows = self._query(
-                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq",
-                (run_id, job, attempt, after),
+                "SELECT seq, data FROM logs WHERE run_id = ? AND job = ? AND attempt = ? AND seq > ? ORDER BY seq"
+                + page,
+                (run_id, job, attempt, after, *rows_limit),
             )
         return [(seq, bytes(data)) for seq, data in rows]
+
+    def log_bytes(self, run_id: str, job: str, attempt: int) -> int:
+        return int(self._query(LOG_BYTES, (run_id, job, attempt))[0][0])
 
     # -- the outbox, leases, chores --------------------------------------------------------------
 
@@ -405,20 +434,26 @@ class SQLStore:
 
     # -- repositories ----------------------------------------------------------------------------
 
+    # A repository's webhook secret and API credentials are kept sealed with the store key.
+
     def put_repository(self, full_name: str, config: RepositoryConfig) -> None:
         self._write(
             "INSERT INTO repositories (full_name, record) VALUES (?, ?)"
             " ON CONFLICT (full_name) DO UPDATE SET record = excluded.record",
-            (full_name, config.model_dump_json()),
+            (full_name, sealed.seal_json(self._key, config.model_dump())),
         )
 
     def get_repository(self, full_name: str) -> RepositoryConfig | None:
         rows = self._query("SELECT record FROM repositories WHERE full_name = ?", (full_name,))
-        return RepositoryConfig.model_validate_json(rows[0][0]) if rows else None
+        return self._repository(rows[0][0]) if rows else None
 
     def list_repositories(self) -> dict[str, RepositoryConfig]:
         rows = self._query("SELECT full_name, record FROM repositories ORDER BY full_name")
-        return {name: RepositoryConfig.model_validate_json(record) for name, record in rows}
+        return {name: self._repository(record) for name, record in rows}
+
+    def _repository(self, record: str) -> RepositoryConfig:
+        """The stored record, its secrets opened (SealError, naming TASUKI_STORE_KEY, with another key)."""
+        return RepositoryConfig.model_validate(sealed.open_json(self._key, record))
 
     def delete_repository(self, full_name: str) -> bool:
         return self._write("DELETE FROM repositories WHERE full_name = ?", (full_name,)) == 1

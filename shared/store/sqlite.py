@@ -6,7 +6,8 @@ processes, and `_lock_run`/`_serialize` have nothing left to do. One statement a
 autocommit mode (no BEGIN/COMMIT round trips on the hot paths: delivery keys, log chunks).
 
 Connections are opened lazily, one per thread. The schema version is `PRAGMA user_version`;
-migrations run on first use, or by `migrate()`, in one transaction. sqlite3 errors are
+migrations run on first use, or by `migrate()`, in one transaction. The database file is
+created 0600 in a folder created 0700 (`shared.datadir`). sqlite3 errors are
 translated into `StoreError`.
 """
 
@@ -19,13 +20,16 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasuki.shared import datadir
 from tasuki.shared.errors import StoreError
 from tasuki.shared.store.schema import LATEST, MIGRATIONS
+from tasuki.shared.store.sealed import Key
 from tasuki.shared.store.sql import SQLStore, Tx
 
 
 class SQLiteStore(SQLStore):
-    def __init__(self, path: Path | str, *, schema: int = LATEST) -> None:
+    def __init__(self, path: Path | str, *, schema: int = LATEST, key: Key | None = None) -> None:
+        super().__init__(key)
         self.path = Path(path)
         self.schema = schema  # the version first use migrates to (older only in tests)
         self._local = threading.local()
@@ -41,7 +45,11 @@ class SQLiteStore(SQLStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # 0600 from creation (SQLite gives its -wal and -shm files the database's mode).
+                datadir.private_dir(self.path.parent)
+                datadir.private_file(self.path)
+                for suffix in ("-wal", "-shm"):
+                    datadir.narrow_if_there(self.path.with_name(self.path.name + suffix))
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -121,7 +129,10 @@ class SQLiteStore(SQLStore):
                     f"({LATEST}): upgrade Tasuki"
                 )
             for number in range(before + 1, target + 1):
-                for statement in MIGRATIONS[number - 1].statements("sqlite"):
+                migration = MIGRATIONS[number - 1]
+                for statement in migration.statements("sqlite"):
                     conn.execute(statement)
+                if migration.rewrite is not None:
+                    migration.rewrite(conn, self._key)
                 conn.execute(f"PRAGMA user_version = {number}")
             return before, max(before, target)

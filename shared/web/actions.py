@@ -14,10 +14,10 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from tasuki.shared import codec, deadletters, manual, reruns, stories, vault
+from tasuki.shared import approval, codec, deadletters, manual, reruns, stories, vault
 from tasuki.shared.errors import ActionError, ConfigError, first_problem
 from tasuki.shared.flowfile import params as flowparams
-from tasuki.shared.messages import RUN_FINAL, Event, RunCancel, RunRequested
+from tasuki.shared.messages import RUN_FINAL, Event, RunApprove, RunCancel, RunRequested
 from tasuki.shared.recipes import Rule, load_rules
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.runtime import Runtime
@@ -41,6 +41,15 @@ def cancel(rt: Runtime, run_id: str) -> RunRecord:
     return run
 
 
+def approve(rt: Runtime, run_id: str, by: str) -> RunRecord:
+    """Let a run that waits for approval (a fork's pull request) start; 409 for any other run."""
+    run = get_run(rt, run_id)
+    if run.status != approval.STATUS:
+        raise ActionError(409, f"run {run_id} is {run.status}, not waiting for approval; nothing to approve")
+    rt.broker.publish(RunApprove(run_id=run_id, by=by), message_id=f"{run_id}:approve")
+    return run
+
+
 def rerun(rt: Runtime, run_id: str, *, failed: bool = False) -> str:
     """Request a new run of the same event and rule; returns the new run's id. With `failed`,
     the new run keeps the jobs that succeeded and runs the others and what needs them
@@ -57,6 +66,8 @@ def rerun(rt: Runtime, run_id: str, *, failed: bool = False) -> str:
             jobs=run.requested_jobs,
             cancel_previous=run.cancel_previous,
             concurrency=run.concurrency,
+            # Re-running a run that still waits for approval does not approve it.
+            approval=run.status == approval.STATUS,
             rerun_of=run.id,
             keep=keep,
         ),

@@ -92,34 +92,73 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
     )
 
 
+# A page of a job's log: at most this many chunks, and no more bytes than this (but at least one
+# chunk, whatever its size: the store keeps none larger than a job.log message).
+LOG_PAGE_CHUNKS, LOG_PAGE_MAX_CHUNKS = 64, 256
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+
+
 def log(rt: Runtime, request: Request, run_id: str, job: str) -> Response:
+    """One page of the job's current attempt's log after chunk `after`; `next_after` is where the
+    next page starts and `more` says whether one is stored already (`done`: the log is whole)."""
     record = actions.get_run(rt, run_id)
-    try:
-        after = int(request.args.get("after", -1))
-    except ValueError:
-        raise ActionError(400, "after must be a chunk number") from None
+    after = _number(request, "after", -1, -1, 10_000_000, "a chunk number")
+    page = _number(request, "limit", LOG_PAGE_CHUNKS, 1, LOG_PAGE_MAX_CHUNKS, "a number of chunks")
     jobs = {j.name: j for j in rt.store.get_jobs(run_id)}
     if job not in jobs:
         raise ActionError(404, f"run {run_id} has no job {job!r}")
     current = jobs[job]
     # The current attempt's log; a job ordered again (its executor was lost) starts a new one.
-    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt)
+    chunks = rt.store.read_log(run_id, job, after, attempt=current.attempt, limit=page + 1)
+    more = len(chunks) > page
+    chunks, size = chunks[:page], 0
+    for n, (_, data) in enumerate(chunks):
+        size += len(data)
+        if n and size > LOG_PAGE_BYTES:
+            chunks, more = chunks[:n], True
+            break
     last = chunks[-1][0] if chunks else after
     over = record.status in RUN_FINAL or current.status in JOB_FINAL
-    # Done once the job is over and every chunk its executor announced is stored.
-    done = over and (current.log_chunks is None or last + 1 >= current.log_chunks)
+    # Done once the job is over and every chunk its executor announced is stored (or the store
+    # took no more of it: the log passed its limit).
+    done = (
+        over
+        and not more
+        and (
+            current.log_chunks is None
+            or last + 1 >= current.log_chunks
+            or rt.store.log_bytes(run_id, job, current.attempt) >= rt.settings.job_log_limit_bytes
+        )
+    )
     return reply(
         {
             "chunks": [{"seq": seq, "text": data.decode("utf-8", "replace")} for seq, data in chunks],
             "attempt": current.attempt,
+            "next_after": last,
+            "more": more,
             "done": done,
         }
     )
 
 
+def _number(request: Request, name: str, default: int, low: int, high: int, what: str) -> int:
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ActionError(400, f"{name} must be {what} from {low} to {high}")
+    return value
+
+
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     actions.cancel(rt, run_id)
     return reply({"run_id": run_id, "status": "cancelling"}, 202)
+
+
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the API")
+    return reply({"run_id": run_id, "status": "approved"}, 202)
 
 
 def rerun(rt: Runtime, request: Request, run_id: str) -> Response:

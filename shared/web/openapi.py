@@ -6,7 +6,7 @@ from typing import Any
 
 from tasuki.shared.hosts import HOSTS
 
-RUN_STATUS = ["queued", "running", "success", "failure", "cancelled", "error"]
+RUN_STATUS = ["approval", "queued", "running", "success", "failure", "cancelled", "error"]
 JOB_STATUS = ["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
 
 
@@ -129,7 +129,8 @@ def document(server: str) -> dict[str, Any]:
             },
             "/api/runs/{run_id}/jobs/{job}/log": {
                 "get": _op(
-                    "A job's log after a chunk number",
+                    "A page of a job's log after a chunk number (at most `limit` chunks and about 4 MiB); "
+                    "read on from `next_after` while `more` is true",
                     {
                         "200": _json(
                             {
@@ -142,6 +143,9 @@ def document(server: str) -> dict[str, Any]:
                                             "properties": {"seq": {"type": "integer"}, "text": {"type": "string"}},
                                         },
                                     },
+                                    "attempt": {"type": "integer"},
+                                    "next_after": {"type": "integer"},
+                                    "more": {"type": "boolean"},
                                     "done": {"type": "boolean"},
                                 },
                             }
@@ -151,6 +155,11 @@ def document(server: str) -> dict[str, Any]:
                         RUN_ID,
                         {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}},
                         {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 64, "minimum": 1, "maximum": 256},
+                        },
                     ],
                 )
             },
@@ -158,6 +167,16 @@ def document(server: str) -> dict[str, Any]:
                 "post": _op(
                     "Cancel a run: running jobs are stopped",
                     {"202": _json({"type": "object"}, "Cancelling"), "409": _json(_ref("Error"), "Already finished")},
+                    parameters=[RUN_ID],
+                )
+            },
+            "/api/runs/{run_id}/approve": {
+                "post": _op(
+                    "Approve a run that waits for approval (a pull request from a fork): it starts",
+                    {
+                        "202": _json({"type": "object"}, "Approved"),
+                        "409": _json(_ref("Error"), "Not waiting for approval"),
+                    },
                     parameters=[RUN_ID],
                 )
             },

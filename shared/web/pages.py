@@ -25,7 +25,7 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-RUN_STATUSES = ("queued", "running", "success", "failure", "cancelled", "error")
+RUN_STATUSES = ("approval", "queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
 # What the rule form offers for a schedule (any cron expression is taken too: shared/schedules.py).
 SCHEDULE_EXAMPLES = ("hourly", "hourly at :30", "daily at 02:00", "weekly on monday at 06:00", "0 2 * * 1-5")
@@ -90,6 +90,11 @@ def run(rt: Runtime, request: Request, run_id: str) -> Response:
 def cancel(rt: Runtime, request: Request, run_id: str) -> Response:
     actions.cancel(rt, run_id)
     return back(f"/runs/{run_id}", "Cancelling: running jobs are being stopped.")
+
+
+def approve(rt: Runtime, request: Request, run_id: str) -> Response:
+    actions.approve(rt, run_id, by="the web page")
+    return back(f"/runs/{run_id}", "Approved: the run starts.")
 
 
 def recorded(rt: Runtime, run_id: str, wait: float = 5.0) -> None:
@@ -261,6 +266,7 @@ def rules(rt: Runtime, request: Request) -> Response:
 def create_rule(rt: Runtime, request: Request) -> Response:
     form: dict[str, Any] = request.form.to_dict()
     form["cancel_previous"] = form.get("cancel_previous") == "true"
+    form["trust_forks"] = form.get("trust_forks") == "true"
     form.pop("csrf", None)
     rule = actions.create_rule(rt, form)
     return back("/rules", f"Created: {rule.sentence()}")

@@ -4,7 +4,8 @@ cloned, published, run or written outside the job's own workspace.
 
 One Tasuki serves every test here (no web token: the page is open on localhost, as `make local`
 runs it). Registered: acme/api (a webhook secret), acme/open (no secret; branches with hostile
-flow files), acme/status (an API token for the fake Bitbucket). Rule: any push to acme/*.
+flow files), acme/status (an API token for the fake Bitbucket). Rules: any push to acme/*, any
+pull request on acme/open.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ BRANCHES = {
     "laughs": {".tasuki.yml": LAUGHS},
     "deep": {".tasuki.yml": "jobs: " + "[" * 5000 + "]" * 5000 + "\n"},
     "long": {".tasuki.yml": f"jobs:\n  build:\n    image: {BUSYBOX}\n    run: ci/ok\n    timeout: 10h\n", "ci/ok": OK},
+    "fork": {".tasuki.yml": f"jobs:\n  build: {{image: {BUSYBOX}, run: ci/ok}}\n", "ci/ok": OK},
+    "other": {
+        ".tasuki.yml": f"jobs:\n  build: {{image: {BUSYBOX}, run: ci/ok}}\n",
+        "ci/ok": ("#!/bin/sh\necho other\n", True),
+    },
 }
 
 
@@ -101,7 +107,7 @@ def world(tmp_path_factory, docker_client) -> Iterator[World]:
             "acme/open": {"clone_url": str(open_repo)},
             "acme/status": {"clone_url": str(open_repo), "token": hosts.tokens["bitbucket"]},
         }
-        rules = 'rules:\n  - {event: push, repository: "acme/*"}\n'
+        rules = 'rules:\n  - {event: push, repository: "acme/*"}\n  - {event: pull_request, repository: "acme/open"}\n'
         running = configured(
             tmp, amqp_url, repositories, rules, bitbucket_api_url=hosts.bitbucket_url, job_timeout_max="3600"
         )
@@ -296,3 +302,51 @@ def test_nothing_was_written_outside_tasukis_own_files(world):
     assert {p.name for p in data.iterdir()} <= own
     assert not any(p.is_file() for p in (data / "workspaces").rglob("*"))
     assert not Path("/tmp/pwned").exists()
+
+
+# --- fork pull requests ---------------------------------------------------------------------------------
+
+
+def github_pull_request(repository: str, source: str, branch: str, commit: str) -> tuple[bytes, dict[str, str]]:
+    payload = fixture("github", "pull-request.json")
+    payload["repository"]["full_name"] = repository
+    head = payload["pull_request"]["head"]
+    head.update(ref=branch, sha=commit)
+    head["repo"]["full_name"] = source
+    body = json.dumps(payload).encode()
+    return body, headers("github", "pull_request", body)
+
+
+def test_a_fork_s_pull_request_waits_for_approval_and_nothing_runs_until_someone_approves(world):
+    store, commit = world.tasuki.store, world.commits["fork"]
+    # Given a pull request on acme/open from a fork (mallory/open)
+    answer = world.tasuki.post_webhook(*github_pull_request("acme/open", "mallory/open", "fork", commit))
+    assert answer.status_code == 202, answer.text
+    # Then its run waits for approval, saying so
+    run = world.tasuki.wait_for_run(lambda r: r.commit == commit and r.status == "approval")
+    assert "waiting for approval" in run.message and "mallory/open" in run.message
+    # and while the service goes on with later work (a push, run to its end), nothing of it runs
+    other = world.tasuki.post_webhook(*bitbucket_push("acme/open", "other", world.commits["other"]))
+    assert other.status_code == 202 and world.run_of(world.commits["other"]).status == "success"
+    assert store.get_run(run.id).status == "approval" and store.get_jobs(run.id) == []
+    # When someone approves it (the command line; the page and the API publish the same message)
+    approved = world.tasuki.cli("runs", "approve", run.id)
+    assert approved.returncode == 0, approved.stderr
+    # Then it runs to its end, as any run
+    done = world.tasuki.wait_for_run(lambda r: r.id == run.id and r.status in RUN_FINAL)
+    assert done.status == "success" and done.approved_by == "the command line", done
+    assert [(j.name, j.status) for j in store.get_jobs(run.id)] == [("build", "success")]
+    assert "ok" in world.tasuki.log_of(run.id, "build")
+    # and approving again is refused, saying why
+    again = world.tasuki.cli("runs", "approve", run.id)
+    assert again.returncode == 1 and "not waiting for approval" in again.stderr
+
+
+def test_a_pull_request_from_a_branch_of_the_repository_itself_needs_no_approval(world):
+    commit = world.commits["other"]
+    answer = world.tasuki.post_webhook(*github_pull_request("acme/open", "acme/open", "other", commit))
+    assert answer.status_code == 202, answer.text
+    run = world.tasuki.wait_for_run(
+        lambda r: r.commit == commit and r.event.kind == "pull_request" and r.status in RUN_FINAL
+    )
+    assert run.status == "success" and run.approved_by == ""

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker.errors
@@ -67,6 +68,8 @@ class World:
                     "012345678901234567890123456 | head -c 50000000; echo END"
                 ),
                 "ci/fail": script("echo failing; exit 4"),
+                # 1 GiB of output, as fast as a shell pipe makes it
+                "ci/flood": script("dd if=/dev/zero bs=1M count=1024 2>/dev/null | tr '\\0' 'x'; echo END"),
             }
         )
         self.store.put_repository("acme/api", RepositoryConfig(clone_url=str(self.repo)))
@@ -85,6 +88,11 @@ class World:
         """A shorter lease timeout, for the dispatcher and every executor started after."""
         self.rt.settings = self.rt.settings.model_copy(update={"job_lease_timeout": seconds})
         self.env["TASUKI_JOB_LEASE_TIMEOUT"] = str(seconds)
+
+    def log_limit(self, size: str) -> None:
+        """TASUKI_JOB_LOG_LIMIT for the logs function and every executor started after."""
+        self.rt.settings = self.rt.settings.model_copy(update={"job_log_limit": size})
+        self.env["TASUKI_JOB_LOG_LIMIT"] = size
 
     def settings(self, **values: str) -> Settings:
         return Settings.from_env({**self.env, **{f"TASUKI_{k.upper()}": str(v) for k, v in values.items()}})
@@ -537,31 +545,75 @@ def test_an_executor_killed_mid_job_leaves_no_container_and_its_job_runs_again(w
     assert leftovers(docker_client, world.executor_id) == []
 
 
+@contextmanager
+def warm_executor(world: World) -> Iterator[Process]:
+    """A real `tasuki executor` process that ran one job already (what every job needs is
+    loaded: memory measured from there on is the jobs' own), the functions pumped; stopped after."""
+    with Pump(world.functions) as world.pump:
+        executor = Process(world.env)
+        try:
+            executor.wait_for_line("taking work from")
+            world.order("warm-up", "ci/hello")
+            world.finished("warm-up")
+            yield executor
+        finally:
+            executor.stop()
+
+
 def test_a_job_printing_50mb_keeps_its_whole_log_and_the_executor_memory_bounded(
     functions, tmp_path, make_repo, executor_id, docker_client
 ):
     world = World(functions, tmp_path, make_repo, executor_id, keys=("job.started", "job.finished"))
-    started: list[Process] = []
-    with Pump(functions) as world.pump:
-        try:
-            executor = Process(world.env)
-            started.append(executor)
-            executor.wait_for_line("taking work from")
-            world.order("warm-up", "ci/hello")  # the first job loads what every job needs
-            world.finished("warm-up")
-            before = executor.peak_rss_kb()
-            world.order("run-1", "ci/loud")
-            done = world.finished("run-1")
-            after = executor.peak_rss_kb()
-            assert done.status == "success"
-            log = world.log("run-1")
-            line = b"0123456789" * 9 + b"0123456\n"
-            expected = (line * (50_000_000 // len(line) + 1))[:50_000_000] + b"END\n"
-            assert len(log) == len(expected) and hashlib.sha256(log).digest() == hashlib.sha256(expected).digest()
-            # The executor's peak memory grew by far less than the 50 MB that went through it
-            grown_mb = (after - before) / 1024
-            print(f"executor peak RSS: {before / 1024:.1f} MB before, {after / 1024:.1f} MB after the 50 MB job")
-            assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB"
-        finally:
-            for process in started:
-                process.stop()
+    world.log_limit("64MiB")  # the whole 50 MB is kept: within the limit
+    with warm_executor(world) as executor:
+        before = executor.peak_rss_kb()
+        world.order("run-1", "ci/loud")
+        done = world.finished("run-1")
+        after = executor.peak_rss_kb()
+        assert done.status == "success"
+        log = world.log("run-1")
+        line = b"0123456789" * 9 + b"0123456\n"
+        expected = (line * (50_000_000 // len(line) + 1))[:50_000_000] + b"END\n"
+        assert len(log) == len(expected) and hashlib.sha256(log).digest() == hashlib.sha256(expected).digest()
+        # The executor's peak memory grew by far less than the 50 MB that went through it
+        grown_mb = (after - before) / 1024
+        print(f"executor peak RSS: {before / 1024:.1f} MB before, {after / 1024:.1f} MB after the 50 MB job")
+        assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB"
+
+
+def test_a_job_writing_1gb_is_cut_at_the_log_limit_and_fails_the_store_and_executor_stay_small(
+    functions, tmp_path, make_repo, executor_id, docker_client
+):
+    # Given a real executor process and the logs function at the default TASUKI_JOB_LOG_LIMIT
+    world = World(functions, tmp_path, make_repo, executor_id, keys=("job.started", "job.finished"))
+    settings = world.rt.settings
+    limit, margin = settings.job_log_limit_bytes, settings.job_log_store_limit - settings.job_log_limit_bytes
+    assert limit == 32 * 1024**2
+    database = Path(settings.store_path)
+    with warm_executor(world) as executor:
+        world.store._write("PRAGMA wal_checkpoint(TRUNCATE)")
+        stored_before = database.stat().st_size
+        rss_before = executor.peak_rss_kb()
+        # When a job writes 1 GiB
+        world.order("run-1", "ci/flood")
+        done = world.finished("run-1")
+        rss_after = executor.peak_rss_kb()
+        log = world.log("run-1")
+        world.store._write("PRAGMA wal_checkpoint(TRUNCATE)")
+        stored_after = database.stat().st_size
+    # Then the job failed for its log, the log is the limit's worth of output and the line that
+    # says it was cut (the rest never came: END is not there)
+    assert (done.status, done.reason) == ("failure", "log-limit"), done
+    assert "TASUKI_JOB_LOG_LIMIT" in done.message
+    cut = b"\n[tasuki] the log passed its limit of 32 MiB (TASUKI_JOB_LOG_LIMIT): cut here, and the job was stopped\n"
+    assert log.endswith(cut) and log.count(b"x") == limit and b"END" not in log
+    assert world.store.log_bytes("run-1", "build", 1) <= limit + margin
+    # the database grew by no more than the limit and a small margin
+    grown = stored_after - stored_before
+    print(f"store: {stored_before} -> {stored_after} bytes (+{grown / 1024**2:.1f} MiB) for a 1 GiB job")
+    assert grown <= limit + 2 * 1024**2, f"the store grew {grown} bytes"
+    # and the executor's peak memory stayed flat while 1 GiB went through it
+    grown_mb = (rss_after - rss_before) / 1024
+    print(f"executor peak RSS: {rss_before / 1024:.1f} MB before, {rss_after / 1024:.1f} MB after the 1 GiB job")
+    assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB"
+    assert leftovers(docker_client, world.executor_id) == []

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import pytest
 
 from tasuki.local.cli import main as cli
-from tasuki.shared import recipes
-from tasuki.shared.errors import StoreError
+from tasuki.shared import recipes, sealing
+from tasuki.shared.errors import SealError, StoreError
 from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
@@ -378,6 +378,39 @@ def test_log_chunks_are_bytes_kept_once_in_order_by_attempt_and_only_for_the_cur
     assert store.read_log("r", "test") == [(0, b"other job\n")]
 
 
+def test_a_log_is_read_a_page_at_a_time_and_never_stored_past_its_limit(store):
+    store.put_job(JobRecord(run_id="r", name="build", attempt=1))
+    for seq in range(4):
+        assert store.append_log("r", "build", seq, b"12345", attempt=1, limit=22)
+    # (4 chunks make 20 bytes; a fifth would make 25, past 22: refused, nothing stored)
+    assert not store.append_log("r", "build", 4, b"12345", attempt=1, limit=22)
+    assert store.log_bytes("r", "build", 1) == 20 and store.log_bytes("r", "build", 2) == 0
+    assert store.read_log("r", "build", limit=2) == [(0, b"12345"), (1, b"12345")]
+    assert store.read_log("r", "build", after=1, limit=2) == [(2, b"12345"), (3, b"12345")]
+    assert store.read_log("r", "build", after=3, limit=2) == []
+    assert store.append_log("r", "build", 9, b"12", attempt=1, limit=22)  # what still fits is stored
+    assert not store.append_log("r", "build", 10, b"1", attempt=1, limit=22)
+    assert store.log_bytes("r", "build", 1) == 22
+
+
+def test_concurrent_chunks_cannot_pass_the_log_limit_together(make_store):
+    stores = [make_store() for _ in range(4)]
+    stores[0].put_job(JobRecord(run_id="r", name="build", attempt=1))
+    threads = [
+        threading.Thread(
+            target=lambda n=n: [
+                stores[n].append_log("r", "build", n * 100 + k, b"x" * 10, attempt=1, limit=95) for k in range(10)
+            ]
+        )
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].log_bytes("r", "build", 1) == 90
+
+
 def test_the_outbox_keeps_the_order_a_held_run_sent_in_until_cleared(store):
     entries = [OutboxEntry(f"m{n}", "r", "run.updated", bytes([n])) for n in (3, 1, 2)]
     with store.locked_run("r") as held:
@@ -456,6 +489,27 @@ def test_secrets_are_set_replaced_listed_by_name_read_by_scope_and_deleted(store
     assert store.sealed_secrets("acme/api", []) == {}
     assert store.delete_secret("acme/api", "TOKEN") and not store.delete_secret("acme/api", "TOKEN")
     assert store.secret_names("acme/api") == ["A_KEY"] and store.secret_names("*") == ["TOKEN"]
+
+
+def test_a_repository_s_secrets_are_kept_sealed_with_the_store_key(store, backend_url, tmp_path):
+    config = RepositoryConfig(
+        clone_url="https://example.com/api.git", secret="hook-secret-42", token="api-token-42", app_password="pw-42"
+    )
+    store.put_repository("acme/api", config)
+    assert store.get_repository("acme/api") == config and store.list_repositories() == {"acme/api": config}
+    # What the database holds is ciphertext (empty fields stay empty: nothing to hide)
+    store.put_repository("acme/web", RepositoryConfig(clone_url="https://example.com/web.git"))
+    records = dict(store._query("SELECT full_name, record FROM repositories"))
+    assert not any(word in records["acme/api"] for word in ("hook-secret-42", "api-token-42", "pw-42"))
+    assert records["acme/api"].count("sealed:") == 3 and "sealed:" not in records["acme/web"]
+    # and a process with another store key cannot read it: it says which setting to check
+    other = new_store(Settings(store_url=backend_url, data_dir=tmp_path / "other", store_key=sealing.new_key()))
+    try:
+        with pytest.raises(SealError, match="TASUKI_STORE_KEY"):
+            other.get_repository("acme/api")
+        assert other.get_repository("acme/web").clone_url == "https://example.com/web.git"
+    finally:
+        other.close()
 
 
 def test_a_session_ended_by_signing_out_is_remembered_until_it_would_have_expired(store):
@@ -555,7 +609,7 @@ def write_at_version(store, version: int) -> None:
             if version >= 5 and record.finished_at:  # the column a run's retention is found by
                 tx.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (stamp(record.finished_at), record.id))
         tx.execute("INSERT INTO jobs (run_id, name, record) VALUES (?, ?, ?)", ("old", "build", _job_json()))
-        if version >= 7:  # logs by attempt; executors no longer keep results
+        if version >= 7:  # logs by attempt (0: a job the store had before attempts), no results
             tx.execute(
                 "INSERT INTO logs (run_id, job, attempt, seq, data) VALUES (?, ?, ?, ?, ?)",
                 ("old", "build", 0, 0, b"hi\n"),
@@ -584,10 +638,18 @@ def write_at_version(store, version: int) -> None:
         if version >= 4:
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
-                ("acme/api", RepositoryConfig(clone_url="https://example.com/api.git").model_dump_json()),
+                (
+                    "acme/api",
+                    RepositoryConfig(
+                        clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN
+                    ).model_dump_json(),
+                ),
             )
         if version >= 6:
             tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
+
+
+OLD_SECRET, OLD_TOKEN = "plain-webhook-secret-1", "plain-api-token-1"
 
 
 def _job_json() -> str:
@@ -614,8 +676,12 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
         assert [r.repository for r in store.list_rules()] == ["z/first", "a/second"]
     if version >= 3:
         assert [m for _, m in store.get_notes("old")] == ["z first", "a second"]
-    if version >= 4:
+    if version >= 4:  # (an older Tasuki kept secrets in plain text: now they are sealed)
         assert list(store.list_repositories()) == ["acme/api"]
+        config = store.get_repository("acme/api")
+        assert (config.secret, config.token) == (OLD_SECRET, OLD_TOKEN)
+        [(record,)] = store._query("SELECT record FROM repositories")
+        assert OLD_SECRET not in record and OLD_TOKEN not in record and "sealed:" in record
     assert store.session_ended("signed-out") == (version >= 6)
     # and what the old records lacked works on them: places, retention (by finish time, by when
     # a delivery was seen)
