@@ -635,7 +635,7 @@ def write_at_version(store, version: int) -> None:
                     tx.execute(
                         "INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message)
                     )
-        if version >= 4:
+        if 4 <= version < 9:  # from 9 on, written sealed, as the store writes it (below)
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
                 (
@@ -647,6 +647,10 @@ def write_at_version(store, version: int) -> None:
             )
         if version >= 6:
             tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
+    if version >= 9:
+        store.put_repository(
+            "acme/api", RepositoryConfig(clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN)
+        )
 
 
 OLD_SECRET, OLD_TOKEN = "plain-webhook-secret-1", "plain-api-token-1"
