@@ -5,8 +5,8 @@ page: a fork's pull request waiting in status approval may start), run.wake (its
 job.started (a claim), job.heartbeat, job.finished (executors), job.expired (itself, from the
 tick), run.cancel (command line, web page, itself), tick (the bridge's clock).
 Publishes: plan.order and job.order on tasuki.jobs (executors pull them; each carries the clone
-URL from the registry and the clone credentials sealed; a run of a repository Tasuki may not
-clone ends in error instead, saying why); lease answers on tasuki.executors;
+URL from the registry and the clone credentials sealed, and a job order the secrets its job lists,
+sealed too (shared/vault.py); a run of a repository Tasuki may not clone ends in error instead, saying why); lease answers on tasuki.executors;
 run.updated / job.updated on tasuki.runs for every status change; run.cancel for runs a newer
 push supersedes and run.wake for runs waiting for a place (rule options, see shared.recipes).
 
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import approval, logs, objects, outbox, push, recipes, scheduler, sealing, stories
+from tasuki.shared import approval, logs, objects, outbox, push, recipes, scheduler, sealing, stories, vault
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import BrokerError, CheckoutFailed
 from tasuki.shared.messages import (
@@ -31,6 +31,7 @@ from tasuki.shared.messages import (
     JobExpired,
     JobFinished,
     JobHeartbeat,
+    JobOrder,
     JobStarted,
     Message,
     RunApprove,
@@ -140,12 +141,25 @@ def addressed(rt: Runtime, message: Message) -> Message:
         message.event,
         config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {},
     )
-    return message.model_copy(
-        update={
-            "clone_url": clone_url,
-            "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
-        }
-    )
+    update = {
+        "clone_url": clone_url,
+        "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
+    }
+    if isinstance(message, JobOrder):
+        update.update(job_secrets(rt, message))
+    return message.model_copy(update=update)
+
+
+def job_secrets(rt: Runtime, order: JobOrder) -> dict:
+    """The secrets the order's job lists, sealed for the executor alone; or why it gets none (it
+    then fails before its container starts, with that message)."""
+    if not order.job.secret_names():  # (the store key is not even read: nothing to open)
+        return {"secrets": None, "secrets_refused": ""}
+    try:
+        values = vault.for_job(rt.store, rt.settings.store_key_value(), order.event, order.job)
+    except vault.SecretsRefused as exc:
+        return {"secrets": None, "secrets_refused": str(exc)}
+    return {"secrets": sealing.seal_json(rt.order_key, values) if values else None, "secrets_refused": ""}
 
 
 def tick(rt: Runtime, now: datetime) -> dict:

@@ -421,6 +421,11 @@ class JobOrder(WorkOrder):
     why: str = ""  # why this attempt after an earlier one (a retry, a lost executor): its log says so
     # The run whose artifacts a need left, when not this one (a job a re-run of failed jobs kept).
     artifact_runs: dict[str, str] = Field(default_factory=dict)
+    # -- secrets (issue 14): the secrets the job lists, name -> value, sealed with the order key
+    #    by the dispatcher (shared/vault.py); or why it gets none (a fork's pull request, a name
+    #    not set): then the executor fails the job with that message before its container starts.
+    secrets: Sealed | None = None
+    secrets_refused: str = Field("", max_length=2000)
 
     @property
     def message_id(self) -> str:

@@ -167,7 +167,8 @@ class Settings(BaseModel):
     artifacts_max_bytes: int = Field(2 * 1024**3, ge=0)
     # The most bytes of caches one repository keeps; the least recently used go first.
     cache_max_bytes: int = Field(5 * 1024**3, ge=0)
-    # Values masked in every job log, comma-separated.
+    # More values masked in every job log, comma-separated (a job's own secrets, shared/vault.py,
+    # are masked without being listed here).
     secrets: str = ""
 
     # Log lines (shared.logs): json, text (readable), color (readable, coloured), or auto (color

@@ -17,7 +17,8 @@ One push, top to bottom::
         publish  tasuki.runs     run.planned      (RunPlanned)         -> dispatcher
         dispatcher records, then publishes (an outbox: recorded with the state change, published
         after the commit, cleared once confirmed)  job.<pool>  (JobOrder)  one per ready job,
-        with the clone URL from the registry and the clone credentials sealed (TASUKI_ORDER_KEY)
+        with the clone URL from the registry and the clone credentials sealed (TASUKI_ORDER_KEY),
+        and the secrets the job lists sealed the same way (shared/vault.py)
     executor claims the job   tasuki.runs  job.started (run, job, attempt, executor)
     dispatcher grants or refuses it   tasuki.executors  executor.<id>  (LeaseAnswer); the
         executor acknowledges the order only then, so RabbitMQ's consumer_timeout never bounds

@@ -20,6 +20,8 @@
     tasuki rules load [FILE]        load the rules file (TASUKI_RULES_FILE) into the store
     tasuki deliveries [--limit N]   deliveries newest first, one line of outcome each
     tasuki deliveries show ID       a delivery's whole story;  tasuki deliveries replay ID
+    tasuki secrets set REPO NAME    a job secret, the value from stdin (--global: every repository's)
+    tasuki secrets list REPO | delete REPO NAME   names only; values are never shown back
     tasuki store [status]           where the store is (TASUKI_STORE_URL) and its schema version
     tasuki store migrate            bring the store's schema up to date (prints versions before and after)
     tasuki store prune              delete what is older than TASUKI_RETENTION_RUNS_DAYS / _DELIVERIES_DAYS
@@ -44,7 +46,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tasuki import functions
-from tasuki.shared import approval, logs, recipes
+from tasuki.shared import approval, logs, recipes, vault
 from tasuki.shared.errors import ActionError, ConfigError, TasukiError, first_problem
 from tasuki.shared.messages import RUN_FINAL, RunApprove, RunCancel
 from tasuki.shared.runtime import Runtime
@@ -118,6 +120,7 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
         tag=args.tag,
         flow_file=args.file,
         parallel=args.parallel,
+        secrets_file=Path(args.secrets_file) if args.secrets_file else None,
         params=dict(item.partition("=")[::2] for item in args.param or []),
     )
     return runner.run(rt.settings, options)
@@ -451,6 +454,50 @@ def load_rules_file(rt: Runtime, path: Path) -> None:
     )
 
 
+# --- job secrets (issue 14) -----------------------------------------------------------------------
+
+
+def cmd_secrets(rt: Runtime, args: argparse.Namespace) -> int:
+    """set (the value from stdin, never from argv: argv shows in `ps` and shell history), list
+    (names only), delete; a repository's, or with --global the ones every repository's jobs may list."""
+    from tasuki.shared.web import actions
+
+    given = [w for w in args.names if w != "--global"]
+    is_global = args.global_ or len(given) < len(args.names)
+    if len(given) > 2 or (is_global and len(given) > 1):
+        usage = "--global NAME" if is_global else "REPO NAME"
+        raise ConfigError(f"tasuki secrets {args.action} {usage}: too many words ({' '.join(given)})")
+    words: list[str | None] = [None, *given] if is_global else [*given]
+    repo, name = [*words, None, None][:2]
+    if not is_global and not repo:
+        raise ConfigError(f"name a repository (tasuki secrets {args.action} REPO ...), or use --global")
+    where = "global" if repo is None else repo
+    if args.action == "list":
+        names = actions.secret_names(rt, repo)
+        for name in names:
+            print(name)
+        if not names:
+            print(f"no secrets ({where})", file=sys.stderr)
+        return 0
+    if not name:
+        raise ConfigError(f"tasuki secrets {args.action}: name the secret, like DEPLOY_TOKEN")
+    if args.action == "delete":
+        actions.delete_secret(rt, repo, name)
+        print(f"deleted {name} ({where})")
+        return 0
+    if sys.stdin.isatty():
+        print(f"value of {name} (then Enter; input is not shown):", file=sys.stderr)
+        import getpass
+
+        value = getpass.getpass("")
+    else:
+        # One final newline is dropped: `echo "$TOKEN" | tasuki secrets set ...` adds it.
+        value = sys.stdin.read(vault.MAX_VALUE + 2).removesuffix("\n").removesuffix("\r")
+    actions.set_secret(rt, repo, name, value)
+    print(f"set {name} ({where}); jobs that list it get it from their next run")
+    return 0
+
+
 def cmd_deploy(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         from tasuki.local.deploy import aws as to_aws
@@ -510,6 +557,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-C", "--directory", default=".", help="the checkout (default: here)")
     run.add_argument("-f", "--file", default=".tasuki.yml", help="the flow file, relative to the checkout")
     run.add_argument("-j", "--parallel", type=int, default=0, help="jobs at once (default: one per CPU)")
+    run.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="NAME=value lines: the secrets jobs list (default: from the environment; never from the repository)",
+    )
     run.set_defaults(fn=cmd_run)
     topo = sub.add_parser("topology", help="RabbitMQ exchanges and queues")
     topo.add_argument("action", choices=["declare", "export"])
@@ -582,6 +634,25 @@ def parser() -> argparse.ArgumentParser:
     told.add_argument("delivery_id", nargs="?", metavar="ID")
     told.add_argument("--limit", type=int, default=20)
     told.set_defaults(fn=cmd_deliveries)
+    secrets = sub.add_parser(
+        "secrets",
+        help="job secrets: set (value from stdin), list (names only), delete",
+        description="A repository's job secrets (or with --global, every repository's). "
+        "`tasuki secrets set REPO NAME` reads the value from stdin; values are never shown back.",
+    )
+    secrets.add_argument("action", choices=["set", "list", "delete"])
+    # The rest as one list (argparse fills no optional positional after an option): --global may
+    # come anywhere, and cmd_secrets takes it out of the list.
+    secrets.add_argument(
+        "names",
+        nargs=argparse.REMAINDER,
+        metavar="REPO NAME",
+        help="the repository (like acme/api; none with --global), the secret's name",
+    )
+    secrets.add_argument(
+        "--global", dest="global_", action="store_true", help="the secrets every repository's jobs may list"
+    )
+    secrets.set_defaults(fn=cmd_secrets)
     store = sub.add_parser("store", help="the store: status, migrate (schema), prune (retention)")
     store.add_argument("action", nargs="?", choices=["status", "migrate", "prune"], default="status")
     store.set_defaults(fn=cmd_store)

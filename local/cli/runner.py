@@ -7,6 +7,10 @@
     prefixed by its job -> a summary table (a job that passed after a retry is marked flaky) ->
     exit 0 only if every job that ran passed.
 
+A job gets the secrets it lists from the file named with --secrets-file (NAME=value lines), or
+else from the environment, never from the repository; they are masked in its output as the
+executor masks them.
+
 No broker, no store, no service: only git, the Docker engine and the job code the executor uses
 (`local.jobs`). Artifacts pass between the run's jobs through a folder of the run's own (gone
 when it ends); caches live in the object storage of TASUKI_OBJECTS_URL (by default the folder
@@ -24,13 +28,14 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from tasuki.local.executor import caches, convert, jobs
+from tasuki.local.executor import secrets as job_secrets
 from tasuki.local.executor.checkout import git, remove_tree, toplevel, working_copy
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.jobfiles import JobFiles
@@ -55,6 +60,8 @@ class Options:
     flow_file: str = flowfile.FLOW_FILE
     parallel: int = 0  # 0: one job per CPU
     params: dict[str, str] = field(default_factory=dict)  # with event manual: TASUKI_PARAM_<NAME>
+    # Where the secrets jobs list come from: this file's NAME=value lines, or (None) the environment.
+    secrets_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -160,9 +167,20 @@ class Printer:
 
 
 class LocalRun:
-    def __init__(self, settings: Settings, options: Options, *, out: TextIO = sys.stdout, docker: Docker | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        options: Options,
+        *,
+        out: TextIO = sys.stdout,
+        docker: Docker | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ):
         self.settings = settings
         self.options = options
+        self.environ = environ
+        self.secrets: Mapping[str, str] = {}
+        self.secrets_from = "in the environment (or name a --secrets-file)"
         self.out = out
         self.docker = docker or Docker(settings.docker_host)
         self.limits = convert.Limits.of(settings)
@@ -175,6 +193,7 @@ class LocalRun:
         root = Path(self.options.directory).resolve()
         root = toplevel(root) or root
         flow = self._flow(root)
+        self._secret_source()
         branch = self.options.branch if self.options.branch is not None else current_branch(root)
         selected, skipped = choose(flow, self.options, branch)
         self.limits.memory_bytes  # noqa: B018  a bad TASUKI_JOB_MEMORY stops here, clearly
@@ -218,6 +237,15 @@ class LocalRun:
         printer.say("")
         printer.say(summary(final))
         return 0 if all(passed(r) for r in final) else 1
+
+    def _secret_source(self) -> None:
+        """Secrets come from the user, never from the repository: the file they named, or else
+        the environment (a job still gets only the ones it lists)."""
+        if self.options.secrets_file is not None:
+            self.secrets = job_secrets.read_file(self.options.secrets_file)
+            self.secrets_from = f"in {self.options.secrets_file}"
+        else:
+            self.secrets = self.environ
 
     def _flow(self, root: Path) -> Flow:
         path = root / self.options.flow_file
@@ -275,11 +303,14 @@ class LocalRun:
         name = job.name
         workspace = tmp / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         ended: list[jobs.Outcome] = []
+        received = job_secrets.from_environment(job, self.secrets, self.secrets_from)
         try:
-            with LogSink(printer.writer(name), self.settings.secret_values()) as sink:
+            with LogSink(printer.writer(name), received.masked(self.settings.secret_values())) as sink:
                 while True:
                     attempt = len(ended) + 1
-                    outcome = self._attempt(job, dataclasses.replace(ctx, attempt=attempt), root, workspace, sink)
+                    outcome = self._attempt(
+                        job, dataclasses.replace(ctx, attempt=attempt), root, workspace, sink, received
+                    )
                     ended.append(outcome)
                     if not job.retry.again(outcome.status, attempt) or self.cancel.is_set():
                         break
@@ -300,7 +331,15 @@ class LocalRun:
         seconds = sum(o.seconds for o in ended)
         return Result(name, last.status, last.exit_code, seconds, message)
 
-    def _attempt(self, job: Job, ctx: convert.Context, root: Path, workspace: Path, sink: LogSink) -> jobs.Outcome:
+    def _attempt(
+        self,
+        job: Job,
+        ctx: convert.Context,
+        root: Path,
+        workspace: Path,
+        sink: LogSink,
+        received: job_secrets.Received,
+    ) -> jobs.Outcome:
         try:
             try:
                 working_copy(root, workspace)
@@ -320,6 +359,7 @@ class LocalRun:
                 on_tick=sink.tick,
                 executor_id=self.run_id,
                 files=self._files(ctx),
+                secrets=received,
             )
         finally:
             remove_tree(workspace)

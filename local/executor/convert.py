@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,25 @@ def plugin_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def environment(job: Job, ctx: Context) -> dict[str, str]:
-    """The job's own `env` first, then Tasuki's variables, which a job cannot override: they are
-    facts about the run (a job that sets TASUKI_COMMIT would lie to its own scripts)."""
+def secret_environment(job: Job, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The job's secrets (secret name -> value) as its variables: each `secrets:` entry as its
+    `name`, each `{from_secret: NAME}` setting as its PLUGIN_* variable. Nothing else of
+    `secrets` reaches the job. KeyError for a secret the job lists and `secrets` lacks."""
+    env = {ref.name: secrets[ref.source] for ref in job.secrets}
+    env.update({plugin_variable(key): secrets[name] for key, name in job.setting_secrets().items()})
+    return env
+
+
+def environment(job: Job, ctx: Context, secrets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The job's own `env` and its secrets first, then Tasuki's variables, which a job cannot
+    override: they are facts about the run (a job that sets TASUKI_COMMIT would lie to its own
+    scripts)."""
     env = dict(job.env)
     if job.plugin:
-        env.update({plugin_variable(k): plugin_value(v) for k, v in job.settings.items()})
+        from_secret = job.setting_secrets()
+        env.update({plugin_variable(k): plugin_value(v) for k, v in job.settings.items() if k not in from_secret})
+    env.update(secret_environment(job, secrets or {}))
+    if job.plugin:
         # The names Drone and Woodpecker plugins read, so that existing plugin images work.
         env.update(
             {
@@ -183,13 +197,21 @@ def confined(limits: Limits) -> dict[str, Any]:
 
 
 def container_config(
-    job: Job, ctx: Context, workspace: Path, limits: Limits, executor_id: str = "", *, network: str | None = None
+    job: Job,
+    ctx: Context,
+    workspace: Path,
+    limits: Limits,
+    executor_id: str = "",
+    secrets: Mapping[str, str] | None = None,
+    *,
+    network: str | None = None,
 ) -> dict[str, Any]:
-    """The body of Docker's `POST /containers/create` for this job (on `network`, if it has services)."""
+    """The body of Docker's `POST /containers/create` for this job (`secrets`: name -> value of
+    those it lists; on `network`, if it has services)."""
     config: dict[str, Any] = {
         "Image": job.container_image,
         "WorkingDir": WORKSPACE,
-        "Env": [f"{k}={v}" for k, v in environment(job, ctx).items()],
+        "Env": [f"{k}={v}" for k, v in environment(job, ctx, secrets).items()],
         "Labels": labels(ctx, job, executor_id),
         "AttachStdin": False,
         "AttachStdout": True,

@@ -1,11 +1,12 @@
 """Running one job in a container: the same code for the executor service and `tasuki run`.
 
-check the executable is a file in the checkout -> the files it needs (artifacts of its needs, its
-cache: `local.executor.jobfiles`) -> start its services, if any, and wait until they are ready
-(`local.executor.services`) -> convert the job to a container request (pure, `local.convert`)
--> run it, streaming output (`local.containers`) through the log limit (`loglimit`: past it the
-container is stopped) -> remove the services -> the files it keeps -> an `Outcome` a person
-can read: status, exit code, and why. Every failure to run becomes an `error` outcome with its
+the job's secrets were given (or it fails, naming them) -> check the executable is a file in
+the checkout -> the files it needs (artifacts of its needs, its cache: `local.executor.jobfiles`)
+-> start its services, if any, and wait until they are ready (`local.executor.services`) ->
+convert the job to a container request (pure, `local.convert`) -> run it, streaming output
+(`local.containers`) through the log limit (`loglimit`: past it the container is stopped) ->
+remove the services -> the files it keeps -> an `Outcome` a person can read: status, exit code,
+and why. Every failure to run becomes an `error` outcome with its
 reason and the words that say what to do; it is also written into the job's log.
 """
 
@@ -21,6 +22,8 @@ from tasuki.local.executor import convert, loglimit, services
 from tasuki.local.executor.containers import Docker, Exit
 from tasuki.local.executor.jobfiles import JobFiles
 from tasuki.local.executor.loglimit import LogLimit
+from tasuki.local.executor.secrets import NONE as NO_SECRETS
+from tasuki.local.executor.secrets import Received
 from tasuki.shared.errors import ExecutableMissing, JobError
 from tasuki.shared.flowfile import Job, duration
 from tasuki.shared.messages import Artifact
@@ -75,7 +78,10 @@ def run_job(
     on_tick: Callable[[], None] = lambda: None,
     executor_id: str = "",
     files: JobFiles | None = None,
+    secrets: Received = NO_SECRETS,
 ) -> Outcome:
+    """`secrets`: what the job received (`local.executor.secrets`); a job refused its secrets
+    ends `error` with the reason before anything else, and its container never starts."""
     started = time.monotonic()
 
     def say(text: str) -> None:
@@ -85,6 +91,7 @@ def run_job(
         return Outcome(status, code, reason, message, time.monotonic() - started)
 
     try:
+        secrets.check()
         if job.run:
             check_executable(workspace, job.run)
         if files is not None:
@@ -96,7 +103,7 @@ def run_job(
             docker, job, ctx, limits, executor_id, on_output=log.feed, cancelled=cancelled, on_tick=on_tick
         )
         with around as network:  # the job's services, removed when the job is over, whatever happened
-            config = convert.container_config(job, ctx, workspace, limits, executor_id, network=network)
+            config = convert.container_config(job, ctx, workspace, limits, executor_id, secrets.values, network=network)
             if cancelled():
                 return outcome("cancelled", None, "cancelled", "cancelled before it started")
             exit = docker.run(

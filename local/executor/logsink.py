@@ -10,7 +10,9 @@ makes a few chunks a second, not one message per line. Memory is bounded: what w
 a chunk, one read and a secret's length.
 
 Masking: every byte of every occurrence of a secret, overlapping ones included, becomes part of
-one `********`. Between chunks only a tail that could still become a secret is held back (the
+one `***`. What is masked of a value (`masked_forms`): the value, each line of a value of several
+lines, and its base64 (standard and URL-safe alphabets) however it is aligned in what a job
+encodes: `echo "user:$TOKEN" | base64` shows none of TOKEN's characters either. Between chunks only a tail that could still become a secret is held back (the
 longest suffix that is a proper prefix of a secret), so a secret split across two reads is still
 masked, and streamed output equals the output of masking everything at once. Chunks also end on
 a UTF-8 character boundary, so each one decodes on its own.
@@ -18,6 +20,7 @@ a UTF-8 character boundary, so each one decodes on its own.
 
 from __future__ import annotations
 
+import base64
 import logging
 import queue
 import threading
@@ -30,9 +33,36 @@ from tasuki.shared.errors import TasukiError
 
 log = logging.getLogger("tasuki.logs")
 
-MASK = b"********"
+MASK = b"***"
+# A form shorter than this is not masked on its own (a line of a multi-line value, a base64
+# alignment of a short value): masking every "{" or every 3 letters would garble the log.
+MIN_FORM = 6
 CHUNK = 64 * 1024
 INTERVAL = 0.1
+
+
+def masked_forms(values: Iterable[str]) -> list[bytes]:
+    """Every byte string to mask for these secret values, longest first (see the docstring)."""
+    forms: set[bytes] = set()
+    for value in values:
+        raw = value.encode()
+        if not raw:
+            continue
+        forms.add(raw)
+        forms.update(line for line in raw.splitlines() if len(line.strip()) >= MIN_FORM)
+        forms.update(f for f in _base64_forms(raw) if len(f) >= MIN_FORM)
+    return sorted(forms, key=len, reverse=True)
+
+
+def _base64_forms(raw: bytes) -> set[bytes]:
+    """The value's base64, and at each of the 3 alignments it can have inside a longer encoded
+    text the characters that depend on the value's bits only."""
+    forms = {base64.b64encode(raw)}
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw)
+        start, end = (8 * offset + 5) // 6, 8 * (offset + len(raw)) // 6
+        forms.add(encoded[start:end])
+    return forms | {f.replace(b"+", b"-").replace(b"/", b"_") for f in forms}
 
 
 def spans(data: bytes, secrets: Iterable[bytes]) -> list[tuple[int, int]]:
@@ -110,7 +140,7 @@ class LogSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write = write
-        self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+        self._secrets = masked_forms(secrets)
         self._chunk = chunk
         self._interval = interval
         self._clock = clock

@@ -10,7 +10,8 @@ It needs RabbitMQ and a Docker engine, nothing else: no store, no repository reg
 
 Orders carry what the executor needs: the clone URL the dispatcher took from the registry and
 the clone credentials sealed with `TASUKI_ORDER_KEY` (`shared.sealing`), opened here only to
-hand to git. The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
+hand to git, and the secrets its job lists, sealed the same way, opened only into the
+container's environment and masked in its log (`local.executor.secrets`). The clone URL is checked against this host's `TASUKI_CLONE_SCHEMES` before git
 runs, and the commit must be a commit id (`local.executor.checkout`). Answers to claims and heartbeats come on this executor's own queue (exclusive,
 bound to `executor.<id>` on tasuki.executors), also when a run is cancelled: a refused lease
 kills the container at once.
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tasuki.local.executor import caches, convert, jobs, manual, services
+from tasuki.local.executor import secrets as job_secrets
 from tasuki.local.executor.checkout import Checkouts, remove_tree
 from tasuki.local.executor.containers import Docker
 from tasuki.local.executor.jobfiles import JobFiles
@@ -380,11 +382,13 @@ class Executor:
             if not lease.granted:
                 log.info("run %s job %s attempt %d: not run here (%s)", run_id, name, attempt, lease.reason)
                 return None
-            with LogSink(self._log_writer(run_id, name, attempt), self.settings.secret_values()) as sink:
+            received = job_secrets.from_order(order, self.order_key)
+            masked = received.masked(self.settings.secret_values())
+            with LogSink(self._log_writer(run_id, name, attempt), masked) as sink:
                 if attempt > 1:
                     why = order.why or "the earlier attempt's executor stopped"
                     sink.feed(f"[tasuki] attempt {attempt}: {why}\n".encode())
-                outcome = self._attempt(order, workspace, lease, sink)
+                outcome = self._attempt(order, workspace, lease, sink, received)
                 stopped = lease.stop_reason()
                 if outcome.status == "cancelled" and self.abort.is_set() and not stopped:
                     sink.feed(
@@ -425,7 +429,9 @@ class Executor:
             order.clone_url, order.event.after, name, self.credentials(order), host=order.event.host
         )
 
-    def _attempt(self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink) -> jobs.Outcome:
+    def _attempt(
+        self, order: JobOrder, workspace: Future, lease: Lease, sink: LogSink, received: job_secrets.Received
+    ) -> jobs.Outcome:
         """Check out, then run the container; timings of both go to the executor's log."""
         event, job = order.event, order.job
         started = time.monotonic()
@@ -468,6 +474,7 @@ class Executor:
                     tick=tick,
                     artifact_runs=order.artifact_runs,
                 ),
+                secrets=received,
             )
         except (JobError, SealError) as exc:
             sink.feed(f"[tasuki] {exc}\n".encode())

@@ -334,6 +334,62 @@ class Cache(BaseModel):
         return [p.rstrip("/") for p in value]
 
 
+# --- secrets (issue 14) ----------------------------------------------------------------------
+
+MAX_SECRET_NAME = 128
+
+
+def check_secret_name(name: Any) -> str:
+    """A secret's name is an environment variable's name (DEPLOY_TOKEN), as a job receives it."""
+    if not isinstance(name, str) or not _ENV_NAME.match(name) or len(name) > MAX_SECRET_NAME:
+        raise ValueError(
+            f"a secret's name is letters, digits and '_', not starting with a digit (like DEPLOY_TOKEN), "
+            f"at most {MAX_SECRET_NAME} characters; found {clip(repr(name), 80)}"
+        )
+    if name.upper().startswith("TASUKI_"):
+        raise ValueError(f"names starting with TASUKI_ are Tasuki's own variables; found {name!r}")
+    return name
+
+
+def is_from_secret(value: Any) -> bool:
+    return isinstance(value, dict) and "from_secret" in value and len(value) == 1
+
+
+def _holds_from_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "from_secret" in value or any(_holds_from_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_from_secret(v) for v in value)
+    return False
+
+
+class SecretRef(BaseModel):
+    """One secret a job receives: the secret `source` (`from:` in the flow file) as the variable
+    `name`. `secrets: [DEPLOY_TOKEN]` is `{name: DEPLOY_TOKEN, from: DEPLOY_TOKEN}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    source: str = Field("", alias="from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": check_secret_name(value), "from": value}
+        if isinstance(value, dict) and not value.get("from") and not value.get("source"):
+            return {**value, "from": value.get("name")}
+        return value
+
+    @field_validator("name", "source")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return check_secret_name(value)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -356,6 +412,9 @@ class Job(BaseModel):
     # Issue 15: files kept after the job (artifacts) and between runs (cache).
     artifacts: Artifacts | None = None
     cache: Cache | None = None
+    # -- secrets (issue 14): the secrets this job receives, each as a variable (`SecretRef`);
+    #    plugin settings name theirs as {from_secret: NAME} (`setting_secrets`).
+    secrets: list[SecretRef] = Field(default_factory=list)
 
     @field_validator("run")
     @classmethod
@@ -404,6 +463,56 @@ class Job(BaseModel):
     @classmethod
     def _env(cls, value: Any) -> Any:
         return check_env(value)
+
+    # -- secrets (issue 14) --------------------------------------------------------------------
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("secrets is a list, like secrets: [DEPLOY_TOKEN] or [{name: TOKEN, from: DEPLOY_TOKEN}]")
+        return value
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_from_secret(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, setting in value.items():
+            if is_from_secret(setting):
+                check_secret_name(setting["from_secret"])
+            elif _holds_from_secret(setting):
+                raise ValueError(
+                    f"settings.{key}: from_secret names a whole setting, like settings: {{{key}: {{from_secret: NAME}}}}, "
+                    "not a value inside a list or map"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _secret_variables(self) -> Job:
+        seen: set[str] = set()
+        for ref in self.secrets:
+            problem = (
+                f"the variable {ref.name} is given twice"
+                if ref.name in seen
+                else f"{ref.name} is also in env; a variable comes from one of them"
+                if ref.name in self.env
+                else ""
+            )
+            if problem:  # located on the job's `secrets`, so that `parse` names its line
+                raise PydanticCustomError(
+                    "located", "{message}", {"message": problem, "at": ("jobs", self.name, "secrets")}
+                )
+            seen.add(ref.name)
+        return self
+
+    def setting_secrets(self) -> dict[str, str]:
+        """Setting name -> the secret it takes (`settings: {token: {from_secret: NAME}}`)."""
+        return {key: value["from_secret"] for key, value in self.settings.items() if is_from_secret(value)}
+
+    def secret_names(self) -> list[str]:
+        """Every secret this job receives (the only ones it may be given), sorted."""
+        return sorted({ref.source for ref in self.secrets} | set(self.setting_secrets().values()))
+
+    # -------------------------------------------------------------------------------------------
 
     @model_validator(mode="after")
     def _run_or_plugin(self) -> Job:

@@ -12,7 +12,18 @@ from pydantic import BaseModel, ValidationError
 
 from tasuki.shared.errors import FlowFileError
 from tasuki.shared.flowfile.matrix import Matrix
-from tasuki.shared.flowfile.model import FLOW_FILE, SCRIPT_KEYS, Flow, Job, Ready, Retry, Service, When, duration
+from tasuki.shared.flowfile.model import (
+    FLOW_FILE,
+    SCRIPT_KEYS,
+    Flow,
+    Job,
+    Ready,
+    Retry,
+    SecretRef,
+    Service,
+    When,
+    duration,
+)
 from tasuki.shared.flowfile.params import Param
 from tasuki.shared.text import clip
 
@@ -180,7 +191,7 @@ def _message(error: Any, loc: list[Any]) -> str:
                 f"executable file in the repository and name it in run"
             )
         model = _model_at(loc)
-        known = ", ".join(k for k in model.model_fields if k != "name")
+        known = ", ".join(f.alias or k for k, f in model.model_fields.items() if k != "name" or model is SecretRef)
         return f"unknown key {key!r}; expected one of: {known}"
     if kind == "missing":
         return f"{loc[-1]!r} is required"
@@ -204,6 +215,8 @@ def _model_at(loc: list[Any]) -> type[BaseModel]:
         return inner[loc[2]]
     if len(loc) >= 5 and loc[2] == "services":
         return Ready if len(loc) == 6 and loc[4] == "ready" else Service
+    if len(loc) >= 4 and loc[2] == "secrets":
+        return SecretRef
     return Job
 
 

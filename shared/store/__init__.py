@@ -14,6 +14,7 @@ and migrated on first use, or by `tasuki store migrate`. Records are plain pydan
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from functools import cache
@@ -221,6 +222,22 @@ class Store(Protocol):
     def list_repositories(self) -> dict[str, RepositoryConfig]: ...
 
     def delete_repository(self, full_name: str) -> bool: ...
+
+    # job secrets: ciphertext by (scope, name), scope a repository's name or "*" (global);
+    # shared/vault.py seals and opens the values with TASUKI_STORE_KEY
+    def put_secret(self, scope: str, name: str, sealed: str) -> None:
+        """Set (or replace) one secret's ciphertext."""
+        ...
+
+    def delete_secret(self, scope: str, name: str) -> bool: ...
+
+    def secret_names(self, scope: str) -> list[str]:
+        """The names of the scope's secrets, sorted (never their values)."""
+        ...
+
+    def sealed_secrets(self, scope: str, names: Sequence[str]) -> dict[str, str]:
+        """name -> ciphertext of those of `names` the scope has."""
+        ...
 
     # web sessions ended by signing out, remembered until they would have expired anyway
     def end_session(self, session_id: str, expires: datetime) -> None: ...

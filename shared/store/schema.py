@@ -225,6 +225,19 @@ MIGRATIONS: list[Migration] = [
         "(TASUKI_STORE_KEY), as every newer Tasuki writes them",
         rewrite=sealed.seal_stored_repositories,
     ),
+    Migration(
+        "job secrets (issue 14): named values per repository and global ones (scope '*'), each "
+        "encrypted with TASUKI_STORE_KEY (only the ciphertext is in the database)",
+        sql="""
+        CREATE TABLE secrets (
+            scope {text} NOT NULL,
+            name {text} NOT NULL,
+            sealed TEXT NOT NULL,
+            updated_at {text} NOT NULL,
+            PRIMARY KEY (scope, name)
+        );
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -459,6 +459,28 @@ class SQLStore:
     def delete_repository(self, full_name: str) -> bool:
         return self._write("DELETE FROM repositories WHERE full_name = ?", (full_name,)) == 1
 
+    # -- job secrets (ciphertext only: shared/vault.py seals and opens them) ---------------------
+
+    def put_secret(self, scope: str, name: str, sealed: str) -> None:
+        self._write(
+            "INSERT INTO secrets (scope, name, sealed, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            (scope, name, sealed, stamp(utcnow())),
+        )
+
+    def delete_secret(self, scope: str, name: str) -> bool:
+        return self._write("DELETE FROM secrets WHERE scope = ? AND name = ?", (scope, name)) == 1
+
+    def secret_names(self, scope: str) -> list[str]:
+        return [r[0] for r in self._query("SELECT name FROM secrets WHERE scope = ? ORDER BY name", (scope,))]
+
+    def sealed_secrets(self, scope: str, names: Sequence[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        marks = ", ".join("?" * len(names))
+        rows = self._query(f"SELECT name, sealed FROM secrets WHERE scope = ? AND name IN ({marks})", (scope, *names))
+        return {name: sealed for name, sealed in rows}
+
     # -- web sessions ----------------------------------------------------------------------------
 
     def end_session(self, session_id: str, expires: datetime) -> None:

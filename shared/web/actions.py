@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from tasuki.shared import approval, codec, deadletters, manual, reruns, stories
+from tasuki.shared import approval, codec, deadletters, manual, reruns, stories, vault
 from tasuki.shared.errors import ActionError, ConfigError, first_problem
 from tasuki.shared.flowfile import params as flowparams
 from tasuki.shared.messages import RUN_FINAL, Event, RunApprove, RunCancel, RunRequested
@@ -138,6 +138,31 @@ def remove_repository(rt: Runtime, full_name: str) -> None:
     found = rt.registry.find(full_name)
     if found is None or not rt.store.delete_repository(found[0]):
         raise ActionError(404, f"{full_name} was not registered from this page (the registry file is read-only here)")
+
+
+# --- job secrets (issue 14): names and set/delete only, values never read back ------------------------
+
+
+def secrets_of(rt: Runtime, repository: str | None) -> str | None:
+    """The registered name of the repository whose secrets are asked for (None: the global ones);
+    404 for a repository Tasuki does not know (a secret set for a misspelt name helps no one)."""
+    if repository is None:
+        return None
+    vault.scope(repository)  # 400 for a name that is not one
+    return registered(rt, repository)
+
+
+def secret_names(rt: Runtime, repository: str | None) -> list[str]:
+    return vault.names(rt.store, secrets_of(rt, repository))
+
+
+def set_secret(rt: Runtime, repository: str | None, name: str, value: str) -> None:
+    vault.put(rt.store, rt.settings.store_key_value(), secrets_of(rt, repository), name, value)
+
+
+def delete_secret(rt: Runtime, repository: str | None, name: str) -> None:
+    if not vault.delete(rt.store, secrets_of(rt, repository), name):
+        raise ActionError(404, f"no secret {name} {'of ' + repository if repository else 'among the global ones'}")
 
 
 # --- trigger rules ----------------------------------------------------------------------------------

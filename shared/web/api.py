@@ -333,3 +333,23 @@ def badge(rt: Runtime, request: Request, name: str) -> Response:
     response = Response(badges.svg(run.status if run else "unknown"), mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "no-cache, max-age=0"
     return response
+
+
+# --- job secrets (issue 14): names only out, values only in ------------------------------------------
+
+
+def secrets(rt: Runtime, request: Request, full_name: str | None = None) -> Response:
+    return reply({"secrets": actions.secret_names(rt, full_name)})
+
+
+def set_secret(rt: Runtime, request: Request, name: str, full_name: str | None = None) -> Response:
+    value = _json_body(request).get("value")
+    if not isinstance(value, str):
+        raise ActionError(400, 'expected {"value": "..."}')
+    actions.set_secret(rt, full_name, name, value)
+    return Response(status=204)
+
+
+def delete_secret(rt: Runtime, request: Request, name: str, full_name: str | None = None) -> Response:
+    actions.delete_secret(rt, full_name, name)
+    return Response(status=204)

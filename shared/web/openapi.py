@@ -363,6 +363,7 @@ def document(server: str) -> dict[str, Any]:
                     parameters=[{"name": "full_name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 )
             },
+            **_secrets_paths(),
         },
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
@@ -494,3 +495,41 @@ def document(server: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _secrets_paths() -> dict[str, Any]:
+    """Job secrets (issue 14): names listed, values set and deleted, never read back."""
+    repo = {"name": "full_name", "in": "path", "required": True, "schema": {"type": "string"}}
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+    }
+    names = _json({"type": "object", "properties": {"secrets": {"type": "array", "items": {"type": "string"}}}})
+    value = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["value"], "properties": {"value": {"type": "string"}}}
+            }
+        },
+    }
+    changed = {
+        "204": {"description": "Done"},
+        "400": _json(_ref("Error"), "Invalid"),
+        "404": _json(_ref("Error"), "Unknown"),
+    }
+    paths: dict[str, Any] = {}
+    for prefix, where, params in (
+        ("/api/repositories/{full_name}/secrets", "the repository's", [repo]),
+        ("/api/secrets", "global (every repository's jobs may list them)", []),
+    ):
+        paths[prefix] = {
+            "get": _op(f"The names of {where} secrets (never their values)", {"200": names}, parameters=params)
+        }
+        paths[prefix + "/{name}"] = {
+            "put": _op(f"Set one of {where} secrets", changed, parameters=[*params, name], requestBody=value),
+            "delete": _op(f"Delete one of {where} secrets", changed, parameters=[*params, name]),
+        }
+    return paths

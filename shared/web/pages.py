@@ -171,6 +171,36 @@ def remove_repository(rt: Runtime, request: Request, full_name: str) -> Response
     return back("/repositories", f"Removed {full_name}.")
 
 
+# --- job secrets (issue 14): a repository's, or (full_name None) the global ones ---------------------
+
+
+def _secrets_page(full_name: str | None) -> str:
+    return f"/repositories/{full_name}/secrets" if full_name else "/secrets"
+
+
+def secrets(rt: Runtime, request: Request, full_name: str | None = None) -> Response:
+    return render(
+        rt,
+        request,
+        "secrets.html",
+        section="Repositories",
+        repository=full_name,
+        names=actions.secret_names(rt, full_name),
+        action=_secrets_page(full_name),
+    )
+
+
+def set_secret(rt: Runtime, request: Request, full_name: str | None = None) -> Response:
+    name = request.form.get("name", "").strip()
+    actions.set_secret(rt, full_name, name, request.form.get("value", ""))
+    return back(_secrets_page(full_name), f"Set {name}. Jobs that list it get it from their next run.")
+
+
+def delete_secret(rt: Runtime, request: Request, name: str, full_name: str | None = None) -> Response:
+    actions.delete_secret(rt, full_name, name)
+    return back(_secrets_page(full_name), f"Deleted {name}.")
+
+
 def login(rt: Runtime, request: Request) -> Response:
     target = access.safe_next(request.values.get("next"))
     if request.method == "POST":

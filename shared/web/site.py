@@ -1,7 +1,7 @@
 """The web function's request path: route -> check access -> view -> response, errors translated.
 
 pages  /runs, /runs/<id>, /rules, /repositories, /repositories/<name>/run, /deliveries, /deliveries/<id>,
-       /deadletters, /login
+       /repositories/<name>/secrets, /secrets, /deadletters, /login
 badges /badge/<repo>.svg?branch=main (public with TASUKI_PUBLIC_BADGES)
 API    /api/... (JSON; an artifact's download is its bytes), /api/openapi.json
 """
@@ -78,6 +78,19 @@ ROUTES: list[tuple[str, str, Callable, tuple[str, ...]]] = [
     ("api.repositories", "/api/repositories", api.repositories, ("GET",)),
     ("api.register", "/api/repositories", api.register_repository, ("POST",)),
     ("api.unregister", "/api/repositories/<path:full_name>", api.remove_repository, ("DELETE",)),
+    # job secrets (issue 14): a repository's, and the global ones
+    ("secrets", "/repositories/<path:full_name>/secrets", pages.secrets, ("GET",)),
+    ("secret.set", "/repositories/<path:full_name>/secrets", pages.set_secret, ("POST",)),
+    ("secret.delete", "/repositories/<path:full_name>/secrets/<name>/delete", pages.delete_secret, ("POST",)),
+    ("secrets.global", "/secrets", pages.secrets, ("GET",)),
+    ("secret.global.set", "/secrets", pages.set_secret, ("POST",)),
+    ("secret.global.delete", "/secrets/<name>/delete", pages.delete_secret, ("POST",)),
+    ("api.secrets", "/api/repositories/<path:full_name>/secrets", api.secrets, ("GET",)),
+    ("api.secret.set", "/api/repositories/<path:full_name>/secrets/<name>", api.set_secret, ("PUT",)),
+    ("api.secret.delete", "/api/repositories/<path:full_name>/secrets/<name>", api.delete_secret, ("DELETE",)),
+    ("api.secrets.global", "/api/secrets", api.secrets, ("GET",)),
+    ("api.secret.global.set", "/api/secrets/<name>", api.set_secret, ("PUT",)),
+    ("api.secret.global.delete", "/api/secrets/<name>", api.delete_secret, ("DELETE",)),
 ]
 VIEWS = {endpoint: view for endpoint, _, view, _ in ROUTES}
 URLS = Map([Rule(path, endpoint=endpoint, methods=list(methods)) for endpoint, path, _, methods in ROUTES])

@@ -255,7 +255,7 @@ def test_a_job_order_is_claimed_run_and_its_masked_log_stored_through_the_logs_f
     assert (done.status, done.exit_code, done.attempt) == ("success", 0, 1)
     world.until(lambda: world.job("run-1").status == "success", "the dispatcher recorded the job")
     log = world.log("run-1").decode()
-    assert "hello from build on main" in log and "token: ********" in log and "s3cr3t" not in log
+    assert "hello from build on main" in log and "token: ***" in log and "s3cr3t" not in log
     events = [m for m in world.seen if m.TYPE == "job.log"]
     assert "".join(m.data for m in sorted(events, key=lambda m: m.seq)) == log
     assert done.log_chunks == len(events)

@@ -482,6 +482,19 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_secrets_are_set_replaced_listed_by_name_read_by_scope_and_deleted(store):
+    store.put_secret("acme/api", "TOKEN", "cipher-1")
+    store.put_secret("acme/api", "TOKEN", "cipher-2")  # replaced
+    store.put_secret("acme/api", "A_KEY", "cipher-3")
+    store.put_secret("*", "TOKEN", "cipher-global")
+    assert store.secret_names("acme/api") == ["A_KEY", "TOKEN"] and store.secret_names("acme/web") == []
+    assert store.sealed_secrets("acme/api", ["TOKEN", "MISSING"]) == {"TOKEN": "cipher-2"}
+    assert store.sealed_secrets("*", ["TOKEN"]) == {"TOKEN": "cipher-global"}
+    assert store.sealed_secrets("acme/api", []) == {}
+    assert store.delete_secret("acme/api", "TOKEN") and not store.delete_secret("acme/api", "TOKEN")
+    assert store.secret_names("acme/api") == ["A_KEY"] and store.secret_names("*") == ["TOKEN"]
+
+
 def test_a_repository_s_secrets_are_kept_sealed_with_the_store_key(store, backend_url, tmp_path):
     config = RepositoryConfig(
         clone_url="https://example.com/api.git", secret="hook-secret-42", token="api-token-42", app_password="pw-42"
@@ -626,7 +639,7 @@ def write_at_version(store, version: int) -> None:
                     tx.execute(
                         "INSERT INTO notes (run_id, source, message) VALUES (?, ?, ?)", ("old", "reporter", message)
                     )
-        if version >= 4:
+        if 4 <= version < 9:  # from 9 on, written sealed, as the store writes it (below)
             tx.execute(
                 "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
                 (
@@ -638,6 +651,10 @@ def write_at_version(store, version: int) -> None:
             )
         if version >= 6:
             tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
+    if version >= 9:
+        store.put_repository(
+            "acme/api", RepositoryConfig(clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN)
+        )
 
 
 OLD_SECRET, OLD_TOKEN = "plain-webhook-secret-1", "plain-api-token-1"

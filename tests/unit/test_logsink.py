@@ -3,10 +3,12 @@ feed's publishes through a real RabbitMQ connection are tests/integration/test_l
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasuki.local.executor.logsink import MASK, LogSink, char_boundary, mask, pending, spans
+from tasuki.local.executor.logsink import MASK, LogSink, char_boundary, mask, masked_forms, pending, spans
 
 
 def collect(secrets=(), **kw) -> tuple[LogSink, list[tuple[int, bytes]]]:
@@ -124,4 +126,40 @@ def test_streamed_output_equals_masking_all_at_once(secrets, text, cuts, chunk):
         at = max(at, cut)
     sink.feed(data[at:])
     sink.close()
-    assert joined(out) == mask(data, [s.encode() for s in secrets])
+    assert joined(out) == mask(data, masked_forms(secrets))
+
+
+def test_the_mask_is_three_stars():
+    assert MASK == b"***"
+
+
+def test_base64_of_a_secret_is_masked_however_it_is_aligned_and_split():
+    secret = "tok-3f9a81c2e7"
+    for prefix in ("", "u", "us", "user:"):
+        for alphabet in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = alphabet(f"{prefix}{secret}:tail".encode())
+            # Given the encoded text arriving 3 bytes at a time in chunks of 5
+            sink, out = collect([secret], chunk=5)
+            for at in range(0, len(encoded), 3):
+                sink.feed(encoded[at : at + 3])
+            sink.close()
+            log = joined(out)
+            # Then the characters that carry the secret's bits are gone; its neighbours are not
+            assert MASK in log, (prefix, encoded)
+            core = masked_forms([secret])
+            assert not any(form in log for form in core)
+            assert len(log.replace(MASK, b"")) <= len(encoded) - 14
+
+
+def test_each_line_of_a_multi_line_secret_is_masked():
+    key = "-----BEGIN KEY-----\nAAAAB3NzaC1yc2EAAA\n-----END KEY-----"
+    sink, out = collect([key])
+    sink.feed(b"line 2 alone: AAAAB3NzaC1yc2EAAA\nwhole: " + key.encode() + b"\n")
+    sink.close()
+    assert joined(out) == b"line 2 alone: ***\nwhole: ***\n"
+
+
+def test_short_forms_are_not_masked_on_their_own():
+    # A 3-byte secret is masked as itself, not as its base64 (4 letters) or fragments of it
+    assert masked_forms(["abc"]) == [b"abc"]
+    assert mask(b"{ abc }", masked_forms(["{\nabc"])) == b"{ abc }"
