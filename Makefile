@@ -17,10 +17,10 @@ lint: setup
 	@mkdir -p $(TYPECHECK)/tasuki && for d in functions shared local; do ln -sfn $(CURDIR)/$$d $(TYPECHECK)/tasuki/$$d; done
 	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p tasuki.shared -p tasuki.functions -p tasuki.local
 
-# The fast tier: no network, no Docker, no RabbitMQ.
+# The fast tier: no network, no Docker, no RabbitMQ; on both cores (pytest-xdist).
 unit:
 	@bash local/setup.sh venv
-	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
 
 # Everything: the lint gate, then every tier (unit, integration, e2e).
 test: lint

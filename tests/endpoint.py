@@ -112,7 +112,7 @@ class Endpoint:
             self.lock.notify_all()
 
     def __enter__(self) -> Endpoint:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
         return self
 
     def __exit__(self, *exc: object) -> None:

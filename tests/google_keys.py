@@ -73,7 +73,7 @@ class KeySet:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
 
     def __enter__(self) -> KeySet:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -170,7 +170,7 @@ class Elsewhere:
             do_GET = do_POST
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/steal"
 
     def close(self) -> None:
