@@ -225,7 +225,9 @@ def remove_containers(executor_id: str) -> None:
 
     try:
         client = docker.from_env()
-        for container in client.containers.list(all=True, filters={"label": f"tasuki.executor={executor_id}"}):
+        for container in client.containers.list(
+            all=True, sparse=True, filters={"label": f"tasuki.executor={executor_id}"}
+        ):
             container.remove(force=True)
         for network in client.networks.list(filters={"label": f"tasuki.executor={executor_id}"}):
             network.remove()  # a job's services' network

@@ -213,7 +213,8 @@ def test_an_invalid_flow_file_fails_the_run_with_the_validation_message(tmp_path
 
 
 def containers_of(docker_client, run_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"tasuki.run={run_id}"})
+    # sparse: the list alone, no inspect of each one (a container removed in between is a 404)
+    return docker_client.containers.list(all=True, sparse=True, filters={"label": f"tasuki.run={run_id}"})
 
 
 def test_a_second_push_to_the_branch_cancels_the_first_run_when_the_rule_says_so(
