@@ -123,12 +123,13 @@ def _wait_ready(
         on_tick()
         now = time.monotonic()
         if now >= next_try:
-            state = docker.state(container)
-            if not state.get("Running"):
-                raise ServiceFailed(
-                    f"service {name} exited with code {state.get('ExitCode')} before it was ready (its output is above)"
-                )
-            if docker.execute(container, argv) == 0:
+            _still_running(docker, name, container)
+            try:
+                code = docker.execute(container, argv)
+            except TasukiError:  # it may have exited between the look and the exec: say so if it did
+                _still_running(docker, name, container)
+                raise
+            if code == 0:
                 on_output(f"[tasuki] service {name}: ready after {duration(round(now - started, 1))}\n".encode())
                 return
             next_try = now + READY_EVERY
@@ -138,6 +139,14 @@ def _wait_ready(
                 f"(ready.timeout; its output is above)"
             )
         time.sleep(POLL)
+
+
+def _still_running(docker: Docker, name: str, container: str) -> None:
+    state = docker.state(container)
+    if not state.get("Running"):
+        raise ServiceFailed(
+            f"service {name} exited with code {state.get('ExitCode')} before it was ready (its output is above)"
+        )
 
 
 def _copy_output(docker: Docker, name: str, container: str, on_output: Callable[[bytes], None]) -> None:
