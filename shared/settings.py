@@ -1,6 +1,6 @@
 """Settings: one pydantic model, read once from an explicit mapping (normally `os.environ`).
 
-Every field `x_y` is set by the variable `TASUKI_X_Y`. Nothing else in Tasuki reads the
+Every field is set by the variable `TASUKI_` + its name in capitals (`job_timeout`: `TASUKI_JOB_TIMEOUT`). Nothing else in Tasuki reads the
 environment for configuration: processes call `Settings.from_env(os.environ)` once, tests pass
 a dict. An invalid value raises `ConfigError` naming the variable, what was expected and what
 was found.
