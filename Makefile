@@ -27,7 +27,7 @@ unit:
 # them restart or reconfigure the broker under CI).
 test: lint
 	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
-	$(VENV)/bin/pytest tests/integration tests/e2e $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=15 tests/integration tests/e2e $(PYTEST_ARGS)
 
 # `make local` and `make demo` work offline with the demo's repository, a folder on this machine:
 # they allow file clone URLs beside https, unless TASUKI_CLONE_SCHEMES says otherwise.
