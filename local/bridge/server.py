@@ -56,7 +56,7 @@ from tasuki.local.bridge.pusher import Pusher
 from tasuki.local.bridge.schedule import Requeue, Schedule, Todo
 from tasuki.shared import logs, push, topics
 from tasuki.shared.broker import Broker
-from tasuki.shared.errors import BrokerError
+from tasuki.shared.errors import BrokerError, ConfigError
 from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.settings import Settings
 from tasuki.shared.topics import Subscription
@@ -90,7 +90,10 @@ class SubscriptionServer:
         self.deadline = self.schedule.deadline
         self.endpoint = settings.endpoint(sub.endpoint)
         self.path = push.subscription_path(settings.project, sub.name)
-        self.pusher = Pusher(self.endpoint, settings.signing_key(), connections=sub.max_outstanding)
+        try:
+            self.pusher = Pusher(self.endpoint, settings.signing_key(), connections=sub.max_outstanding)
+        except ConfigError as exc:
+            raise ConfigError(f"TASUKI_{sub.endpoint.upper()}_URL: {exc}") from None
         self.prefetch = min(65535, max(32, sub.max_outstanding * PREFETCH_PER_PUSH))
         self.broker = Broker(settings.amqp_url)
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix=f"publish-{sub.name}")

@@ -4,16 +4,25 @@ answer can frame its body, and endpoints that answer too much, too late or not H
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tasuki.local.bridge.connection import KEEP, MAX_HEAD, Target
 from tasuki.local.bridge.pusher import Pusher
+from tasuki.local.bridge.server import Bridge
 from tasuki.shared import push, tokens
 from tasuki.shared.errors import ConfigError
 
@@ -48,6 +57,7 @@ class Scripted:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
         self.open: list[socket.socket] = []
+        self.wrap: Callable[[socket.socket], socket.socket] = lambda conn: conn  # TLS, say
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -63,6 +73,7 @@ class Scripted:
     def _serve(self, conn: socket.socket, number: int) -> None:
         buffer = b""
         try:
+            conn = self.wrap(conn)
             while True:
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)
@@ -292,3 +303,50 @@ def test_https_endpoints_verify_the_certificate_and_name():
     assert target.tls is not None and target.tls.check_hostname
     assert target.head.startswith(b"POST /push?x=1 HTTP/1.1\r\nHost: example.com\r\n")
     assert Target.of("http://user:pw@[::1]:8080").head.startswith(b"POST / HTTP/1.1\r\nHost: [::1]:8080\r\n")
+
+
+def test_the_bridge_refuses_an_endpoint_setting_that_is_not_an_http_url(make_settings):
+    with pytest.raises(ConfigError, match=r"^TASUKI_REPORTER_URL: a push endpoint must be an http:// or https:// URL"):
+        Bridge(make_settings(reporter_url="ftp://example/"))
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` (an IP address) signed by its own key, and the key: (cert, key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(name))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_https_pushes_check_the_certificate(endpoint, tmp_path, monkeypatch):
+    cert, key = _self_signed(tmp_path, "127.0.0.1")
+    e = endpoint(answer("204 No Content"), answer("204 No Content"), answer("204 No Content"))
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    e.wrap = lambda conn: server_side.wrap_socket(conn, server_side=True)
+    url = e.url.replace("http://", "https://")
+    # Given a certificate no CA of the system's signed: refused
+    outcome = Pusher(url, KEY, connections=1).push(REQUEST, 5)
+    assert outcome.error.startswith(f"cannot reach {url}: SSLCertVerificationError: ")
+    # Given the same certificate trusted (SSL_CERT_FILE, read where the system's CAs are)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    p = Pusher(url, KEY, connections=1)
+    assert p.push(REQUEST, 5).acked and p.push(REQUEST, 5).acked
+    assert [number for number, _, _ in e.requests] == [2, 2]  # kept alive over TLS too
