@@ -10,8 +10,7 @@ flow control and dead letters. It talks to RabbitMQ and to the functions' URLs, 
                  threads and a publisher; and the process's main()
     delivery     one message the bridge holds, and the headers that carry its state
     consumer     one subscription's RabbitMQ consumer (pika's asynchronous connection, one thread)
-    pusher       one HTTP push and its answer
-    connection   a kept-alive HTTP/1.1 connection to an endpoint, as little HTTP as a push needs
+    pusher       one HTTP push and its answer (kept-alive http.client connections)
     acks         acknowledgements handed to the consumer's thread
     flowcontrol  slowing a subscription down while its endpoint keeps failing
 """

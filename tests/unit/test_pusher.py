@@ -1,9 +1,10 @@
-"""One HTTP push (`local/bridge/pusher.py`, `connection.py`) against a loopback endpoint that
+"""One HTTP push (`local/bridge/pusher.py`) against a loopback endpoint that
 answers with scripted bytes: the request on the wire, kept-alive connections, every way an
 answer can frame its body, and endpoints that answer too much, too late or not HTTP at all."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import select
@@ -20,8 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tasuki.local.bridge.connection import KEEP, MAX_HEAD, Target
-from tasuki.local.bridge.pusher import Pusher
+from tasuki.local.bridge.pusher import KEEP, Pusher
 from tasuki.local.bridge.server import Bridge
 from tasuki.shared import push, tokens
 from tasuki.shared.errors import ConfigError
@@ -217,7 +217,7 @@ def test_a_kept_connection_the_endpoint_closed_meanwhile_is_replaced(endpoint):
 def test_a_refused_connection_and_a_dropped_one_nack(endpoint):
     e = endpoint(CLOSE)
     outcome = pusher(e).push(REQUEST, 5)
-    assert not outcome.acked and outcome.error.startswith(f"cannot reach {e.url}: ProtocolError: ")
+    assert not outcome.acked and outcome.error.startswith(f"cannot reach {e.url}: RemoteDisconnected: ")
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))  # a port where nothing listens
         url = f"http://127.0.0.1:{unused.getsockname()[1]}/"
@@ -239,21 +239,15 @@ def test_no_answer_within_the_deadline_nacks(endpoint):
         b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
         b"HTTP/2 200\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
-        b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + answer("204 No Content"),
-        b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_HEAD,  # headers that never end
+        b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000,  # a header line that never ends
     ],
 )
 def test_an_answer_that_is_not_http_nacks_and_the_connection_is_dropped(endpoint, reply):
     e = endpoint(reply, answer("204 No Content"))
     p = pusher(e)
     outcome = p.push(REQUEST, 5)
-    assert not outcome.acked and outcome.error.startswith(f"cannot reach {e.url}: ProtocolError: "), outcome
+    assert not outcome.acked and outcome.error.startswith(f"cannot reach {e.url}: "), outcome
     assert p.push(REQUEST, 5).acked
     assert e.connections == 2
 
@@ -280,29 +274,47 @@ def test_a_huge_chunked_body_is_not_read_to_its_end(endpoint):
     assert e.connections == 2
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunking
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",  # the body would end with the connection
+    ],
+)
+def test_an_acknowledging_answer_with_a_bad_body_acks_and_its_connection_is_not_used_again(endpoint, reply):
+    e = endpoint(reply, answer("204 No Content"))
+    p = pusher(e)
+    assert p.push(REQUEST, 5).acked  # the endpoint said 200: what follows does not change that
+    assert p.push(REQUEST, 5).acked
+    assert e.connections == 2
+
+
 def test_kept_connections_are_bounded(endpoint):
     e = endpoint(*[answer("204 No Content")] * 3)
     p = Pusher(e.url, KEY, connections=1)
     first, second = p._connection(5), p._connection(5)
+    first.connect()
+    second.connect()
     p._keep(first)
     p._keep(second)  # one too many: closed
-    assert p._idle == [first] and second.sock.fileno() == -1
+    assert p._idle == [first] and second.sock is None
     p.close()
-    assert p._idle == [] and first.sock.fileno() == -1
+    assert p._idle == [] and first.sock is None
 
 
 @pytest.mark.parametrize("url", ["ftp://host/", "http:///path", "http://host:99999/", "http://host/a b", "router"])
 def test_an_endpoint_that_is_not_an_http_url_is_refused(url):
     with pytest.raises(ConfigError):
-        Target.of(url)
+        Pusher(url, KEY, connections=1)
 
 
 def test_https_endpoints_verify_the_certificate_and_name():
-    target = Target.of("https://example.com/push?x=1")
-    assert (target.host, target.port) == ("example.com", 443)
-    assert target.tls is not None and target.tls.check_hostname
-    assert target.head.startswith(b"POST /push?x=1 HTTP/1.1\r\nHost: example.com\r\n")
-    assert Target.of("http://user:pw@[::1]:8080").head.startswith(b"POST / HTTP/1.1\r\nHost: [::1]:8080\r\n")
+    p = Pusher("https://example.com/push?x=1", KEY, connections=1)
+    assert p.path == "/push?x=1"
+    connection = p._connection(5)
+    assert isinstance(connection, http.client.HTTPSConnection)
+    assert (connection.host, connection.port) == ("example.com", 443)
+    assert connection._context.check_hostname and connection._context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_the_bridge_refuses_an_endpoint_setting_that_is_not_an_http_url(make_settings):
