@@ -35,6 +35,7 @@ mirror cache is kept within `TASUKI_MIRROR_CACHE_BYTES`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -225,14 +226,15 @@ class Executor:
             self.abort.set()
             wait_until(time.monotonic() + ABORT_WAIT)
 
-    def _free(self, token: object) -> None:
-        """An order's work is over: its slot is free on the current connection."""
+    def _free(self, token: object, consumer: str, *, early: bool) -> None:
+        """An order's work is over: its slot is free on the current connection. `consumer`: the
+        tag of the consumer it was delivered to; `early`: it was acknowledged before."""
         with self._lock:
             self._busy.discard(token)
             connection, slots = self._connection, self._slots
             if connection is not None and slots is not None:
                 try:
-                    connection.add_callback_threadsafe(slots.freed)
+                    connection.add_callback_threadsafe(functools.partial(slots.freed, consumer, early=early))
                 except Exception:  # connection gone: the next one counts the jobs still running
                     pass
 
@@ -246,6 +248,7 @@ class Executor:
         self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
     ) -> None:
         settled = threading.Event()
+        early_ack = threading.Event()
 
         def later(action: Callable[[], None]) -> None:
             try:
@@ -258,6 +261,8 @@ class Executor:
             if settled.is_set():
                 return
             settled.set()
+            if early:
+                early_ack.set()
             tag = method.delivery_tag
 
             def action() -> None:
@@ -266,7 +271,7 @@ class Executor:
                 else:
                     channel.basic_nack(tag, requeue=requeue)
                 if early:
-                    slots.acknowledged_early()
+                    slots.acknowledged_early(method.consumer_tag)
 
             later(action)
 
@@ -283,7 +288,7 @@ class Executor:
             self.stop.wait(1)
             settle(True)
         finally:
-            self._free(token)
+            self._free(token, method.consumer_tag, early=early_ack.is_set())
 
     def handle(self, message_type: str, body: bytes, *, ack: Callable[[], None] = lambda: None) -> None:
         if message_type == PlanOrder.TYPE:

@@ -3,10 +3,15 @@ orders it acknowledged already (a job order is acknowledged once its claim is an
 consumer's prefetch alone would let it take more).
 
 RabbitMQ's prefetch counts a consumer's unacknowledged deliveries only, and a quorum queue knows
-no channel-wide prefetch; so the consumer is replaced whenever an order is acknowledged early or
-finished: the old one is cancelled (pika requeues what it held undispatched), and a new one
-takes `capacity - busy` (none while every slot is busy). Everything here runs on the
-connection's own thread (pika is not thread-safe): workers call `later(...)`.
+no channel-wide prefetch (nor a new prefetch for a consumer that exists); so the consumer is
+replaced when its prefetch no longer matches the free slots: the old one is cancelled (pika
+requeues what it held undispatched), and a new one takes `capacity - busy` (none while every
+slot is busy). That is when an order of the current consumer is acknowledged early (the engine
+would let it take one more, its job still runs), and when an order is over that the current
+consumer's prefetch does not count (acknowledged early, or delivered to an earlier consumer: a
+slot is free that it would not use). An order of the current consumer acknowledged when it is
+over frees its slot and the consumer's prefetch together: nothing to replace. Everything here
+runs on the connection's own thread (pika is not thread-safe): workers call `later(...)`.
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ class Slots:
         """An order was delivered (call from the consumer's callback)."""
         self.busy += 1
 
-    def acknowledged_early(self) -> None:
-        """An order was acknowledged while its job still runs: its slot stays taken."""
-        self._adjust()
+    def acknowledged_early(self, consumer: str) -> None:
+        """An order was acknowledged while its job still runs: its slot stays taken. `consumer`:
+        the tag of the consumer it was delivered to."""
+        if consumer == self._tag:
+            self._adjust()
 
-    def freed(self) -> None:
-        """An order's work is over."""
+    def freed(self, consumer: str, *, early: bool) -> None:
+        """An order's work is over (`early`: it was acknowledged before, else it was just now)."""
         self.busy -= 1
-        self._adjust()
+        if early or consumer != self._tag:
+            self._adjust()
 
     def close(self) -> None:
         """Take no more orders."""
