@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,15 +47,21 @@ from tasuki.shared.settings import PREFIX
 from tasuki.shared.text import clip
 
 GIT_TIMEOUT = 600
-# Git's environment: this process's without Tasuki's own settings (the order key, TASUKI_SECRETS,
-# the broker's password are nothing git or what it runs may see; leaving them out also makes
-# each git process cheaper to start), and never a prompt.
-_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(PREFIX)},
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_ASKPASS": "true",
-    "LC_ALL": "C",
-}
+
+
+def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Git's environment: this process's without Tasuki's own settings (the order key,
+    TASUKI_SECRETS, the broker's password are nothing git or what it runs may see; leaving them
+    out also makes each git process cheaper to start), and never a prompt."""
+    return {
+        **{k: v for k, v in environ.items() if not k.startswith(PREFIX)},
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "LC_ALL": "C",
+    }
+
+
+_ENV = git_environment(os.environ)
 # A clone from a folder on this machine (the mirror, a developer's checkout): git may use no other protocol.
 LOCAL = {"GIT_ALLOW_PROTOCOL": "file"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
