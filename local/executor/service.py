@@ -80,6 +80,11 @@ log = logging.getLogger("tasuki.executor")
 MAX_ERROR = 4000
 # Once the grace period is over, how long killed jobs get to clean up before the executor exits.
 ABORT_WAIT = 60.0
+# Flow files parsed are remembered by their text (the next pushes of a repository mostly carry
+# the same one): this many, each of at most this many bytes, so a hostile repository's big
+# flow files cannot fill memory.
+FLOWS_REMEMBERED = 16
+FLOW_REMEMBERED_BYTES = 16 * 1024
 
 
 class Interrupted(Exception):
@@ -323,7 +328,7 @@ class Executor:
             text = self.checkouts.read_file(order.clone_url, commit, order.flow_file, auth, host=event.host)
             if text is None:
                 raise FlowFileError(f"{order.flow_file}: not found at commit {commit[:12]}; add one to the repository")
-            flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
+            flow = parse_flow(text, order.flow_file, self.settings.job_timeout_max)
             params = manual.params(flow, event)
             changed = self.checkouts.changed_paths(order.clone_url, event.before, commit, auth, host=event.host)
             ctx = context(event, order.run_id, "")
@@ -558,6 +563,19 @@ class Executor:
             self.docker.remove(container["Id"])
         services.remove_left(self.docker, lambda network: False, convert.LABEL_EXECUTOR, self.id)
         return len(orphans)
+
+
+def parse_flow(text: bytes, path: str, max_timeout: int) -> flowfile.Flow:
+    """`flowfile.parse`, remembered for a small flow file's text (a `Flow` is frozen: sharing it
+    is safe; an invalid one is parsed again each time, and says why each time)."""
+    if len(text) > FLOW_REMEMBERED_BYTES:
+        return flowfile.parse(text, path, max_timeout=max_timeout)
+    return _parse_remembered(text, path, max_timeout)
+
+
+@functools.lru_cache(maxsize=FLOWS_REMEMBERED)
+def _parse_remembered(text: bytes, path: str, max_timeout: int) -> flowfile.Flow:
+    return flowfile.parse(text, path, max_timeout=max_timeout)
 
 
 def _attempt_of(container: dict[str, Any]) -> int:
