@@ -5,9 +5,10 @@ fetch into it, and only when it lacks the commit. A commit this process found in
 fetched into it) is remembered, and not looked up again for the next job of it; should it be
 gone all the same (the mirror was removed and cloned again, or git pruned it), the job's checkout
 or flow file read looks it up and fetches once more. A workspace is a local clone of the mirror
-checked out at the commit, and is removed after the job. Its objects are copies, never hard
-links or alternates: a job may rewrite anything in its workspace's `.git` without changing the
-mirror, or what the next job of the same commit checks out. The cache is kept within
+checked out at the commit (its `.git` made from an empty template: hooks and info folders, and
+none of git's sample hooks to write and remove again), and is removed after the job. Its objects
+are copies, never hard links or alternates: a job may rewrite anything in its workspace's `.git`
+without changing the mirror, or what the next job of the same commit checks out. The cache is kept within
 `max_bytes`: after a clone or fetch, the least recently used mirrors (not one in use) are
 removed until the rest fit.
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
@@ -319,7 +320,17 @@ class Checkouts:
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
         try:
-            git("clone", "--no-checkout", "--no-hardlinks", "--quiet", "--", str(mirror), str(path), env=LOCAL)
+            git(
+                "clone",
+                f"--template={self._template()}",
+                "--no-checkout",
+                "--no-hardlinks",
+                "--quiet",
+                "--",
+                str(mirror),
+                str(path),
+                env=LOCAL,
+            )
             git("checkout", "--quiet", "--detach", commit, cwd=path)
         except CheckoutFailed:
             remove_tree(path)
@@ -331,6 +342,13 @@ class Checkouts:
             remove_tree(path)
             raise
         return path
+
+    def _template(self) -> Path:
+        """The template of a workspace's `.git`: empty hooks and info folders."""
+        template = self.cache_dir / "template"
+        for folder in ("hooks", "info"):
+            (template / folder).mkdir(parents=True, exist_ok=True)
+        return template
 
     @contextmanager
     def workspace(

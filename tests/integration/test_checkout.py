@@ -34,6 +34,14 @@ def test_a_workspace_is_the_commit_and_is_removed_after(tmp_path, make_repo):
     assert not ws.exists()
 
 
+def test_a_workspaces_git_folder_has_hooks_and_info_folders_and_no_sample_hooks(tmp_path, make_repo):
+    repo, commit = make_repo({"README": "hello\n"})
+    with checkouts(tmp_path).workspace(str(repo), commit, "run-1-test") as ws:
+        assert (ws / ".git" / "hooks").is_dir() and (ws / ".git" / "info").is_dir()
+        assert not list((ws / ".git" / "hooks").iterdir())
+        git(ws, "status", "--short")  # a working repository all the same
+
+
 def test_a_second_job_uses_the_mirror_and_fetches_only_new_commits(tmp_path, make_repo):
     repo, first = make_repo({"README": "one\n"})
     co = checkouts(tmp_path)
