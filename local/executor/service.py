@@ -179,7 +179,12 @@ class Executor:
 
             with self._lock:  # jobs still running from a lost connection keep their slots
                 slots = self._slots = Slots(
-                    channel, queue, on_message, self.settings.executor_concurrency, busy=len(self._busy)
+                    channel,
+                    queue,
+                    on_message,
+                    self.settings.executor_concurrency,
+                    busy=len(self._busy),
+                    another=connection.channel,
                 )
                 self._connection = connection
             slots.open()
