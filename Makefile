@@ -22,9 +22,12 @@ unit:
 	@bash local/setup.sh venv
 	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
 
-# Everything: the lint gate, then every tier (unit, integration, e2e).
+# Everything: the lint gate, then every tier: unit on both cores as `make unit` does, then
+# integration and e2e one test at a time (they share RabbitMQ, Docker and PostgreSQL, and two of
+# them restart or reconfigure the broker under CI).
 test: lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=15 tests/integration tests/e2e $(PYTEST_ARGS)
 
 # `make local` and `make demo` work offline with the demo's repository, a folder on this machine:
 # they allow file clone URLs beside https, unless TASUKI_CLONE_SCHEMES says otherwise.

@@ -23,23 +23,17 @@ from datetime import datetime, timedelta
 
 import functions_framework
 
-from tasuki.shared import approval, logs, objects, outbox, push, recipes, scheduler, sealing, stories, vault
+from tasuki.shared import approval, logs, objects, outbox, push, recipes, scheduler, sealing, stories, topics, vault
 from tasuki.shared.answers import answer, translated
 from tasuki.shared.errors import BrokerError, CheckoutFailed
 from tasuki.shared.messages import (
+    MODELS,
     RUN_FINAL,
     JobExpired,
-    JobFinished,
-    JobHeartbeat,
     JobOrder,
-    JobStarted,
     Message,
-    RunApprove,
-    RunCancel,
     RunMessage,
     RunPlanned,
-    RunRequested,
-    RunWake,
     Tick,
     WorkOrder,
     utcnow,
@@ -49,21 +43,8 @@ from tasuki.shared.store import JobRecord, RunRecord
 
 log = logging.getLogger("tasuki.dispatcher")
 
-ACCEPTS: dict[str, type[Message]] = {
-    m.TYPE: m
-    for m in (
-        RunRequested,
-        RunApprove,
-        RunWake,
-        RunPlanned,
-        RunCancel,
-        JobStarted,
-        JobHeartbeat,
-        JobExpired,
-        JobFinished,
-        Tick,
-    )
-}
+# What its subscription routes to it (each routing key is its message's type), and nothing else.
+ACCEPTS: dict[str, type[Message]] = {key: MODELS[key] for key in topics.subscription("dispatcher").keys}
 # What the outbox still holds this long after it was recorded is published by the tick.
 OUTBOX_GRACE = timedelta(seconds=10)
 # Retention (TASUKI_RETENTION_*) runs from the tick at most this often.

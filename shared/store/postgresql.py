@@ -30,9 +30,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import utcnow
+from tasuki.shared.store import schema
 from tasuki.shared.store.location import Location
 from tasuki.shared.store.records import stamp
-from tasuki.shared.store.schema import LATEST, MIGRATIONS
+from tasuki.shared.store.schema import LATEST, Migration
 from tasuki.shared.store.sealed import Key
 from tasuki.shared.store.sql import SQLStore, Tx
 
@@ -179,22 +180,14 @@ class PostgresStore(SQLStore):
                 " (version INTEGER PRIMARY KEY, summary TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
             before = _version(tx)
-            if before > LATEST:
-                raise StoreError(
-                    f"the store at {self.location.redacted} has schema version {before}, newer than this Tasuki "
-                    f"knows ({LATEST}): upgrade Tasuki"
-                )
-            for number in range(before + 1, target + 1):
-                migration = MIGRATIONS[number - 1]
-                for statement in migration.statements("postgresql"):
-                    tx.execute(statement)
-                if migration.rewrite is not None:
-                    migration.rewrite(tx, self._key)
-                tx.execute(
-                    "INSERT INTO tasuki_schema (version, summary, applied_at) VALUES (?, ?, ?)",
-                    (number, migration.summary, stamp(utcnow())),
-                )
-            return before, max(before, target)
+            return schema.apply(tx, "postgresql", before, target, self._key, _record_version, self.location.redacted)
+
+
+def _record_version(tx: Tx, number: int, migration: Migration) -> None:
+    tx.execute(
+        "INSERT INTO tasuki_schema (version, summary, applied_at) VALUES (?, ?, ?)",
+        (number, migration.summary, stamp(utcnow())),
+    )
 
 
 def _version(tx: Tx) -> int:

@@ -14,8 +14,9 @@ Conventions both backends keep, so that one query fits both:
   sort or lock on.
 - Upserts are `INSERT ... ON CONFLICT`, which both understand.
 
-Applying migrations (in one transaction, under a lock that concurrent starters wait on, with
-the version kept in the database) is the backends' part: `sqlite.py`, `postgresql.py`.
+`apply` runs the migrations in the caller's transaction; taking the lock that concurrent
+starters wait on, reading the version and recording it are the backends' part (`sqlite.py`:
+`PRAGMA user_version`; `postgresql.py`: a `tasuki_schema` table).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tasuki.shared.errors import StoreError
 from tasuki.shared.store import sealed
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -241,3 +243,29 @@ MIGRATIONS: list[Migration] = [
 ]
 
 LATEST = len(MIGRATIONS)
+
+
+def apply(
+    tx: Any,
+    dialect: Dialect,
+    before: int,
+    target: int,
+    key: sealed.Key,
+    record: Callable[[Any, int, Migration], None],
+    where: str,
+) -> tuple[int, int]:
+    """Apply migrations `before`+1 .. `target` in transaction `tx` (`tx.execute(sql, params)`),
+    `record(tx, number, migration)` noting each version as it is applied: (version before, after).
+    A store newer than this Tasuki (at `where`) is refused, saying what to do."""
+    if before > LATEST:
+        raise StoreError(
+            f"the store at {where} has schema version {before}, newer than this Tasuki knows ({LATEST}): upgrade Tasuki"
+        )
+    for number in range(before + 1, target + 1):
+        migration = MIGRATIONS[number - 1]
+        for statement in migration.statements(dialect):
+            tx.execute(statement)
+        if migration.rewrite is not None:
+            migration.rewrite(tx, key)
+        record(tx, number, migration)
+    return before, max(before, target)

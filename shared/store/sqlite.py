@@ -22,7 +22,8 @@ from typing import Any
 
 from tasuki.shared import datadir
 from tasuki.shared.errors import StoreError
-from tasuki.shared.store.schema import LATEST, MIGRATIONS
+from tasuki.shared.store import schema
+from tasuki.shared.store.schema import LATEST, Migration
 from tasuki.shared.store.sealed import Key
 from tasuki.shared.store.sql import SQLStore, Tx
 
@@ -123,16 +124,8 @@ class SQLiteStore(SQLStore):
         """Apply the migrations up to `target`, in one transaction: (version before, after)."""
         with self._transaction(self._connection(), "migrating the schema") as conn:
             before = conn.execute("PRAGMA user_version").fetchone()[0]
-            if before > LATEST:
-                raise StoreError(
-                    f"the store at {self.path} has schema version {before}, newer than this Tasuki knows "
-                    f"({LATEST}): upgrade Tasuki"
-                )
-            for number in range(before + 1, target + 1):
-                migration = MIGRATIONS[number - 1]
-                for statement in migration.statements("sqlite"):
-                    conn.execute(statement)
-                if migration.rewrite is not None:
-                    migration.rewrite(conn, self._key)
-                conn.execute(f"PRAGMA user_version = {number}")
-            return before, max(before, target)
+            return schema.apply(conn, "sqlite", before, target, self._key, _record_version, str(self.path))
+
+
+def _record_version(conn: sqlite3.Connection, number: int, _migration: Migration) -> None:
+    conn.execute(f"PRAGMA user_version = {int(number)}")
