@@ -4,10 +4,9 @@ docker-py's low-level client sends each request through requests and urllib3 (a 
 settings merged, an adapter and a connection pool looked up, headers in case-insensitive
 dictionaries, the answer's headers parsed by the email package): several times the CPU of the
 request itself, five times per job. `SocketEngine` makes the same calls (create, attach, start,
-wait, inspect, kill, remove) as plain HTTP/1.1 on a connection of its own to the engine's socket
-each (a unix socket connects in microseconds, no pooled connection can go stale, and an answer
-ends where the engine closes the connection), at the API version docker-py negotiated, and
-answers as docker-py does: the same values, and on a refusal docker-py's own errors, classified
+wait, inspect, kill, remove) with the standard library's `http.client` on a connection of its own
+to the engine's socket each (a unix socket connects in microseconds, and no pooled connection can
+go stale), at the API version docker-py negotiated, and answers as docker-py does: the same values, and on a refusal docker-py's own errors, classified
 by docker-py from the engine's status and message. So `containers.Docker` handles both alike.
 An engine over TCP, TLS or SSH keeps docker-py's client.
 """
@@ -27,6 +26,17 @@ from docker.transport import UnixHTTPAdapter
 # The most an attach's answer head may take (the engine's is about 120 bytes).
 MAX_HEAD = 16 * 1024
 CLIENT = -1.0  # a request's timeout: the client's own
+
+
+class _Connection(http.client.HTTPConnection):
+    """http.client's connection, to the engine's unix socket."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = _connect(self._path, self.timeout)
 
 
 def _connect(path: str, timeout: float | None) -> socket.socket:
@@ -85,7 +95,10 @@ class SocketEngine:
         url = self._url(f"/containers/{_id(container)}/attach", params)
         sock = _connect(self.socket_path, self.timeout)
         try:
-            sock.sendall(_request_bytes("POST", url, "Connection: Upgrade\r\nUpgrade: tcp\r\n", b""))
+            sock.sendall(
+                f"POST {url} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                f"Content-Length: 0\r\n\r\n".encode()
+            )
             status, reason, headers = _head(_read_head(sock))
             if status >= 400:
                 length = int(headers.get("content-length", "0") or 0)
@@ -113,63 +126,21 @@ class SocketEngine:
     ) -> bytes:
         """The answer's body; docker-py's error for a refusal. `timeout` None: none."""
         url = self._url(path, params)
-        extra = "Content-Type: application/json\r\n" if body is not None else ""
-        sock = _connect(self.socket_path, self.timeout if timeout == CLIENT else timeout)
+        connection = _Connection(self.socket_path, self.timeout if timeout == CLIENT else timeout)
         try:
-            sock.sendall(_request_bytes(method, url, "Connection: close\r\n" + extra, (body or "").encode()))
-            answer = bytearray()
-            while chunk := sock.recv(65536):
-                answer += chunk
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            connection.request(method, url, body=body, headers=headers)
+            answer = connection.getresponse()
+            data = answer.read()
         finally:
-            sock.close()
-        status, reason, data = _answer(bytes(answer))
-        if status >= 400:
-            _refused(status, reason, url, data)
+            connection.close()
+        if answer.status >= 400:
+            _refused(answer.status, answer.reason, url, data)
         return data
 
 
 def _id(container: str) -> str:
     return quote(container, safe="")
-
-
-def _request_bytes(method: str, url: str, headers: str, body: bytes) -> bytes:
-    head = f"{method} {url} HTTP/1.1\r\nHost: docker\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
-
-
-def _answer(answer: bytes) -> tuple[int, str, bytes]:
-    """(status, reason, body) of a whole answer, read to the end of its connection."""
-    end = answer.find(b"\r\n\r\n")
-    if end < 0:
-        raise http.client.RemoteDisconnected("the engine closed the connection without a whole answer")
-    status, reason, headers = _head(answer[: end + 4])
-    body = answer[end + 4 :]
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return status, reason, _unchunked(body)
-    length = headers.get("content-length", "")
-    if length.isdigit():
-        if len(body) < int(length):
-            raise http.client.IncompleteRead(body, int(length) - len(body))
-        body = body[: int(length)]
-    return status, reason, body
-
-
-def _unchunked(body: bytes) -> bytes:
-    """A chunked body decoded (RFC 9112 7.1); the trailer, if any, is dropped."""
-    out, at = bytearray(), 0
-    try:
-        while True:
-            eol = body.index(b"\r\n", at)
-            size = int(body[at:eol].split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                return bytes(out)
-            start = eol + 2
-            if start + size > len(body):
-                raise ValueError("a chunk ends past the answer")
-            out += body[start : start + size]
-            at = start + size + 2
-    except ValueError:
-        raise http.client.IncompleteRead(bytes(out)) from None
 
 
 def _refused(status: int, reason: str, url: str, body: bytes) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from tasuki.local.executor.engine import MAX_HEAD, SocketEngine, _answer
+from tasuki.local.executor.engine import MAX_HEAD, SocketEngine
 
 
 class FakeEngine:
@@ -178,9 +178,7 @@ def test_no_engine_at_the_socket_is_an_os_error(tmp_path):
         SocketEngine(str(tmp_path / "none.sock"), "1.44").inspect_container("c1")
 
 
-def test_whole_answers_decode():
-    assert _answer(answer("200 OK", b'{"a": 1}')) == (200, "OK", b'{"a": 1}')
-    assert _answer(chunked("200 OK", b"ab", b"cd")) == (200, "OK", b"abcd")
-    with_trailer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nTrailer: x\r\n\r\n"
-    assert _answer(with_trailer) == (200, "OK", b"ab")
-    assert _answer(b"HTTP/1.1 204 No Content\r\n\r\n") == (204, "No Content", b"")
+def test_whole_and_chunked_answers_decode(engine):
+    with_trailer = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"a": 3}\r\n0\r\nTrailer: x\r\n\r\n'
+    api, _ = engine(answer("200 OK", b'{"a": 1}'), chunked("200 OK", b'{"a"', b": 2}"), with_trailer)
+    assert [api.inspect_container("c1")["a"] for _ in range(3)] == [1, 2, 3]
