@@ -61,12 +61,17 @@ def connect(url: str) -> pika.BlockingConnection:
     """A new blocking connection, or `BrokerUnavailable` saying where we tried."""
     try:
         return pika.BlockingConnection(connection_parameters(url))
-    except pe.ProbableAuthenticationError as exc:
-        raise BrokerUnavailable(f"RabbitMQ at {redact(url)} refused the credentials: {exc}") from None
-    except pe.ProbableAccessDeniedError as exc:
-        raise BrokerUnavailable(f"RabbitMQ at {redact(url)} denied access (vhost?): {exc}") from None
     except _CONNECTION_ERRORS as exc:
-        raise unreachable(url, exc) from None
+        raise not_opened(url, exc) from None
+
+
+def not_opened(url: str, exc: BaseException) -> BrokerUnavailable:
+    """Why a connection to RabbitMQ at `url` could not be opened (`exc`, pika's error)."""
+    if isinstance(exc, pe.ProbableAuthenticationError):
+        return BrokerUnavailable(f"RabbitMQ at {redact(url)} refused the credentials: {exc}")
+    if isinstance(exc, pe.ProbableAccessDeniedError):
+        return BrokerUnavailable(f"RabbitMQ at {redact(url)} denied access (vhost?): {exc}")
+    return unreachable(url, exc)
 
 
 def unreachable(url: str, exc: BaseException) -> BrokerUnavailable:

@@ -9,7 +9,8 @@ flow control and dead letters. It talks to RabbitMQ and to the functions' URLs, 
     server       the I/O shell around it: per subscription one RabbitMQ consumer, the push
                  threads and a publisher; and the process's main()
     delivery     one message the bridge holds, and the headers that carry its state
-    pusher       one HTTP push and its answer
+    consumer     one subscription's RabbitMQ consumer (pika's asynchronous connection, one thread)
+    pusher       one HTTP push and its answer (kept-alive http.client connections)
     acks         acknowledgements handed to the consumer's thread
     flowcontrol  slowing a subscription down while its endpoint keeps failing
 """

@@ -5,9 +5,10 @@ backoff, ordering keys, flow control, dead letters, re-queueing before consumer_
 filters, redelivery counting: read its docstring for the rules). For every subscription in
 `shared.topics.SUBSCRIPTIONS` a `SubscriptionServer` runs, each with its own threads:
 
-    consumer    one RabbitMQ consumer (prefetch `8 * max_outstanding`): tells the schedule what
-                was delivered, sends the acks it hands out (coalesced, `acks`), and reconnects
-                by itself when the connection is lost (`shared.reconnect`: 0.5 s doubling to 10 s)
+    consumer    one RabbitMQ consumer (`consumer`, prefetch `8 * max_outstanding`): tells the
+                schedule what was delivered, sends the acks it hands out (coalesced, `acks`),
+                and reconnects by itself when the connection is lost (`shared.reconnect`: 0.5 s
+                doubling to 10 s)
     push        `max_outstanding` threads: take the next delivery from the schedule, POST it to
                 the handler's URL (`shared.push.envelope`, `Authorization: Bearer <JWT>`,
                 `pusher`), tell the schedule the answer
@@ -49,13 +50,13 @@ from typing import Any
 
 from tasuki.local.bridge import ticker
 from tasuki.local.bridge.acks import Acks
+from tasuki.local.bridge.consumer import Consumer
 from tasuki.local.bridge.delivery import Delivery
 from tasuki.local.bridge.pusher import Pusher
 from tasuki.local.bridge.schedule import Requeue, Schedule, Todo
-from tasuki.shared import broker as brokers
 from tasuki.shared import logs, push, topics
 from tasuki.shared.broker import Broker
-from tasuki.shared.errors import BrokerError
+from tasuki.shared.errors import BrokerError, ConfigError
 from tasuki.shared.reconnect import keep_connected
 from tasuki.shared.settings import Settings
 from tasuki.shared.topics import Subscription
@@ -63,8 +64,6 @@ from tasuki.shared.topics import Subscription
 log = logging.getLogger("tasuki.bridge")
 
 PREFETCH_PER_PUSH = 8
-# Seconds the consumer's loop waits for RabbitMQ before it looks at `stop` again.
-LOOP = 1.0
 
 
 class SubscriptionServer:
@@ -91,13 +90,15 @@ class SubscriptionServer:
         self.deadline = self.schedule.deadline
         self.endpoint = settings.endpoint(sub.endpoint)
         self.path = push.subscription_path(settings.project, sub.name)
-        self.pusher = Pusher(self.endpoint, settings.signing_key(), connections=sub.max_outstanding)
+        try:
+            self.pusher = Pusher(self.endpoint, settings.signing_key(), connections=sub.max_outstanding)
+        except ConfigError as exc:
+            raise ConfigError(f"TASUKI_{sub.endpoint.upper()}_URL: {exc}") from None
         self.prefetch = min(65535, max(32, sub.max_outstanding * PREFETCH_PER_PUSH))
         self.broker = Broker(settings.amqp_url)
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix=f"publish-{sub.name}")
         self._cond = threading.Condition()  # guards the schedule and the connection below
-        self._connection: Any = None
-        self._channel: Any = None
+        self._consumer: Consumer | None = None  # while connected
         self._acks = Acks()
         self._clocks: list[float] = []  # when the push threads waiting with a timeout wake
 
@@ -116,15 +117,15 @@ class SubscriptionServer:
             todo = event(*args, **kwargs)
             if todo.scheduled:
                 self._cond.notify(todo.scheduled)
-            connection = self._connection if todo.send_acks else None
-        self._carry_out(todo, connection)
+            consumer = self._consumer if todo.send_acks else None
+        self._carry_out(todo, consumer)
         return todo
 
-    def _carry_out(self, todo: Todo, connection: Any) -> None:
+    def _carry_out(self, todo: Todo, consumer: Consumer | None) -> None:
         """What the schedule asked for that needs no push thread: sending acks, re-queueing copies."""
-        if connection is not None:
+        if consumer is not None:
             try:
-                connection.add_callback_threadsafe(self._send_acks)  # acks are sent by the consumer's thread
+                consumer.call(self._send_acks)  # acks are sent by the consumer's thread
             except Exception as exc:  # the connection is gone: RabbitMQ redelivers, nothing is lost
                 log.warning("%s: could not ack: %s", self.sub.name, exc)
         for requeue in todo.requeues:
@@ -149,51 +150,45 @@ class SubscriptionServer:
         self.pusher.close()
 
     def _consume(self) -> None:
-        connection = brokers.connect(self.settings.amqp_url)
+        consumer = Consumer(
+            self.settings.amqp_url,
+            self.sub.queue,
+            self.prefetch,
+            self._on_message,
+            opened=lambda: self._connected(consumer),
+            consuming=lambda: log.info("%s", self.describe()),
+        )
         try:
-            channel = connection.channel()
-            channel.basic_qos(prefetch_count=self.prefetch)
-            self._acks = Acks()  # delivery tags start again at 1 on every channel
-            with self._cond:
-                self.schedule.connected()
-                self._connection, self._channel = connection, channel
-            tag = channel.basic_consume(self.sub.queue, self._on_message)
-            log.info("%s", self.describe())
-            while not self.stop.is_set():  # acks wake it (add_callback_threadsafe)
-                connection.process_data_events(time_limit=LOOP)
             # Stopping: take nothing new, give pushes in flight their deadline to be answered and acked.
-            channel.basic_cancel(tag)
-            until = time.monotonic() + self.deadline + 1
-            while self._in_flight() and time.monotonic() < until:
-                connection.process_data_events(time_limit=0.1)
-            connection.process_data_events(time_limit=0)
+            consumer.run(self.stop, busy=lambda: self._in_flight() > 0, grace=self.deadline + 1, flush=self._send_acks)
         finally:
             with self._cond:
                 self.schedule.disconnected()  # what this connection delivered is RabbitMQ's again
-                self._connection = self._channel = None
-            if connection.is_open:
-                try:
-                    connection.close()
-                except Exception:  # closing a broken connection: nothing left to save
-                    pass
+                self._consumer = None
+
+    def _connected(self, consumer: Consumer) -> None:
+        self._acks = Acks()  # delivery tags start again at 1 on every channel
+        with self._cond:
+            self.schedule.connected()
+            self._consumer = consumer
 
     def _in_flight(self) -> int:
         with self._cond:
             return self.schedule.in_flight
 
-    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+    def _on_message(self, method: Any, properties: Any, body: bytes) -> None:
         self._tell(self.schedule.delivered, method, properties, body)
 
     def _send_acks(self) -> None:
         """Send the acks the schedule hands out, coalesced (consumer's thread only)."""
         with self._cond:
             tags = self.schedule.acks()
-            channel = self._channel
-        if channel is None or not tags:
+            consumer = self._consumer
+        if consumer is None or not tags:
             return
         try:
             for tag, multiple in self._acks.frames(tags):
-                channel.basic_ack(tag, multiple=multiple)
+                consumer.ack(tag, multiple)
         except Exception as exc:  # the channel is gone: RabbitMQ redelivers them, nothing is lost
             log.warning("%s: could not ack %d messages: %s", self.sub.name, len(tags), exc)
 

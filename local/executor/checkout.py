@@ -1,10 +1,14 @@
 """Checkouts: a repository at an exact commit, through a per-repository mirror cache.
 
 The first job of a repository clones a bare mirror under `<data_dir>/cache`; later jobs only
-fetch into it, and only when it lacks the commit. A workspace is a local clone of the mirror
-checked out at the commit, and is removed after the job. Its objects are copies, never hard
-links or alternates: a job may rewrite anything in its workspace's `.git` without changing the
-mirror, or what the next job of the same commit checks out. The cache is kept within
+fetch into it, and only when it lacks the commit. A commit this process found in a mirror (or
+fetched into it) is remembered, and not looked up again for the next job of it; should it be
+gone all the same (the mirror was removed and cloned again, or git pruned it), the job's checkout
+or flow file read looks it up and fetches once more. A workspace is a local clone of the mirror
+checked out at the commit (its `.git` made from an empty template: hooks and info folders, and
+none of git's sample hooks to write and remove again), and is removed after the job. Its objects
+are copies, never hard links or alternates: a job may rewrite anything in its workspace's `.git`
+without changing the mirror, or what the next job of the same commit checks out. The cache is kept within
 `max_bytes`: after a clone or fetch, the least recently used mirrors (not one in use) are
 removed until the rest fit.
 `working_copy()` makes the workspace of `tasuki run`: the files of a developer's checkout as
@@ -30,7 +34,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Collection, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,15 +44,31 @@ from tasuki.shared.errors import CheckoutFailed
 from tasuki.shared.hosts import HOSTS, GitHost
 from tasuki.shared.hosts.common import basic, is_commit_id
 from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.settings import PREFIX
 from tasuki.shared.text import clip
 
 GIT_TIMEOUT = 600
-_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+
+
+def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Git's environment: this process's without Tasuki's own settings (the order key,
+    TASUKI_SECRETS, the broker's password are nothing git or what it runs may see; leaving them
+    out also makes each git process cheaper to start), and never a prompt."""
+    return {
+        **{k: v for k, v in environ.items() if not k.startswith(PREFIX)},
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "LC_ALL": "C",
+    }
+
+
+_ENV = git_environment(os.environ)
 # A clone from a folder on this machine (the mirror, a developer's checkout): git may use no other protocol.
 LOCAL = {"GIT_ALLOW_PROTOCOL": "file"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _REF_NAME = re.compile(r"^[A-Za-z0-9._/@+-]{1,200}$")
+KNOWN = 1024  # the most (mirror, commit) pairs remembered; the oldest are forgotten first
 
 
 def auth_env(config: RepositoryConfig | None, host: GitHost | None) -> dict[str, str]:
@@ -116,6 +137,8 @@ class Checkouts:
         self.workspace_dir = Path(workspace_dir)
         self.max_bytes = max_bytes
         self.schemes = tuple(schemes)
+        self._known: dict[tuple[Path, str], None] = {}  # (mirror, commit): the commit was in the mirror
+        self._known_lock = threading.Lock()
 
     def mirror_path(self, clone_url: str) -> Path:
         return self.cache_dir / (hashlib.sha256(clone_url.encode()).hexdigest()[:20] + ".git")
@@ -140,6 +163,13 @@ class Checkouts:
         """The mirror of `clone_url`, fetched when it lacks `commit` (or when no commit is given);
         with the repository's registry credentials `auth`, logged in as `host` (an `Event.host`)
         says."""
+        return self._mirror(clone_url, commit, auth, host)[0]
+
+    def _mirror(
+        self, clone_url: str, commit: str, auth: RepositoryConfig | None, host: str, *, recall: bool = True
+    ) -> tuple[Path, bool]:
+        """`mirror()`, and whether the commit was only remembered to be there (not looked up);
+        without `recall`, it is looked up."""
         if not clone_url:
             raise CheckoutFailed("no clone URL for this repository: register it in the repository registry")
         self._check_commit(commit)
@@ -150,16 +180,19 @@ class Checkouts:
         secrets = (auth.token, auth.app_password) if auth else ()
         where = redact(clone_url)
         path = self.mirror_path(clone_url)
-        grown = False
+        grown = remembered = False
         try:
             with self._locked(path):
                 path.with_suffix(".used").touch()
                 if not (path / "HEAD").exists():
+                    self._forget(path)
                     tmp = path.with_suffix(".tmp")
                     shutil.rmtree(tmp, ignore_errors=True)
                     git("clone", "--mirror", "--quiet", "--", clone_url, str(tmp), env=env, secrets=secrets)
                     tmp.rename(path)
                     grown = True
+                elif commit and recall and self._remembers(path, commit):
+                    remembered = True
                 elif not commit or not self.has_commit(path, commit):
                     git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, secrets=secrets)
                     grown = True
@@ -169,7 +202,21 @@ class Checkouts:
             self.trim(keep=path)
         if commit and grown and not self.has_commit(path, commit):  # not grown: it had the commit already
             raise CheckoutFailed(f"commit {commit} is not in {where} (was it force-pushed away?)")
-        return path
+        if commit:
+            with self._known_lock:
+                self._known[(path, commit)] = None
+                if len(self._known) > KNOWN:
+                    del self._known[next(iter(self._known))]
+        return path, remembered
+
+    def _remembers(self, mirror: Path, commit: str) -> bool:
+        with self._known_lock:
+            return (mirror, commit) in self._known
+
+    def _forget(self, mirror: Path, commit: str | None = None) -> None:
+        """Remembered no more: `commit` in `mirror`, or (None) every commit of it."""
+        with self._known_lock:
+            self._known = {(m, c): None for m, c in self._known if m != mirror or (commit is not None and c != commit)}
 
     def trim(self, keep: Path | None = None) -> list[Path]:
         """Remove the least recently used mirrors until the cache fits in `max_bytes` (a mirror
@@ -190,6 +237,7 @@ class Checkouts:
             with self._locked(path, wait=False) as mine:
                 if not mine:
                     continue  # in use: it stays this time
+                self._forget(path)
                 remove_tree(path)
                 path.with_suffix(".used").unlink(missing_ok=True)
             total -= size
@@ -214,13 +262,21 @@ class Checkouts:
         self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None = None, *, host: str = ""
     ) -> bytes | None:
         """A file's content at a commit, straight from the mirror; None if it does not exist."""
-        mirror = self.mirror(clone_url, commit, auth, host=host)
+        return self._read_file(clone_url, commit, path, auth, host, recall=True)
+
+    def _read_file(
+        self, clone_url: str, commit: str, path: str, auth: RepositoryConfig | None, host: str, *, recall: bool
+    ) -> bytes | None:
+        mirror, remembered = self._mirror(clone_url, commit, auth, host, recall=recall)
         try:
             done = subprocess.run(
                 ["git", "show", f"{commit}:{path}"], cwd=mirror, env=_ENV, capture_output=True, timeout=60
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise CheckoutFailed(f"cannot read {path} at {commit}: {exc}") from None
+        if done.returncode != 0 and remembered:  # the commit may be gone since: look it up, fetch
+            self._forget(mirror, commit)
+            return self._read_file(clone_url, commit, path, auth, host, recall=False)
         return done.stdout if done.returncode == 0 else None
 
     def changed_paths(
@@ -252,19 +308,47 @@ class Checkouts:
         self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None = None, *, host: str = ""
     ) -> Path:
         """A working tree at `commit` under the workspace folder; the caller removes it."""
+        return self._prepare(clone_url, commit, name, auth, host, recall=True)
+
+    def _prepare(
+        self, clone_url: str, commit: str, name: str, auth: RepositoryConfig | None, host: str, *, recall: bool
+    ) -> Path:
         if not commit:
             raise CheckoutFailed("no commit to check out (the event names none)")
-        mirror = self.mirror(clone_url, commit, auth, host=host)
+        mirror, remembered = self._mirror(clone_url, commit, auth, host, recall=recall)
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspace_dir / _UNSAFE.sub("_", name)
         remove_tree(path)
         try:
-            git("clone", "--no-checkout", "--no-hardlinks", "--quiet", "--", str(mirror), str(path), env=LOCAL)
+            git(
+                "clone",
+                f"--template={self._template()}",
+                "--no-checkout",
+                "--no-hardlinks",
+                "--quiet",
+                "--",
+                str(mirror),
+                str(path),
+                env=LOCAL,
+            )
             git("checkout", "--quiet", "--detach", commit, cwd=path)
+        except CheckoutFailed:
+            remove_tree(path)
+            if not remembered:
+                raise
+            self._forget(mirror, commit)  # the commit may be gone since: look it up, fetch
+            return self._prepare(clone_url, commit, name, auth, host, recall=False)
         except BaseException:
             remove_tree(path)
             raise
         return path
+
+    def _template(self) -> Path:
+        """The template of a workspace's `.git`: empty hooks and info folders."""
+        template = self.cache_dir / "template"
+        for folder in ("hooks", "info"):
+            (template / folder).mkdir(parents=True, exist_ok=True)
+        return template
 
     @contextmanager
     def workspace(

@@ -7,7 +7,9 @@ Attaching before the start is what `docker run` does: no output is missed, and t
 writes no log file, since the output flows straight to the reader (and waits for it: a job that
 prints faster than Tasuki stores is slowed down, never buffered without bound).
 
-`Docker` speaks the Engine API through docker-py's low-level client, opened on first use.
+`Docker` speaks the Engine API through docker-py's low-level client, opened on first use; the
+calls of a container's lifecycle go the lean way (`local.executor.engine`) when the engine is
+on a unix socket, with the same answers and errors.
 Errors: the engine not answering is `DockerUnavailable`; an image it lacks and cannot pull is
 `ImageMissing`; an executable it cannot start is `ExecutableMissing`; anything else it refuses
 is a `JobError` with the engine's words.
@@ -15,6 +17,7 @@ is a `JobError` with the engine's words.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import time
@@ -28,12 +31,19 @@ import requests
 from docker.utils import parse_repository_tag
 from docker.utils.socket import frames_iter
 
+from tasuki.local.executor.engine import SocketEngine
 from tasuki.shared.errors import DockerUnavailable, ExecutableMissing, ImageMissing, JobError
 
 log = logging.getLogger("tasuki.docker")
 
 POLL = 0.1  # seconds between checks of the timeout and the cancel flag (and log ticks) while a job runs
-_TRANSPORT = (requests.ConnectionError, requests.Timeout, docker.errors.DockerException, OSError)
+_TRANSPORT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    docker.errors.DockerException,
+    OSError,
+    http.client.HTTPException,
+)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Docker:
         self.base_url = base_url
         self.timeout = timeout
         self._api: Any = None
+        self._lifecycle: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -73,6 +84,15 @@ class Docker:
                     # up in the environment and the home folder on every call.
                     self._api.trust_env = False
             return self._api
+
+    @property
+    def lifecycle(self) -> Any:
+        """Who makes the calls of a container's lifecycle: the lean socket path if the engine is
+        on a unix socket, else docker-py's client (the same names, answers and errors)."""
+        if self._lifecycle is None:
+            api = self.api
+            self._lifecycle = SocketEngine.beside(api) or api
+        return self._lifecycle
 
     def _unavailable(self, exc: BaseException) -> DockerUnavailable:
         return DockerUnavailable(
@@ -109,7 +129,7 @@ class Docker:
 
     def create(self, config: dict[str, Any]) -> str:
         """Create a container from an Engine API body; pull its image once if the engine lacks it."""
-        api = self.api
+        api = self.lifecycle
 
         def create() -> str:
             return self._call("create the container", lambda: api.create_container_from_config(config))["Id"]
@@ -150,7 +170,7 @@ class Docker:
         cancelled: Callable[[], bool],
         on_tick: Callable[[], None],
     ) -> Exit:
-        api = self.api
+        api = self.lifecycle
         sock = self._call(
             "attach to the container",
             lambda: api.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1}),
@@ -211,7 +231,7 @@ class Docker:
 
     def _start(self, container: str, config: dict[str, Any]) -> None:
         try:
-            self.api.start(container)
+            self.lifecycle.start(container)
         except docker.errors.APIError as exc:
             words = _words(exc)
             entrypoint = " ".join(config.get("Entrypoint") or [])
@@ -228,7 +248,7 @@ class Docker:
 
     def kill(self, container: str) -> None:
         try:
-            self.api.kill(container)
+            self.lifecycle.kill(container)
         except docker.errors.APIError:
             pass  # it stopped already
         except _TRANSPORT as exc:
@@ -236,7 +256,7 @@ class Docker:
 
     def remove(self, container: str) -> None:
         try:
-            self.api.remove_container(container, force=True, v=True)
+            self.lifecycle.remove_container(container, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except (docker.errors.APIError, *_TRANSPORT) as exc:
@@ -245,11 +265,11 @@ class Docker:
     # -- beside a job: service containers and their network (`local.executor.services`) ---------
 
     def start(self, container: str) -> None:
-        self._call("start the container", lambda: self.api.start(container))
+        self._call("start the container", lambda: self.lifecycle.start(container))
 
     def state(self, container: str) -> dict[str, Any]:
         """The container's State (Running, ExitCode, ...)."""
-        return self._call("inspect the container", lambda: self.api.inspect_container(container))["State"]
+        return self._call("inspect the container", lambda: self.lifecycle.inspect_container(container))["State"]
 
     def execute(self, container: str, argv: list[str]) -> int | None:
         """Run `argv` inside a running container (no shell), its output dropped: the exit code."""

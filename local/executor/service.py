@@ -35,6 +35,7 @@ mirror cache is kept within `TASUKI_MIRROR_CACHE_BYTES`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -79,6 +80,11 @@ log = logging.getLogger("tasuki.executor")
 MAX_ERROR = 4000
 # Once the grace period is over, how long killed jobs get to clean up before the executor exits.
 ABORT_WAIT = 60.0
+# Flow files parsed are remembered by their text (the next pushes of a repository mostly carry
+# the same one): this many, each of at most this many bytes, so a hostile repository's big
+# flow files cannot fill memory.
+FLOWS_REMEMBERED = 16
+FLOW_REMEMBERED_BYTES = 16 * 1024
 
 
 class Interrupted(Exception):
@@ -173,7 +179,12 @@ class Executor:
 
             with self._lock:  # jobs still running from a lost connection keep their slots
                 slots = self._slots = Slots(
-                    channel, queue, on_message, self.settings.executor_concurrency, busy=len(self._busy)
+                    channel,
+                    queue,
+                    on_message,
+                    self.settings.executor_concurrency,
+                    busy=len(self._busy),
+                    another=connection.channel,
                 )
                 self._connection = connection
             slots.open()
@@ -225,14 +236,15 @@ class Executor:
             self.abort.set()
             wait_until(time.monotonic() + ABORT_WAIT)
 
-    def _free(self, token: object) -> None:
-        """An order's work is over: its slot is free on the current connection."""
+    def _free(self, token: object, consumer: str, *, early: bool) -> None:
+        """An order's work is over: its slot is free on the current connection. `consumer`: the
+        tag of the consumer it was delivered to; `early`: it was acknowledged before."""
         with self._lock:
             self._busy.discard(token)
             connection, slots = self._connection, self._slots
             if connection is not None and slots is not None:
                 try:
-                    connection.add_callback_threadsafe(slots.freed)
+                    connection.add_callback_threadsafe(functools.partial(slots.freed, consumer, early=early))
                 except Exception:  # connection gone: the next one counts the jobs still running
                     pass
 
@@ -246,6 +258,7 @@ class Executor:
         self, connection: Any, channel: Any, slots: Slots, token: object, method: Any, properties: Any, body: bytes
     ) -> None:
         settled = threading.Event()
+        early_ack = threading.Event()
 
         def later(action: Callable[[], None]) -> None:
             try:
@@ -258,6 +271,8 @@ class Executor:
             if settled.is_set():
                 return
             settled.set()
+            if early:
+                early_ack.set()
             tag = method.delivery_tag
 
             def action() -> None:
@@ -266,7 +281,7 @@ class Executor:
                 else:
                     channel.basic_nack(tag, requeue=requeue)
                 if early:
-                    slots.acknowledged_early()
+                    slots.acknowledged_early(method.consumer_tag)
 
             later(action)
 
@@ -283,7 +298,7 @@ class Executor:
             self.stop.wait(1)
             settle(True)
         finally:
-            self._free(token)
+            self._free(token, method.consumer_tag, early=early_ack.is_set())
 
     def handle(self, message_type: str, body: bytes, *, ack: Callable[[], None] = lambda: None) -> None:
         if message_type == PlanOrder.TYPE:
@@ -318,7 +333,7 @@ class Executor:
             text = self.checkouts.read_file(order.clone_url, commit, order.flow_file, auth, host=event.host)
             if text is None:
                 raise FlowFileError(f"{order.flow_file}: not found at commit {commit[:12]}; add one to the repository")
-            flow = flowfile.parse(text, order.flow_file, max_timeout=self.settings.job_timeout_max)
+            flow = parse_flow(text, order.flow_file, self.settings.job_timeout_max)
             params = manual.params(flow, event)
             changed = self.checkouts.changed_paths(order.clone_url, event.before, commit, auth, host=event.host)
             ctx = context(event, order.run_id, "")
@@ -553,6 +568,19 @@ class Executor:
             self.docker.remove(container["Id"])
         services.remove_left(self.docker, lambda network: False, convert.LABEL_EXECUTOR, self.id)
         return len(orphans)
+
+
+def parse_flow(text: bytes, path: str, max_timeout: int) -> flowfile.Flow:
+    """`flowfile.parse`, remembered for a small flow file's text (a `Flow` is frozen: sharing it
+    is safe; an invalid one is parsed again each time, and says why each time)."""
+    if len(text) > FLOW_REMEMBERED_BYTES:
+        return flowfile.parse(text, path, max_timeout=max_timeout)
+    return _parse_remembered(text, path, max_timeout)
+
+
+@functools.lru_cache(maxsize=FLOWS_REMEMBERED)
+def _parse_remembered(text: bytes, path: str, max_timeout: int) -> flowfile.Flow:
+    return flowfile.parse(text, path, max_timeout=max_timeout)
 
 
 def _attempt_of(container: dict[str, Any]) -> int:

@@ -237,3 +237,13 @@ def test_the_bridge_reconnects_by_itself_when_the_broker_goes_away(rig, vhost, c
             r.endpoint.wait_for(lambda e: e.acked_ids() == set(ids), what="every message")
     assert "probe: RabbitMQ connection lost" in caplog.text
     assert r.queued() == 0
+
+
+def test_a_push_in_flight_when_the_bridge_stops_is_answered_and_acked_before_it_closes(rig):
+    r = rig(probe(), lambda push: (204, 1.0))
+    r.publish("slow")
+    with r.bridge():
+        r.endpoint.wait_for(lambda e: len(e.pushes) == 1, what="the push under way")
+    # closed while the endpoint still took its time: the bridge waited for the answer and acked
+    assert [p.status for p in r.endpoint.of("slow")] == [204]
+    assert r.queued() == 0

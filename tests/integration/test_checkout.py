@@ -34,6 +34,14 @@ def test_a_workspace_is_the_commit_and_is_removed_after(tmp_path, make_repo):
     assert not ws.exists()
 
 
+def test_a_workspaces_git_folder_has_hooks_and_info_folders_and_no_sample_hooks(tmp_path, make_repo):
+    repo, commit = make_repo({"README": "hello\n"})
+    with checkouts(tmp_path).workspace(str(repo), commit, "run-1-test") as ws:
+        assert (ws / ".git" / "hooks").is_dir() and (ws / ".git" / "info").is_dir()
+        assert not list((ws / ".git" / "hooks").iterdir())
+        git(ws, "status", "--short")  # a working repository all the same
+
+
 def test_a_second_job_uses_the_mirror_and_fetches_only_new_commits(tmp_path, make_repo):
     repo, first = make_repo({"README": "one\n"})
     co = checkouts(tmp_path)
@@ -111,6 +119,31 @@ def test_a_job_that_rewrites_its_git_objects_changes_nothing_for_the_next_job(tm
     git(co.mirror_path(str(repo)), "fsck", "--full")
     with co.workspace(str(repo), commit, "run-2-build") as ws:
         assert (ws / "ci/build").read_text() == "#!/bin/sh\necho TRUE CONTENT\n"
+
+
+def test_a_remembered_commit_that_is_gone_from_the_mirror_is_looked_up_and_fetched_again(tmp_path, make_repo):
+    repo, commit = make_repo({"README": "one\n", ".tasuki.yml": "jobs: {}\n"})
+    other, _ = make_repo({"README": "other\n"})
+    co = checkouts(tmp_path)
+    mirror = co.mirror_path(str(repo))
+
+    def cloned_again_without_the_commit() -> None:
+        # as another executor's cache trim, then a clone after a force-push, would leave it
+        shutil.rmtree(mirror)
+        git(tmp_path, "clone", "-q", "--mirror", str(other), str(mirror))
+        git(mirror, "remote", "set-url", "origin", str(repo))
+
+    # Given a commit this process found in the mirror (remembered, not looked up for the next job)
+    with co.workspace(str(repo), commit, "a"):
+        pass
+    # When the mirror lost it, the next job still checks the commit out (fetched again)
+    cloned_again_without_the_commit()
+    with co.workspace(str(repo), commit, "b") as ws:
+        assert (ws / "README").read_text() == "one\n"
+    # and the next plan still reads its flow file
+    cloned_again_without_the_commit()
+    assert co.read_file(str(repo), commit, ".tasuki.yml") == b"jobs: {}\n"
+    assert co.read_file(str(repo), commit, "missing.yml") is None
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from tasuki.local.executor.checkout import auth_env, redact
+from tasuki.local.executor.checkout import auth_env, git_environment, redact
 from tasuki.shared.hosts import HOSTS
 from tasuki.shared.registry import RepositoryConfig
 
@@ -26,3 +26,14 @@ def test_credentials_reach_git_only_through_its_environment():
     assert (
         redact("fatal: https://bob:hunter2@host/r.git failed", ("hunter2",)) == "fatal: https://***@host/r.git failed"
     )
+
+
+def test_git_gets_none_of_tasukis_settings_and_never_prompts():
+    environ = {"PATH": "/usr/bin", "HOME": "/home/ci", "TASUKI_ORDER_KEY": "k", "TASUKI_SECRETS": "s", "TASUKI_X": ""}
+    assert git_environment(environ) == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/ci",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "LC_ALL": "C",
+    }
