@@ -22,11 +22,10 @@ unit:
 	@bash local/setup.sh venv
 	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
 
-# Everything: the lint gate, then every tier: unit on both cores as `make unit` does, then
+# Everything: the lint gate, the unit tier (`make unit`), then
 # integration and e2e one test at a time (they share RabbitMQ, Docker and PostgreSQL, and two of
 # them restart or reconfigure the broker under CI).
-test: lint
-	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
+test: lint unit
 	$(VENV)/bin/pytest --durations=15 tests/integration tests/e2e $(PYTEST_ARGS)
 
 # `make local` and `make demo` work offline with the demo's repository, a folder on this machine:

@@ -159,7 +159,8 @@ class SubscriptionServer:
             consuming=lambda: log.info("%s", self.describe()),
         )
         try:
-            # Stopping: take nothing new, give pushes in flight their deadline to be answered and acked.
+            # Until `stop`; then it takes nothing new and gives pushes in flight their deadline to be
+            # answered and acked.
             consumer.run(self.stop, busy=lambda: self._in_flight() > 0, grace=self.deadline + 1, flush=self._send_acks)
         finally:
             with self._cond:

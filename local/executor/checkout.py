@@ -28,6 +28,7 @@ through its environment only (`auth_env`); no message shows them. Failures raise
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -322,7 +323,7 @@ class Checkouts:
         try:
             git(
                 "clone",
-                f"--template={self._template()}",
+                f"--template={self._template}",
                 "--no-checkout",
                 "--no-hardlinks",
                 "--quiet",
@@ -343,8 +344,9 @@ class Checkouts:
             raise
         return path
 
+    @functools.cached_property
     def _template(self) -> Path:
-        """The template of a workspace's `.git`: empty hooks and info folders."""
+        """The template of a workspace's `.git`: empty hooks and info folders, made once."""
         template = self.cache_dir / "template"
         for folder in ("hooks", "info"):
             (template / folder).mkdir(parents=True, exist_ok=True)
