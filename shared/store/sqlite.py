@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -26,6 +27,23 @@ from tasuki.shared.store import schema
 from tasuki.shared.store.schema import LATEST, Migration
 from tasuki.shared.store.sealed import Key
 from tasuki.shared.store.sql import SQLStore, Tx
+
+BUSY_SECONDS = 30  # how long a statement waits for another connection's lock
+
+
+def _write_ahead_log(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL (kept in the file: a no-op once done). Several connections
+    opening a new database at once can find it locked for the switch without SQLite waiting
+    (its busy handler is not called there), so the switch is tried again until BUSY_SECONDS."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 class SQLiteStore(SQLStore):
@@ -51,10 +69,10 @@ class SQLiteStore(SQLStore):
                 datadir.private_file(self.path)
                 for suffix in ("-wal", "-shm"):
                     datadir.narrow_if_there(self.path.with_name(self.path.name + suffix))
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+                _write_ahead_log(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
             self._local.conn = conn
