@@ -66,7 +66,11 @@ def connect(url: str) -> pika.BlockingConnection:
 
 
 def not_opened(url: str, exc: BaseException) -> BrokerUnavailable:
-    """Why a connection to RabbitMQ at `url` could not be opened (`exc`, pika's error)."""
+    """Why a connection to RabbitMQ at `url` could not be opened (`exc`, pika's error). An
+    asynchronous connection's workflow wraps the attempts' errors: the last one says why."""
+    attempts = getattr(exc, "exceptions", None)
+    if attempts:
+        exc = attempts[-1]
     if isinstance(exc, pe.ProbableAuthenticationError):
         return BrokerUnavailable(f"RabbitMQ at {redact(url)} refused the credentials: {exc}")
     if isinstance(exc, pe.ProbableAccessDeniedError):

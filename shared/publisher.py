@@ -37,7 +37,7 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from tasuki.shared.broker import Outgoing, Publishing, connection_parameters, redact, unreachable, unroutable
+from tasuki.shared.broker import Outgoing, Publishing, connection_parameters, not_opened, redact, unroutable
 from tasuki.shared.errors import BrokerError, BrokerUnavailable, PublishRefused
 
 
@@ -168,7 +168,7 @@ class _Link:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: self._opened.set())
 
     def _on_open_error(self, _connection: Any, error: Exception) -> None:
-        self._fail(unreachable(self.url, error))
+        self._fail(not_opened(self.url, error))
         self._connection.ioloop.stop()
 
     def _on_connection_closed(self, _connection: Any, reason: Exception) -> None:

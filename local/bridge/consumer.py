@@ -93,8 +93,7 @@ class Consumer:
         connection.ioloop.call_later(WATCH, self._watch)
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
-        failures = getattr(error, "exceptions", None)  # pika's connection workflow wraps them
-        self._error = brokers.not_opened(self.url, failures[-1] if failures else error)
+        self._error = brokers.not_opened(self.url, error)
         connection.ioloop.stop()
 
     def _on_channel(self, channel: Any) -> None:

@@ -117,6 +117,16 @@ def test_no_broker_is_a_clear_error():
         publisher.publish(event())
 
 
+def test_wrong_credentials_and_a_missing_vhost_say_so_not_that_rabbitmq_is_down(vhost):
+    scheme, rest = vhost.split("://", 1)
+    wrong_password = f"{scheme}://guest:not-the-password@{rest.split('@', 1)[1]}"
+    with pytest.raises(BrokerUnavailable, match="refused the credentials"):
+        Publisher(wrong_password).publish(event())
+    missing_vhost = vhost.rsplit("/", 1)[0] + "/no-such-vhost"
+    with pytest.raises(BrokerUnavailable, match="denied access \\(vhost\\?\\)"):
+        Publisher(missing_vhost).publish(event())
+
+
 def test_a_broker_that_never_answers_is_given_up_on_within_the_timeout():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
