@@ -57,15 +57,20 @@ def bundle_env(bundles, tmp_path_factory) -> Path:
     pins = {(bundles / name / "requirements.txt").read_text() for name in tasuki_functions.NAMES}
     assert len(pins) == 1, "every bundle pins the same requirements, so one environment serves them all"
     home = tmp_path_factory.mktemp("bundle-venv")
-    venv.create(home / "venv", with_pip=True)
+    # (a venv without pip of its own, filled by this one's pip, bytecode left to the first import:
+    # a second pip and compiling every module cost seconds and test nothing)
+    venv.create(home / "venv", with_pip=False)
     bin_dir = home / "venv" / "bin"
     installed = subprocess.run(
         [
-            str(bin_dir / "python"),
+            sys.executable,
             "-m",
             "pip",
+            "--python",
+            str(bin_dir / "python"),
             "install",
             "-q",
+            "--no-compile",
             "--disable-pip-version-check",
             "-r",
             "requirements.txt",
