@@ -38,6 +38,7 @@ import argparse
 import getpass
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -181,14 +182,28 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         return _start_run(rt, args)
     if args.action == "rerun":
         return _rerun(rt, args.run_id, args.failed)
-    runs = rt.store.list_runs(repository=args.repo, status=args.status, limit=args.limit)
+    from tasuki.shared.web import paging
+
+    size = max(1, args.limit)
+    found = rt.store.list_runs(
+        repository=args.repo,
+        status=args.status,
+        limit=size + 1,
+        before=paging.read(args.before) if args.before else None,
+    )
+    runs, after = paging.page(found, size, lambda r: (r.created_at, r.id))
     if not runs:
-        print("no runs yet")
+        print("no more runs" if args.before else "no runs yet")
     for run in runs:
         ref = run.event.ref.name if run.event.ref else ""
         print(
             f"{run.id}  {run.status:<9}  {run.repository}  {ref}  {run.commit[:12]}  {run.created_at:%Y-%m-%d %H:%M:%S}"
         )
+    if after:
+        same = [
+            f"--{name} {shlex.quote(value)}" for name, value in (("repo", args.repo), ("status", args.status)) if value
+        ]
+        print(f"older: tasuki runs {' '.join([*same, f'--limit {size}'])} --before {after}")
     return 0
 
 
@@ -301,13 +316,18 @@ def cmd_deliveries(rt: Runtime, args: argparse.Namespace) -> int:
         for line in stories.told(args.delivery_id, steps):
             print(line)
         return 0
-    found = rt.store.stories(limit=args.limit)
-    if not found:
-        print("no deliveries yet")
-    for delivery_id, steps in found:
-        row = stories.summary(delivery_id, steps)
+    from tasuki.shared.web import paging
+
+    size = max(1, args.limit)
+    found = rt.store.stories(limit=size + 1, before=paging.read(args.before) if args.before else None)
+    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], size, lambda r: (r["at"], r["id"]))
+    if not rows:
+        print("no more deliveries" if args.before else "no deliveries yet")
+    for row in rows:
         when = f"{row['at']:%Y-%m-%d %H:%M:%S}" if row["at"] else "?"
-        print(f"{delivery_id}  {when}  {row['repository'] or '-'}  {row['event'] or '-'}  {row['outcome']}")
+        print(f"{row['id']}  {when}  {row['repository'] or '-'}  {row['event'] or '-'}  {row['outcome']}")
+    if after:
+        print(f"older: tasuki deliveries --limit {size} --before {after}")
     return 0
 
 
@@ -585,6 +605,7 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--repo")
     runs.add_argument("--status")
     runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--before", metavar="CURSOR", help="list: the runs older than the page that printed it")
     runs.add_argument("--log", action="store_true", help="with show: print each job's log")
     runs.set_defaults(fn=cmd_runs)
     rules = sub.add_parser("rules", help="trigger rules: list, create, disable, enable, delete, load")
@@ -633,6 +654,7 @@ def parser() -> argparse.ArgumentParser:
     told.add_argument("action", nargs="?", choices=["list", "show", "replay"], default="list")
     told.add_argument("delivery_id", nargs="?", metavar="ID")
     told.add_argument("--limit", type=int, default=20)
+    told.add_argument("--before", metavar="CURSOR", help="list: the deliveries older than the page that printed it")
     told.set_defaults(fn=cmd_deliveries)
     secrets = sub.add_parser(
         "secrets",

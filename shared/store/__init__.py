@@ -24,7 +24,16 @@ from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
 from tasuki.shared.store import location
-from tasuki.shared.store.records import AttemptRecord, JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step
+from tasuki.shared.store.records import (
+    AttemptRecord,
+    JobRecord,
+    OutboxEntry,
+    Position,
+    Pruned,
+    RulesSync,
+    RunRecord,
+    Step,
+)
 from tasuki.shared.store.schema import LATEST
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "JobRecord",
     "LockedRun",
     "OutboxEntry",
+    "Position",
     "Pruned",
     "RulesSync",
     "RunRecord",
@@ -86,9 +96,9 @@ class Store(Protocol):
         """The delivery's steps, as told (empty: no such delivery, or pruned)."""
         ...
 
-    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
-        """Deliveries newest first (by their first step), each with its steps; `before`: only
-        deliveries first told before then (the next page)."""
+    def stories(self, *, limit: int = 50, before: Position | None = None) -> list[tuple[str, list[Step]]]:
+        """Deliveries newest first (by their first step's time, then id), each with its steps;
+        `before`: only those after that (time, delivery id) in this order (the next page)."""
         ...
 
     # the schedule clock
@@ -110,8 +120,16 @@ class Store(Protocol):
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_runs(
-        self, *, repository: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[RunRecord]: ...
+        self,
+        *,
+        repository: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: Position | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first (by creation time, then id); `before`: only those after that
+        (created_at, run id) in this order (the next page)."""
+        ...
 
     def update_run(self, run: RunRecord) -> None:
         """Write the whole record (a blind write: a step that reads, decides and writes uses

@@ -131,6 +131,10 @@ class Pruned(NamedTuple):
 
 # One step of a delivery's story: (step name, when it was told, its record). See shared/stories.py.
 Step = tuple[str, datetime, dict[str, Any]]
+# A place in a newest-first listing (runs, deliveries): an item's (time, id). A page asked for
+# `before` one starts with the item right after it, so items sharing a time are neither lost nor
+# shown twice, and the item named need not exist any more.
+Position = tuple[datetime, str]
 
 
 def stamp(moment: datetime) -> str:

@@ -30,7 +30,7 @@ from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.store import sealed
-from tasuki.shared.store.records import JobRecord, OutboxEntry, Pruned, RulesSync, RunRecord, Step, stamp
+from tasuki.shared.store.records import JobRecord, OutboxEntry, Position, Pruned, RulesSync, RunRecord, Step, stamp
 from tasuki.shared.store.schema import LATEST
 from tasuki.shared.store.sealed import Key
 
@@ -188,11 +188,14 @@ class SQLStore:
         )
         return [(step, datetime.fromisoformat(at), json.loads(record)) for step, at, record in rows]
 
-    def stories(self, *, limit: int = 50, before: datetime | None = None) -> list[tuple[str, list[Step]]]:
-        where, params = ("HAVING MIN(at) < ?", [stamp(before)]) if before else ("", [])
+    def stories(self, *, limit: int = 50, before: Position | None = None) -> list[tuple[str, list[Step]]]:
+        where, params = "", []
+        if before:
+            where = "HAVING MIN(at) < ? OR (MIN(at) = ? AND delivery_id < ?)"
+            params = [stamp(before[0]), stamp(before[0]), before[1]]
         ids = self._query(
             f"SELECT delivery_id, MIN(at) AS first FROM delivery_steps GROUP BY delivery_id {where}"
-            " ORDER BY first DESC, delivery_id LIMIT ?",
+            " ORDER BY first DESC, delivery_id DESC LIMIT ?",
             (*params, max(0, limit)),
         )
         if not ids:
@@ -240,10 +243,18 @@ class SQLStore:
         return RunRecord.model_validate_json(rows[0][0]) if rows else None
 
     def list_runs(
-        self, *, repository: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        *,
+        repository: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: Position | None = None,
     ) -> list[RunRecord]:
         sql = "SELECT record FROM runs WHERE 1=1"
         params: list[str | int] = []
+        if before:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            params.extend((stamp(before[0]), stamp(before[0]), before[1]))
         if repository:
             sql += " AND repository = ?"
             params.append(repository)

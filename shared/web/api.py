@@ -13,7 +13,7 @@ from tasuki.shared.flowfile import group_of
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
-from tasuki.shared.web import actions, badges, openapi
+from tasuki.shared.web import actions, badges, openapi, paging
 
 
 def reply(data: Any, status: int = 200) -> Response:
@@ -79,14 +79,15 @@ def _json_body(request: Request) -> dict[str, Any]:
 
 
 def runs(rt: Runtime, request: Request) -> Response:
-    try:
-        limit = min(max(int(request.args.get("limit", 50)), 1), 500)
-    except ValueError:
-        raise ActionError(400, "limit must be a number from 1 to 500") from None
-    records = rt.store.list_runs(
-        repository=request.args.get("repo") or None, status=request.args.get("status") or None, limit=limit
+    size = paging.limit(request)
+    found = rt.store.list_runs(
+        repository=request.args.get("repo") or None,
+        status=request.args.get("status") or None,
+        limit=size + 1,
+        before=paging.before(request),
     )
-    return reply({"runs": [run_json(r) for r in records]})
+    records, after = paging.page(found, size, lambda r: (r.created_at, r.id))
+    return reply({"runs": [run_json(r) for r in records], "next": after})
 
 
 def run(rt: Runtime, request: Request, run_id: str) -> Response:
@@ -297,16 +298,13 @@ def replay(rt: Runtime, request: Request, letter_id: str | None = None) -> Respo
     return reply({"replayed": actions.replay(rt, letter_id)})
 
 
-def _limit(request: Request) -> int:
-    try:
-        return min(max(int(request.args.get("limit", 50)), 1), 500)
-    except ValueError:
-        raise ActionError(400, "limit must be a number from 1 to 500") from None
-
-
 def deliveries(rt: Runtime, request: Request) -> Response:
-    found = rt.store.stories(limit=_limit(request))
-    return reply({"deliveries": [stories.summary(delivery_id, steps) for delivery_id, steps in found]})
+    size = paging.limit(request)
+    found = rt.store.stories(limit=size + 1, before=paging.before(request))
+    rows, after = paging.page(
+        [stories.summary(delivery_id, steps) for delivery_id, steps in found], size, lambda row: (row["at"], row["id"])
+    )
+    return reply({"deliveries": list(rows), "next": after})
 
 
 def step_json(step: str, at: Any, record: dict[str, Any]) -> dict[str, Any]:

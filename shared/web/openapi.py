@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasuki.shared.hosts import HOSTS
+from tasuki.shared.web import paging
 
 RUN_STATUS = ["approval", "queued", "running", "success", "failure", "cancelled", "error"]
 JOB_STATUS = ["pending", "queued", "running", "success", "failure", "error", "timeout", "cancelled", "skipped"]
@@ -33,6 +34,20 @@ RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "
 LETTER_ID = {"name": "letter_id", "in": "path", "required": True, "schema": {"type": "string"}}
 RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
 DELIVERY_ID = {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# Listings a page at a time (paging.py)
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "description": f"At most this many (default {paging.LIMIT_DEFAULT})",
+    "schema": {"type": "integer", "minimum": 1, "maximum": paging.LIMIT_MAX},
+}
+BEFORE = {
+    "name": "before",
+    "in": "query",
+    "description": "The `next` of the page before: this page starts right after its last item",
+    "schema": {"type": "string"},
+}
+NEXT = {"type": ["string", "null"], "description": "The `before` of the next page; null on the last page"}
 RULE_FIELDS = {
     "host": {"type": "string", "description": f"{', '.join(HOSTS)} or * (any)"},
     "event": {"type": "string", "enum": ["push", "tag", "pull_request", "manual", "schedule"]},
@@ -68,12 +83,21 @@ def document(server: str) -> dict[str, Any]:
         "paths": {
             "/api/runs": {
                 "get": _op(
-                    "Recent runs, newest first",
-                    {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
+                    "Runs newest first, a page at a time: `next` is the `before` of the page after",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next": NEXT},
+                            }
+                        ),
+                        "400": _json(_ref("Error"), "A limit that is not a number, or a before that is not a next"),
+                    },
                     parameters=[
                         {"name": "repo", "in": "query", "schema": {"type": "string"}},
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": RUN_STATUS}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        LIMIT,
+                        BEFORE,
                     ],
                 ),
                 "post": _op(
@@ -274,18 +298,20 @@ def document(server: str) -> dict[str, Any]:
             },
             "/api/deliveries": {
                 "get": _op(
-                    "Deliveries newest first, each with one line of outcome",
+                    "Deliveries newest first, each with one line of outcome, a page at a time",
                     {
                         "200": _json(
                             {
                                 "type": "object",
-                                "properties": {"deliveries": {"type": "array", "items": _ref("Delivery")}},
+                                "properties": {
+                                    "deliveries": {"type": "array", "items": _ref("Delivery")},
+                                    "next": NEXT,
+                                },
                             }
-                        )
+                        ),
+                        "400": _json(_ref("Error"), "A limit that is not a number, or a before that is not a next"),
                     },
-                    parameters=[
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
-                    ],
+                    parameters=[LIMIT, BEFORE],
                 )
             },
             "/api/deliveries/{delivery_id}": {

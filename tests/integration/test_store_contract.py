@@ -94,7 +94,7 @@ def test_a_delivery_s_story_is_told_in_steps_listed_newest_first_and_pruned(stor
     assert steps[0][1] == T0
     assert [(d, len(s)) for d, s in store.stories()] == [("github:2", 1), ("github:1", 2)]
     assert [d for d, _ in store.stories(limit=1)] == ["github:2"]
-    assert [d for d, _ in store.stories(before=T0 + timedelta(seconds=30))] == ["github:1"]
+    assert [d for d, _ in store.stories(before=(T0 + timedelta(minutes=1), "github:2"))] == ["github:1"]
     assert store.story("missing") == []
     # When retention prunes the deliveries seen before the second
     store.prune(runs_before=None, deliveries_before=T0 + timedelta(seconds=30))
@@ -118,6 +118,17 @@ def test_each_minute_of_the_schedule_clock_is_claimed_once(make_store):
 # --- runs and jobs ------------------------------------------------------------------------------
 
 
+def test_deliveries_told_at_the_same_moment_are_paged_through_each_once(store):
+    for n in range(5):
+        store.tell(f"github:{n}", "ingress", {"kind": "ingress", "status": "accepted"}, at=T0)
+    store.tell("github:9", "ingress", {"kind": "ingress", "status": "accepted"}, at=T0 + timedelta(seconds=1))
+    seen, before = [], None
+    while page := store.stories(limit=2, before=before):
+        seen += [d for d, _ in page]
+        before = (page[-1][1][0][1], page[-1][0])
+    assert seen == ["github:9", "github:4", "github:3", "github:2", "github:1", "github:0"]
+
+
 def test_a_run_reads_back_as_it_was_written_and_is_created_once(store):
     record = run("r1", requested_jobs=["build"], cancel_previous=True, message="hello ✓")
     assert store.create_run(record)
@@ -136,6 +147,21 @@ def test_runs_list_newest_first_filtered_by_repository_and_status(store):
     assert [r.id for r in store.list_runs(repository="acme/api")] == ["c", "a"]
     assert [r.id for r in store.list_runs(status="success")] == ["c"]
     assert store.list_runs(repository="acme/api", status="failure") == []
+    assert [r.id for r in store.list_runs(before=(run("b", 1).created_at, "b"))] == ["a"]
+    assert [r.id for r in store.list_runs(repository="acme/api", before=(run("c", 2).created_at, "c"))] == ["a"]
+
+
+def test_runs_created_at_the_same_moment_are_paged_through_each_once(store):
+    for name in "edcba":
+        store.create_run(run(name, 0))
+    store.create_run(run("z", -1))
+    seen, before = [], None
+    while page := store.list_runs(limit=2, before=before):
+        seen += [r.id for r in page]
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == ["e", "d", "c", "b", "a", "z"]
+    # a place whose run is gone still says where the next page starts
+    assert [r.id for r in store.list_runs(before=(run("x", 0).created_at, "bb"))] == ["b", "a", "z"]
 
 
 def test_an_updated_run_is_what_every_query_sees(store):
