@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.utils import redirect
@@ -17,7 +17,7 @@ from tasuki.shared.hosts import HOSTS
 from tasuki.shared.messages import RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.scheduler import JobState
-from tasuki.shared.web import access, actions, artifacts, graph, present
+from tasuki.shared.web import access, actions, artifacts, graph, paging, present
 
 env = Environment(
     loader=PackageLoader("tasuki.shared.web", "templates"),
@@ -27,6 +27,7 @@ env = Environment(
 )
 RUN_STATUSES = ("approval", "queued", "running", "success", "failure", "cancelled", "error")
 FLASH = "tasuki_flash"
+PAGE = 100  # runs or deliveries on a page; `Older` leads to the next
 # What the rule form offers for a schedule (any cron expression is taken too: shared/schedules.py).
 SCHEDULE_EXAMPLES = ("hourly", "hourly at :30", "daily at 02:00", "weekly on monday at 06:00", "0 2 * * 1-5")
 
@@ -58,12 +59,17 @@ def back(to: str, message: str, kind: str = "ok") -> Response:
 def runs(rt: Runtime, request: Request) -> Response:
     repo = request.args.get("repo") or None
     status = request.args.get("status") or None
-    records = rt.store.list_runs(repository=repo, status=status, limit=100)
+    before = paging.before(request)
+    found = rt.store.list_runs(repository=repo, status=status, limit=PAGE + 1, before=before)
+    records, after = paging.page(found, PAGE, lambda r: (r.created_at, r.id))
     context: dict[str, Any] = {
         "runs": [present.run_view(r) for r in records],
         "live": any(r.status not in RUN_FINAL for r in records),
         "repo": repo,
         "status": status,
+        "paged": before is not None,
+        "older": _query(repo=repo, status=status, before=after) if after else None,
+        "newest": _query(repo=repo, status=status),
     }
     if request.args.get("fragment"):
         return render(rt, request, "runs_table.html", **context)
@@ -285,18 +291,25 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
 
 
 def deliveries(rt: Runtime, request: Request) -> Response:
-    rows = []
-    for delivery_id, steps in rt.store.stories(limit=100):
-        row = stories.summary(delivery_id, steps)
-        rows.append({**row, "when": present.when(row["at"])})
+    before = paging.before(request)
+    found = rt.store.stories(limit=PAGE + 1, before=before)
+    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], PAGE, lambda r: (r["at"], r["id"]))
     return render(
         rt,
         request,
         "deliveries.html",
         section="Deliveries",
-        deliveries=rows,
+        deliveries=[{**row, "when": present.when(row["at"])} for row in rows],
         webhook_url=rt.settings.public_webhook_url,
+        paged=before is not None,
+        older=_query(before=after) if after else None,
     )
+
+
+def _query(**values: str | None) -> str:
+    """`?a=1&b=2` of the values given (none: ``), for links to a listing's pages."""
+    given = {k: v for k, v in values.items() if v}
+    return "?" + urlencode(given) if given else ""
 
 
 def delivery(rt: Runtime, request: Request, delivery_id: str) -> Response:

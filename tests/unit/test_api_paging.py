@@ -4,6 +4,7 @@ order, however many share a moment; a `before` that is not a `next` is a clear 4
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -135,3 +136,27 @@ def test_the_command_line_pages_with_the_cursor_it_prints(memory_runtime, capsys
     assert lines(cmd_deliveries, "deliveries", "--limit", "1")[0].startswith("github:1")
     with pytest.raises(ActionError, match="`next` of an earlier page"):
         cmd_runs(rt, parser().parse_args(["runs", "--before", "junk!"]))
+
+
+def test_the_pages_lead_to_older_runs_and_deliveries_and_back(memory_runtime):
+    rt = memory_runtime(web_token=TOKEN)
+    for n in range(103):
+        rt.store.create_run(run(f"run-{n:03}", n % 7, "acme/web" if n == 50 else "acme/api"))
+        rt.store.tell(f"github:{n:03}", "ingress", {"kind": "ingress", "status": "accepted"}, at=T0)
+    web = function_client("web")
+
+    def shown(path: str) -> tuple[str, list[str]]:
+        page = web.get(path, headers=AUTH)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        return html, re.findall(r'data-(?:run|delivery)="([^"]+)"', html)
+
+    html, first = shown("/runs?repo=acme/api")
+    assert len(first) == 100 and "Newest runs" not in html
+    older = re.search(r'href="(/runs\?[^"]+)" rel="next"', html).group(1).replace("&amp;", "&")
+    assert "repo=acme%2Fapi" in older
+    html, rest = shown(older)
+    assert len(rest) == 2 and not set(rest) & set(first) and "Older runs" not in html and "Newest runs" in html
+    html, first = shown("/deliveries")
+    older = re.search(r'href="(/deliveries\?[^"]+)" rel="next"', html).group(1).replace("&amp;", "&")
+    assert len(first) == 100 and len(set(first + shown(older)[1])) == 103
