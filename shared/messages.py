@@ -195,9 +195,11 @@ class RunRequested(RunMessage):
     # The rule's options (see shared.recipes.Rule), carried so the run keeps them.
     cancel_previous: bool = False
     concurrency: int | None = None
-    # Re-run failed: the run this one re-runs, and the jobs that succeeded there and are kept.
+    # Re-run failed: the run this one re-runs, and the jobs that succeeded there and are kept;
+    # for a kept job that run had kept in turn, the run where it ran (its artifacts are there).
     rerun_of: str = ""
     keep: list[str] = Field(default_factory=list)
+    kept_from: dict[str, str] = Field(default_factory=dict)
     # A fork's pull request: the run waits in status "approval" until a run.approve.
     approval: bool = False
 

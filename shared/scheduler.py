@@ -289,9 +289,15 @@ def _again(run: RunRecord, job: JobRecord, now: datetime, why: str) -> Decision:
 def job_order(run: RunRecord, job: JobRecord) -> JobOrder:
     assert job.spec is not None, "a job is ordered only once planned in full"
     why = job.message if job.attempt > 1 else ""
-    # A re-run of failed jobs keeps jobs that succeeded in the run it re-runs: their artifacts are there.
-    elsewhere = {need: run.rerun_of for need in job.spec.needs if need in run.kept and run.rerun_of}
+    # A re-run of failed jobs keeps jobs that succeeded earlier: their artifacts are where they ran.
+    elsewhere = {need: ran_in(run, need) for need in job.spec.needs if need in run.kept and run.rerun_of}
     return JobOrder(run_id=run.id, event=run.event, job=job.spec, attempt=job.attempt, why=why, artifact_runs=elsewhere)
+
+
+def ran_in(run: RunRecord, kept: str) -> str:
+    """The run where a job `run` kept ran (its artifacts are there): the run it re-runs, or the
+    one that run had kept it from, however many re-runs back."""
+    return run.kept_from.get(kept) or run.rerun_of
 
 
 def not_ordered(
@@ -349,6 +355,7 @@ def _requested(run: RunRecord | None, jobs: Mapping[str, JobRecord], msg: RunReq
         concurrency=msg.concurrency,
         rerun_of=msg.rerun_of,
         kept=list(msg.keep),
+        kept_from={name: origin for name, origin in msg.kept_from.items() if name in msg.keep},
     )
     if msg.approval:  # a fork's pull request: nothing is ordered (not even its plan) until approved
         run = run.model_copy(update={"status": approval.STATUS, "message": approval.waiting_message(msg.event)})
@@ -451,7 +458,11 @@ def kept_jobs(run: RunRecord, planned: Mapping[str, JobRecord], now: datetime) -
     recorded as succeeded, not ordered (`shared.reruns`)."""
     return {
         name: planned[name].model_copy(
-            update={"status": "success", "message": f"kept: it succeeded in run {run.rerun_of}", "finished_at": now}
+            update={
+                "status": "success",
+                "message": f"kept: it succeeded in run {ran_in(run, name)}",
+                "finished_at": now,
+            }
         )
         for name in run.kept
         if name in planned and planned[name].status == "pending"

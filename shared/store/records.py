@@ -34,6 +34,9 @@ class RunRecord(BaseModel):
     # Re-run failed (issue 16): the run this one re-runs and the jobs it keeps from there.
     rerun_of: str = ""
     kept: list[str] = Field(default_factory=list)
+    # A kept job -> the run where it ran, when not `rerun_of` (a re-run of a re-run: its artifacts
+    # are there).
+    kept_from: dict[str, str] = Field(default_factory=dict)
     # The parameters the flow file declared when this run was planned (what the Run form offers);
     # None until it is planned.
     declared_params: dict[str, Param] | None = None

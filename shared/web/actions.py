@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from tasuki.shared import approval, codec, deadletters, manual, reruns, stories, vault
+from tasuki.shared import approval, codec, deadletters, manual, reruns, scheduler, stories, vault
 from tasuki.shared.errors import ActionError, ConfigError, first_problem
 from tasuki.shared.flowfile import params as flowparams
 from tasuki.shared.messages import RUN_FINAL, Event, RunApprove, RunCancel, RunRequested
@@ -70,6 +70,8 @@ def rerun(rt: Runtime, run_id: str, *, failed: bool = False) -> str:
             approval=run.status == approval.STATUS,
             rerun_of=run.id,
             keep=keep,
+            # a job this run had kept ran in an earlier run: the re-run takes its artifacts from there
+            kept_from={name: scheduler.ran_in(run, name) for name in keep if name in run.kept},
         ),
         message_id=f"{new_id}:requested",
     )

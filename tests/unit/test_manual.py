@@ -317,6 +317,40 @@ def test_rerun_failed_keeps_what_succeeded(web):
     assert answer.status_code == 202 and answer.get_json()["failed_only"] is True
     [request] = _requested(rt)
     assert (request.rerun_of, request.keep, request.event) == ("r1", ["build", "unit"], rt.store.get_run("r1").event)
+    assert request.kept_from == {}  # both ran in r1 itself
     # a run whose jobs all succeeded, or one still running, has no failed job to re-run
     rt.store.create_run(_run(status="running").model_copy(update={"id": "r4"}))
     assert web.post("/api/runs/r4/rerun?failed=1", headers=AUTH).status_code == 409
+
+
+def test_a_rerun_of_a_rerun_takes_a_kept_jobs_artifacts_from_the_run_where_it_ran(web):
+    # Given r1 (build passed, lint failed), r2 re-running it (build kept from r1, lint failed again,
+    # unit passed this time)
+    rt = runtime()
+    rt.store.create_run(_run(status="failure").model_copy(update={"id": "r1"}))
+    rt.store.create_run(_run(status="failure", rerun_of="r1", kept=["build"]).model_copy(update={"id": "r2"}))
+    for name, status, needs in [
+        ("build", "success", []),
+        ("unit", "success", ["build"]),
+        ("lint", "failure", ["build"]),
+        ("deploy", "skipped", ["unit", "lint"]),
+    ]:
+        rt.store.put_job(JobRecord(run_id="r2", name=name, status=status, needs=needs))
+    # When r2's failed jobs are re-run
+    assert web.post("/api/runs/r2/rerun?failed=1", headers=AUTH).status_code == 202
+    [request] = _requested(rt)
+    assert (request.rerun_of, request.keep, request.kept_from) == ("r2", ["build", "unit"], {"build": "r1"})
+    # Then the new run orders lint and deploy with build's artifacts from r1 and unit's from r2
+    run = scheduler.decide(None, {}, request, NOW).run
+    assert run is not None and run.kept_from == {"build": "r1"}
+    jobs = {
+        name: JobRecord(
+            run_id=run.id, name=name, attempt=1, spec=Job(name=name, image="alpine", run=f"ci/{name}", needs=needs)
+        )
+        for name, needs in {"lint": ["build"], "deploy": ["unit", "lint"]}.items()
+    }
+    assert scheduler.job_order(run, jobs["lint"]).artifact_runs == {"build": "r1"}
+    assert scheduler.job_order(run, jobs["deploy"]).artifact_runs == {"unit": "r2"}
+    # and however many re-runs back: a re-run of that run still finds build in r1
+    again = run.model_copy(update={"id": "r3"})
+    assert scheduler.ran_in(again, "build") == "r1" and scheduler.ran_in(again, "unit") == "r2"
