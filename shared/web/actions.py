@@ -127,10 +127,34 @@ def registered(rt: Runtime, repository: str) -> str:
     return found[0]
 
 
-def register_repository(rt: Runtime, full_name: str, clone_url: str = "", secret: str = "", token: str = "") -> str:
+# What registering a repository takes (the registry file's fields), beside its full name.
+REPOSITORY_FIELDS = ("clone_url", "secret", "token", "username", "app_password", "trust_forks")
+
+
+def register_repository(
+    rt: Runtime,
+    full_name: str,
+    clone_url: str = "",
+    secret: str = "",
+    token: str = "",
+    *,
+    username: str = "",
+    app_password: str = "",
+    trust_forks: bool = False,
+) -> str:
     """Register a repository; refused (400) with a name that is not one, a clone URL whose scheme
-    is not allowed (TASUKI_CLONE_SCHEMES), or a repository registered already (any spelling)."""
-    config = RepositoryConfig(clone_url=clone_url.strip(), secret=secret, token=token)
+    is not allowed (TASUKI_CLONE_SCHEMES), a Bitbucket username without its app password (or the
+    other way round), or (409) a repository registered already (any spelling)."""
+    if bool(username.strip()) != bool(app_password):
+        raise ActionError(400, "a Bitbucket app password goes with its username: give both, or an access token instead")
+    config = RepositoryConfig(
+        clone_url=clone_url.strip(),
+        secret=secret,
+        token=token,
+        username=username.strip(),
+        app_password=app_password,
+        trust_forks=trust_forks,
+    )
     name = rt.registry.registrable(full_name, config)
     rt.store.put_repository(name, config)
     return name

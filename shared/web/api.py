@@ -13,6 +13,7 @@ from tasuki.shared.flowfile import group_of
 from tasuki.shared.messages import JOB_FINAL, RUN_FINAL
 from tasuki.shared.runtime import Runtime
 from tasuki.shared.store import JobRecord, RunRecord
+from tasuki.shared.text import clip
 from tasuki.shared.web import actions, badges, openapi, paging
 
 
@@ -217,6 +218,7 @@ def repositories(rt: Runtime, request: Request) -> Response:
                     "clone_url": config.clone_url,
                     "secret": bool(config.secret),
                     "token": bool(config.token or config.app_password),
+                    "trust_forks": config.trust_forks,
                     "from": origin,
                 }
                 for name, (config, origin) in rt.registry.all().items()
@@ -227,12 +229,24 @@ def repositories(rt: Runtime, request: Request) -> Response:
 
 def register_repository(rt: Runtime, request: Request) -> Response:
     body = _json_body(request)
+    unknown = sorted(set(body) - {"full_name", *actions.REPOSITORY_FIELDS})
+    if unknown:
+        taken = ", ".join(("full_name", *actions.REPOSITORY_FIELDS))
+        raise ActionError(
+            400, f"unknown field(s) {', '.join(clip(u, 40) for u in unknown[:5])}; a repository takes {taken}"
+        )
+    trust_forks = body.get("trust_forks", False)
+    if not isinstance(trust_forks, bool):
+        raise ActionError(400, "trust_forks must be true or false")
     name = actions.register_repository(
         rt,
         str(body.get("full_name", "")),
         str(body.get("clone_url", "")),
         str(body.get("secret", "")),
         str(body.get("token", "")),
+        username=str(body.get("username", "")),
+        app_password=str(body.get("app_password", "")),
+        trust_forks=trust_forks,
     )
     return reply({"full_name": name, "webhook_url": rt.settings.public_webhook_url}, 201)
 

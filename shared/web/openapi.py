@@ -511,11 +511,18 @@ def document(server: str) -> dict[str, Any]:
                 "RepositoryIn": {
                     "type": "object",
                     "required": ["full_name"],
+                    "additionalProperties": False,
                     "properties": {
                         "full_name": {"type": "string"},
                         "clone_url": {"type": "string"},
-                        "secret": {"type": "string"},
-                        "token": {"type": "string"},
+                        "secret": {"type": "string", "description": "the webhook's secret"},
+                        "token": {"type": "string", "description": "the host's API token (commit statuses)"},
+                        "username": {
+                            "type": "string",
+                            "description": "Bitbucket: with app_password, instead of a token",
+                        },
+                        "app_password": {"type": "string"},
+                        "trust_forks": {"type": "boolean", "description": "fork pull requests run without approval"},
                     },
                 },
             },

@@ -167,7 +167,14 @@ def repositories(rt: Runtime, request: Request) -> Response:
 def register_repository(rt: Runtime, request: Request) -> Response:
     form = request.form
     name = actions.register_repository(
-        rt, form.get("full_name", ""), form.get("clone_url", ""), form.get("secret", ""), form.get("token", "")
+        rt,
+        form.get("full_name", ""),
+        form.get("clone_url", ""),
+        form.get("secret", ""),
+        form.get("token", ""),
+        username=form.get("username", ""),
+        app_password=form.get("app_password", ""),
+        trust_forks=form.get("trust_forks") == "true",
     )
     return back("/repositories", f"Registered {name}. Point its webhook at {rt.settings.public_webhook_url}")
 
