@@ -191,7 +191,7 @@ def cmd_runs(rt: Runtime, args: argparse.Namespace) -> int:
         limit=size + 1,
         before=paging.read(args.before) if args.before else None,
     )
-    runs, after = paging.page(found, size, lambda r: (r.created_at, r.id))
+    runs, after = paging.page(found, size, paging.of_run)
     if not runs:
         print("no more runs" if args.before else "no runs yet")
     for run in runs:
@@ -320,7 +320,7 @@ def cmd_deliveries(rt: Runtime, args: argparse.Namespace) -> int:
 
     size = max(1, args.limit)
     found = rt.store.stories(limit=size + 1, before=paging.read(args.before) if args.before else None)
-    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], size, lambda r: (r["at"], r["id"]))
+    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], size, paging.of_delivery)
     if not rows:
         print("no more deliveries" if args.before else "no deliveries yet")
     for row in rows:

@@ -14,6 +14,7 @@ An engine over TCP, TLS or SSH keeps docker-py's client.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 from typing import Any
@@ -101,7 +102,7 @@ class SocketEngine:
             )
             status, reason, headers = _head(_read_head(sock))
             if status >= 400:
-                length = int(headers.get("content-length", "0") or 0)
+                length = int(headers.get("Content-Length") or 0)
                 _refused(status, reason, url, _read_exactly(sock, min(length, MAX_HEAD)))
             if not 100 <= status < 300:
                 raise http.client.HTTPException(f"the engine answered an attach with {status} {reason}")
@@ -179,15 +180,10 @@ def _read_head(sock: socket.socket) -> bytes:
             raise http.client.HTTPException(f"the engine's answer head is over {MAX_HEAD} bytes")
 
 
-def _head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    """(status, reason, headers with lower-case names) of an answer's head."""
-    lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    parts = lines[0].split(" ", 2)
+def _head(head: bytes) -> tuple[int, str, http.client.HTTPMessage]:
+    """(status, reason, headers) of an answer's head; the headers parsed by `http.client`."""
+    status_line, _, fields = head.partition(b"\r\n")
+    parts = status_line.decode("latin-1").split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise http.client.BadStatusLine(lines[0])
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+        raise http.client.BadStatusLine(status_line.decode("latin-1"))
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", http.client.parse_headers(io.BytesIO(fields))

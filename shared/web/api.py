@@ -87,7 +87,7 @@ def runs(rt: Runtime, request: Request) -> Response:
         limit=size + 1,
         before=paging.before(request),
     )
-    records, after = paging.page(found, size, lambda r: (r.created_at, r.id))
+    records, after = paging.page(found, size, paging.of_run)
     return reply({"runs": [run_json(r) for r in records], "next": after})
 
 
@@ -316,7 +316,7 @@ def deliveries(rt: Runtime, request: Request) -> Response:
     size = paging.limit(request)
     found = rt.store.stories(limit=size + 1, before=paging.before(request))
     rows, after = paging.page(
-        [stories.summary(delivery_id, steps) for delivery_id, steps in found], size, lambda row: (row["at"], row["id"])
+        [stories.summary(delivery_id, steps) for delivery_id, steps in found], size, paging.of_delivery
     )
     return reply({"deliveries": list(rows), "next": after})
 

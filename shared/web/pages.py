@@ -61,7 +61,7 @@ def runs(rt: Runtime, request: Request) -> Response:
     status = request.args.get("status") or None
     before = paging.before(request)
     found = rt.store.list_runs(repository=repo, status=status, limit=PAGE + 1, before=before)
-    records, after = paging.page(found, PAGE, lambda r: (r.created_at, r.id))
+    records, after = paging.page(found, PAGE, paging.of_run)
     context: dict[str, Any] = {
         "runs": [present.run_view(r) for r in records],
         "live": any(r.status not in RUN_FINAL for r in records),
@@ -300,7 +300,7 @@ def change_rule(rt: Runtime, request: Request, rule_id: str, change: str) -> Res
 def deliveries(rt: Runtime, request: Request) -> Response:
     before = paging.before(request)
     found = rt.store.stories(limit=PAGE + 1, before=before)
-    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], PAGE, lambda r: (r["at"], r["id"]))
+    rows, after = paging.page([stories.summary(d, steps) for d, steps in found], PAGE, paging.of_delivery)
     return render(
         rt,
         request,

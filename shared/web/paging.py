@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from werkzeug.wrappers import Request
 
 from tasuki.shared.errors import ActionError
-from tasuki.shared.store import Position
+from tasuki.shared.store import Position, RunRecord
 from tasuki.shared.store.records import stamp
 
 LIMIT_DEFAULT = 50
@@ -61,6 +61,16 @@ def read(text: str) -> Position:
     if moment.tzinfo is None or not item_id:
         raise refused
     return moment, item_id
+
+
+def of_run(run: RunRecord) -> Position:
+    """A run's place in `Store.list_runs`' order."""
+    return run.created_at, run.id
+
+
+def of_delivery(row: Mapping[str, Any]) -> Position:
+    """A delivery's place in `Store.stories`' order (`row`: its `stories.summary`)."""
+    return row["at"], row["id"]
 
 
 def page(found: Sequence[Item], size: int, place: Callable[[Item], Position]) -> tuple[Sequence[Item], str | None]:
