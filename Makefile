@@ -22,11 +22,14 @@ unit:
 	@bash local/setup.sh venv
 	$(VENV)/bin/pytest -n 2 tests/unit $(PYTEST_ARGS)
 
-# Everything: the lint gate, the unit tier (`make unit`), then
-# integration and e2e one test at a time (they share RabbitMQ, Docker and PostgreSQL, and two of
-# them restart or reconfigure the broker under CI).
+# Everything: the lint gate, the unit tier (`make unit`), then integration and e2e on both cores,
+# a test file per worker at a time (a file's tests may share a module fixture). They share
+# RabbitMQ (a vhost each), Docker (containers labelled per test) and PostgreSQL (a cluster per
+# worker); the tests marked `alone` restart or reconfigure the broker under CI, so they run last,
+# by themselves.
 test: lint unit
-	$(VENV)/bin/pytest --durations=15 tests/integration tests/e2e $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15 -m "not alone" tests/integration tests/e2e $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m alone tests/integration tests/e2e $(PYTEST_ARGS)
 
 # `make local` and `make demo` work offline with the demo's repository, a folder on this machine:
 # they allow file clone URLs beside https, unless TASUKI_CLONE_SCHEMES says otherwise.

@@ -108,6 +108,7 @@ def test_a_killed_bridge_loses_nothing(vhost, tmp_path):
         assert ch.queue_declare(queue, passive=True).method.message_count == 0
 
 
+@pytest.mark.alone
 def test_a_rabbitmq_restart_loses_nothing_and_the_bridge_reconnects_by_itself(vhost, tmp_path):
     """The real broker restarts (its app stops and starts; durable quorum queues, persistent
     messages): every message published before is still pushed, and so is one published after."""

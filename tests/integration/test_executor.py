@@ -459,6 +459,7 @@ def test_containers_of_earlier_attempts_are_removed_before_an_attempt_starts(wor
         remove_containers("gone")
 
 
+@pytest.mark.alone
 def test_a_job_that_outlives_rabbitmqs_consumer_timeout_runs_exactly_once(world, start_executor):
     """RabbitMQ closes a channel whose delivery stays unacknowledged past `consumer_timeout` and
     hands the order to another consumer: a job holding its order would run twice. A claimed job
