@@ -29,7 +29,7 @@ unit:
 # by themselves.
 test: lint unit
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15 -m "not alone" tests/integration tests/e2e $(PYTEST_ARGS)
-	$(VENV)/bin/pytest -m alone tests/integration tests/e2e $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=5 -m alone tests/integration tests/e2e $(PYTEST_ARGS)
 
 # `make local` and `make demo` work offline with the demo's repository, a folder on this machine:
 # they allow file clone URLs beside https, unless TASUKI_CLONE_SCHEMES says otherwise.
