@@ -151,14 +151,15 @@ def _reachable() -> None:
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[str]:
-    """The AMQP URL of a vhost made for this test session, deleted afterwards."""
+    """The AMQP URL of a vhost for this test session (shared by the tests that need no vhost of their own)."""
     with new_vhost() as url:
         yield url
 
 
 @contextmanager
 def new_vhost() -> Iterator[str]:
-    """The AMQP URL of a vhost made for the block, deleted afterwards (for fixtures of any scope)."""
+    """The AMQP URL of a vhost no one used before, for the block (fixtures of any scope); deleted
+    with its batch once the block is over."""
     _reachable()
     name = VHOSTS.take()
     try:
