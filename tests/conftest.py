@@ -68,11 +68,18 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+def rabbitmqctl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", "-q", *args], input=stdin, capture_output=True, text=True, timeout=60)
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+def _reachable() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        unavailable("RabbitMQ is not listening on localhost:5672")
 
 
 class Vhosts:
@@ -109,19 +116,14 @@ class Vhosts:
 
     @staticmethod
     def _make(count: int) -> list[str]:
+        _reachable()
         names = [f"tasuki-test-{uuid.uuid4().hex[:8]}" for _ in range(count)]
         everything = {"configure": ".*", "write": ".*", "read": ".*"}
         definitions = {
             "vhosts": [{"name": name} for name in names],
             "permissions": [{"user": "guest", "vhost": name, **everything} for name in names],
         }
-        made = subprocess.run(
-            ["rabbitmqctl", "-q", "import_definitions"],
-            input=json.dumps(definitions),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        made = rabbitmqctl("import_definitions", stdin=json.dumps(definitions))
         if made.returncode != 0:
             unavailable(f"cannot create RabbitMQ vhosts: {made.stderr.strip() or made.stdout.strip()}")
         return names
@@ -144,13 +146,6 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     VHOSTS.close()
 
 
-def _reachable() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError:
-        unavailable("RabbitMQ is not listening on localhost:5672")
-
-
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[str]:
     """The AMQP URL of a vhost for this test session (shared by the tests that need no vhost of their own)."""
@@ -162,7 +157,6 @@ def rabbitmq() -> Iterator[str]:
 def new_vhost() -> Iterator[str]:
     """The AMQP URL of a vhost no one used before, for the block (fixtures of any scope); deleted
     with its batch once the block is over."""
-    _reachable()
     name = VHOSTS.take()
     try:
         yield f"amqp://guest:guest@localhost:5672/{name}"
