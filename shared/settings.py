@@ -210,6 +210,19 @@ class Settings(BaseModel):
             raise ValueError("expected a service-account email like tasuki-push@PROJECT.iam.gserviceaccount.com")
         return email
 
+    @field_validator("bitbucket_api_url", "github_api_url", "gitlab_api_url")
+    @classmethod
+    def _an_api(cls, url: str) -> str:
+        """A host's API root, told at start rather than by every commit status failing later."""
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(
+                "expected the API's root as an http:// or https:// URL, such as https://ghe.example.com/api/v3"
+            )
+        return url
+
     @field_validator("push_oidc_certs_url")
     @classmethod
     def _certificates_over_https(cls, url: str) -> str:

@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from tasuki.shared.errors import ConfigError
@@ -27,3 +30,41 @@ def test_the_push_key_is_generated_once_and_shared(tmp_path):
     b = Settings(data_dir=tmp_path).signing_key()
     assert a == b and len(a) > 30
     assert Settings(data_dir=tmp_path, push_key="explicit").signing_key() == "explicit"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented_settings() -> set[str]:
+    """The variables the README's Configuration table names (`_NAME` short for `TASUKI_NAME`)."""
+    table = README.read_text().split("\n## Configuration\n", 1)[1].split("\n\n", 2)[1]
+    names = set()
+    for row in table.splitlines()[2:]:
+        first_cell = row.split("|")[1]
+        names.update("TASUKI" + suffix for suffix in re.findall(r"`(?:TASUKI)?(_[A-Z0-9_]+)`", first_cell))
+    return names
+
+
+def test_the_readme_configuration_table_names_every_setting_and_no_other():
+    assert documented_settings() == set(Settings.variables())
+
+
+@pytest.mark.parametrize("host", ["BITBUCKET", "GITHUB", "GITLAB"])
+@pytest.mark.parametrize("url", ["ghe.example.com/api/v3", "ftp://ghe.example.com/", "https://", "https://h/api?x=1"])
+def test_a_host_api_url_that_is_not_an_http_url_is_refused_at_start(host, url):
+    with pytest.raises(
+        ConfigError, match=rf"TASUKI_{host}_API_URL: expected the API's root as an http:// or https:// URL"
+    ):
+        Settings.from_env({f"TASUKI_{host}_API_URL": url})
+
+
+def test_a_host_api_url_may_be_https_or_http():
+    s = Settings.from_env(
+        {
+            "TASUKI_GITHUB_API_URL": "https://ghe.example.com/api/v3",
+            "TASUKI_GITLAB_API_URL": "http://127.0.0.1:9/api/v4",
+        }
+    )
+    assert s.api_url("github") == "https://ghe.example.com/api/v3"
+    assert s.api_url("gitlab") == "http://127.0.0.1:9/api/v4"
+    assert s.api_url("bitbucket") == ""
