@@ -108,9 +108,10 @@ class Repositories:
         self.schemes = tuple(schemes)
 
     def find(self, full_name: str) -> tuple[str, RepositoryConfig] | None:
-        """The registered name and entry of a repository, its name compared normalised."""
-        stored = self.store.list_repositories().items() if self.store is not None else ()
-        return find_in([*self.file.repositories.items(), *stored], full_name)
+        """The registered name and entry of a repository, its name compared normalised (one
+        registered at run time first: it wins over the file's entry of the same name)."""
+        stored = self.store.find_repository(full_name) if self.store is not None else None
+        return stored or find_in(self.file.repositories.items(), full_name)
 
     def get(self, full_name: str) -> RepositoryConfig | None:
         found = self.find(full_name)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tasuki.shared.errors import StoreError
+from tasuki.shared.registry import normalise
 from tasuki.shared.store import sealed
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -55,6 +56,12 @@ class Migration:
         shared = self.sql.format_map(TYPES[dialect])
         own = self.sqlite if dialect == "sqlite" else self.postgresql
         return [s.strip() for s in (*shared.split(";"), *own.split(";")) if s.strip()]
+
+
+def key_repository_names(tx: Any, _key: sealed.Key) -> None:
+    """Migration 11: each registered repository's name as lookups compare it."""
+    for (full_name,) in tx.execute("SELECT full_name FROM repositories").fetchall():
+        tx.execute("UPDATE repositories SET name_key = ? WHERE full_name = ?", (normalise(full_name), full_name))
 
 
 MIGRATIONS: list[Migration] = [
@@ -240,7 +247,17 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        "registered repositories found by their normalised name (no surrounding spaces or slashes, "
+        "case folded), one row read instead of every repository opened, at each push a function handles",
+        sql="""
+        ALTER TABLE repositories ADD COLUMN name_key {text} NOT NULL DEFAULT '';
+        CREATE INDEX repositories_by_name_key ON repositories (name_key)
+        """,
+        rewrite=key_repository_names,
+    ),
 ]
+
 
 LATEST = len(MIGRATIONS)
 

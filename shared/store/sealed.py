@@ -54,7 +54,7 @@ def open_json(key: Key, text: str) -> dict[str, Any]:
 
 
 def seal_stored_repositories(tx: Any, key: Key) -> None:
-    """Migration 8: the repositories' secrets an older Tasuki stored in plain text, sealed."""
+    """Migration 9: the repositories' secrets an older Tasuki stored in plain text, sealed."""
     for full_name, record in tx.execute("SELECT full_name, record FROM repositories").fetchall():
         sealed = seal_json(key, json.loads(record))
         if sealed != record:

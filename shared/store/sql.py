@@ -28,7 +28,7 @@ from tasuki.shared import schedules
 from tasuki.shared.errors import StoreError
 from tasuki.shared.messages import RUN_FINAL, utcnow
 from tasuki.shared.recipes import Rule
-from tasuki.shared.registry import RepositoryConfig
+from tasuki.shared.registry import RepositoryConfig, normalise
 from tasuki.shared.store import sealed
 from tasuki.shared.store.records import JobRecord, OutboxEntry, Position, Pruned, RulesSync, RunRecord, Step, stamp
 from tasuki.shared.store.schema import LATEST
@@ -450,14 +450,23 @@ class SQLStore:
 
     def put_repository(self, full_name: str, config: RepositoryConfig) -> None:
         self._write(
-            "INSERT INTO repositories (full_name, record) VALUES (?, ?)"
+            "INSERT INTO repositories (full_name, name_key, record) VALUES (?, ?, ?)"
             " ON CONFLICT (full_name) DO UPDATE SET record = excluded.record",
-            (full_name, sealed.seal_json(self._key, config.model_dump())),
+            (full_name, normalise(full_name), sealed.seal_json(self._key, config.model_dump())),
         )
 
     def get_repository(self, full_name: str) -> RepositoryConfig | None:
         rows = self._query("SELECT record FROM repositories WHERE full_name = ?", (full_name,))
         return self._repository(rows[0][0]) if rows else None
+
+    def find_repository(self, full_name: str) -> tuple[str, RepositoryConfig] | None:
+        rows = self._query(
+            "SELECT full_name, record FROM repositories WHERE name_key = ? ORDER BY full_name", (normalise(full_name),)
+        )
+        if not rows:
+            return None
+        name, record = rows[-1]  # (two that normalise alike are refused; an older store's last wins, as in a list)
+        return name, self._repository(record)
 
     def list_repositories(self) -> dict[str, RepositoryConfig]:
         rows = self._query("SELECT full_name, record FROM repositories ORDER BY full_name")

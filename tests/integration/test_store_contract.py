@@ -25,7 +25,7 @@ from tasuki.shared.messages import Event, Ref, Repository, utcnow
 from tasuki.shared.recipes import Rule
 from tasuki.shared.registry import RepositoryConfig
 from tasuki.shared.settings import Settings
-from tasuki.shared.store import LATEST, AttemptRecord, JobRecord, OutboxEntry, RunRecord, Store, new_store
+from tasuki.shared.store import LATEST, AttemptRecord, JobRecord, OutboxEntry, RunRecord, Store, new_store, sealed
 from tasuki.shared.store.records import stamp
 from tasuki.shared.store.sql import NOTE_CHARS
 from tasuki.shared.store.sqlite import SQLiteStore
@@ -508,6 +508,17 @@ def test_repositories_are_put_replaced_listed_by_name_and_deleted(store):
     assert list(store.list_repositories()) == ["acme/web"]
 
 
+def test_a_repository_is_found_by_its_name_compared_normalised(store):
+    api = RepositoryConfig(clone_url="https://example.com/api.git", secret="s1")
+    store.put_repository("Acme/Api", api)
+    store.put_repository("acme/web", RepositoryConfig(clone_url="https://example.com/web.git"))
+    for spelling in ("Acme/Api", "acme/api", " ACME/API/ ", "/acme/api"):
+        assert store.find_repository(spelling) == ("Acme/Api", api)
+    assert store.find_repository("acme/ap") is None and store.find_repository("acme") is None
+    assert store.find_repository("acme/api/x") is None and store.find_repository("") is None
+    assert store.delete_repository("Acme/Api") and store.find_repository("acme/api") is None
+
+
 def test_secrets_are_set_replaced_listed_by_name_read_by_scope_and_deleted(store):
     store.put_secret("acme/api", "TOKEN", "cipher-1")
     store.put_secret("acme/api", "TOKEN", "cipher-2")  # replaced
@@ -677,9 +688,11 @@ def write_at_version(store, version: int) -> None:
             )
         if version >= 6:
             tx.execute("INSERT INTO ended_sessions (id, expires) VALUES (?, ?)", ("signed-out", stamp(SESSION_EXPIRES)))
-    if version >= 9:
-        store.put_repository(
-            "acme/api", RepositoryConfig(clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN)
+    if version >= 9:  # sealed, as that Tasuki wrote it (without the lookup key of migration 11)
+        config = RepositoryConfig(clone_url="https://example.com/api.git", secret=OLD_SECRET, token=OLD_TOKEN)
+        store._write(
+            "INSERT INTO repositories (full_name, record) VALUES (?, ?)",
+            ("acme/api", sealed.seal_json(store._key, config.model_dump())),
         )
 
 
@@ -716,6 +729,8 @@ def test_this_tasuki_opens_a_store_made_by_an_older_one_and_reads_its_records(ma
         assert (config.secret, config.token) == (OLD_SECRET, OLD_TOKEN)
         [(record,)] = store._query("SELECT record FROM repositories")
         assert OLD_SECRET not in record and OLD_TOKEN not in record and "sealed:" in record
+        # (and it is found by its name as lookups compare it, whatever the spelling)
+        assert store.find_repository(" ACME/Api/") == ("acme/api", config)
     assert store.session_ended("signed-out") == (version >= 6)
     # and what the old records lacked works on them: places, retention (by finish time, by when
     # a delivery was seen)

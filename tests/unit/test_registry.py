@@ -9,7 +9,7 @@ from tasuki.shared import cloneurls
 from tasuki.shared.errors import ActionError, CheckoutFailed, ConfigError
 from tasuki.shared.messages import Event, Ref, Repository
 from tasuki.shared.recipes import Rule
-from tasuki.shared.registry import Registry, Repositories, RepositoryConfig, load_registry, normalise
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig, find_in, load_registry, normalise
 from tasuki.shared.settings import Settings
 
 ALL = cloneurls.SCHEMES
@@ -23,6 +23,9 @@ class Stored:
 
     def list_repositories(self):
         return dict(self.configs)
+
+    def find_repository(self, full_name):
+        return find_in(self.configs.items(), full_name)
 
     def put_repository(self, name, config):
         self.configs[name] = config

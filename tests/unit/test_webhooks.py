@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tasuki.shared import codec, webhooks
 from tasuki.shared.errors import WebhookError
 from tasuki.shared.messages import Event
-from tasuki.shared.registry import Registry, Repositories, RepositoryConfig
+from tasuki.shared.registry import Registry, Repositories, RepositoryConfig, find_in
 from tests.deliveries import EVENT_HEADERS, FIXTURES, fixture, fixture_body, headers
 from tests.strategies import event_names, header_names, json_values, paths, replaced
 
@@ -169,6 +169,9 @@ class Stored:
 
     def list_repositories(self):
         return dict(self.configs)
+
+    def find_repository(self, full_name):
+        return find_in(self.configs.items(), full_name)
 
 
 def test_a_registry_over_several_places_is_searched_without_case_too():
