@@ -16,6 +16,11 @@ PostgreSQL as `bench_e2e` finds or starts it):
   printed to the line being readable through the log API (GET /api/runs/RUN/jobs/JOB/log), polled
   every 10 ms while the job still runs (its log not done). /proc/uptime has 10 ms steps: the
   figures may be up to 10 ms high.
+
+And once, the floor under any of that: the CPU of one push, the bridge's and a function's that
+only answers 204 (served as `tasuki local` serves the functions), one message at a time as a run
+sends them (`floor`). Pushes per run times this is what the push flow costs before any function
+does its work.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pika
 import requests
 
 from tasuki.shared import topics
@@ -341,6 +349,109 @@ def _measure(tmp: Path, store: str, database: Callable[[], str]) -> dict:
     return results if baseline else results["this"]
 
 
+# -- the floor: what a push costs when the function does nothing -----------------------------------
+
+FLOOR_FUNCTION = """
+import os
+import functions_framework
+
+SEEN = os.open(os.environ["BENCH_FLOOR_SEEN"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+@functions_framework.http
+def floor(request):
+    request.get_data()
+    if request.path == "/":  # not the bridge's clock (its ticks go to /tick)
+        os.write(SEEN, b".")
+    return "", 204
+"""
+# Served as `tasuki functions` serves the functions: functions-framework's app on waitress.
+FLOOR_SERVER = (
+    "import sys, waitress; from tasuki.local.cli.serving import app; "
+    "waitress.serve(app('floor', sys.argv[1]), listen=sys.argv[2], threads=16, asyncore_use_poll=True, _quiet=True)"
+)
+
+
+def floor(tmp: Path) -> dict:
+    """CPU per push of the bridge and of a function that only answers 204, served as in
+    `tasuki local`, one message at a time as a one-job run sends them: each message published
+    once the last one reached the function. What any push of a run costs before its function
+    does any work; `ROUNDS` * 10 pushes."""
+    from tests.conftest import free_port
+    from tests.harness import TASUKI
+
+    vhost = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp_url = f"amqp://guest:guest@localhost:5672/{vhost}"
+    source, seen, port = tmp / "floor.py", tmp / "seen", free_port()
+    source.write_text(FLOOR_FUNCTION)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
+    env.update(
+        BENCH_FLOOR_SEEN=str(seen),
+        TASUKI_AMQP_URL=amqp_url,
+        TASUKI_DATA_DIR=str(tmp / "data"),
+        TASUKI_ROUTER_URL=f"http://127.0.0.1:{port}/",
+        TASUKI_DISPATCHER_URL=f"http://127.0.0.1:{port}/tick",
+        TASUKI_LOG_LEVEL="WARNING",
+    )
+    function = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_SERVER, str(source), f"127.0.0.1:{port}"], env=env, start_new_session=True
+    )
+    bridge = subprocess.Popen([str(TASUKI), "bridge"], env=env, start_new_session=True)
+    connection = connect(amqp_url)
+    try:
+        channel = connection.channel()
+
+        def one(n: int) -> None:
+            channel.basic_publish(
+                topics.EVENTS,
+                "bench.floor",
+                b"\x85" + b"x" * 200,
+                pika.BasicProperties(delivery_mode=2, message_id=f"floor-{n}", type="bench.floor"),
+            )
+            deadline = time.monotonic() + 60
+            while not seen.exists() or seen.stat().st_size < n:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"push {n} never reached the function")
+                time.sleep(0.001)
+
+        deadline = time.monotonic() + 60
+        while True:  # until the bridge has declared the topology
+            try:
+                channel.exchange_declare(topics.EVENTS, passive=True)
+                break
+            except pika.exceptions.ChannelClosedByBroker:
+                if time.monotonic() > deadline:
+                    raise
+                channel = connection.channel()
+                time.sleep(0.2)
+        time.sleep(1)  # and consumes
+        for n in range(1, 21):  # both warm
+            one(n)
+        pushes = ROUNDS * 10
+        time.sleep(0.5)  # the last ack through
+        before = {"bridge": _stat(bridge.pid), "function": _stat(function.pid)}
+        for n in range(21, 21 + pushes):
+            one(n)
+        time.sleep(0.5)
+        after = {"bridge": _stat(bridge.pid), "function": _stat(function.pid)}
+    finally:
+        connection.close()
+        for proc in (bridge, function):
+            proc.terminate()
+            proc.wait(30)
+        _rabbitmqctl("delete_vhost", vhost)
+    per_push = {name: round((after[name][2] - before[name][2]) / pushes * 1000, 2) for name in before}
+    figures = {"pushes": pushes, "cpu_ms_per_push": per_push, "cpu_ms_per_push_total": round(sum(per_push.values()), 2)}
+    print(
+        f"floor: a push through the bridge to a function that only answers 204, one at a time: "
+        f"{figures['cpu_ms_per_push_total']} ms of CPU {per_push} ({pushes} pushes)",
+        flush=True,
+    )
+    return figures
+
+
 def main() -> dict:
     from tests.conftest import free_port
     from tests.postgres import Cluster, Unavailable
@@ -368,6 +479,8 @@ def main() -> dict:
             assert cluster is not None
             return lambda: cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}")
 
+        with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp:
+            results["floor"] = floor(Path(tmp))
         for store in [s for s in ("sqlite", "postgresql") if s in stores]:
             with tempfile.TemporaryDirectory(prefix="tasuki-bench-") as tmp:
                 results[store] = _measure(Path(tmp), store, database(store))
