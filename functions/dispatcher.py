@@ -110,20 +110,18 @@ def dispatcher(request):
 
 def addressed(rt: Runtime, message: Message) -> Message:
     """A work order completed with where to clone from (the registry's clone URL, never one an
-    event names: `Repositories.checkout_url`) and the registry's clone credentials, sealed for the
+    event names: `Repositories.checkout`) and the registry's clone credentials, sealed for the
     executor alone (none for a fork's pull request: `approval.credentials_for`). `CheckoutFailed` says why a repository cannot be cloned (not registered, a
     clone URL scheme not allowed)."""
     if not isinstance(message, WorkOrder):
         return message
     name = message.event.repository.full_name
-    clone_url = rt.registry.checkout_url(name)
-    config = rt.registry.get(name)
+    config = rt.registry.checkout(name)
     credentials = approval.credentials_for(
-        message.event,
-        config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True) if config else {},
+        message.event, config.model_dump(include={"token", "username", "app_password"}, exclude_defaults=True)
     )
     update = {
-        "clone_url": clone_url,
+        "clone_url": config.clone_url,
         "credentials": sealing.seal_json(rt.order_key, credentials) if credentials else None,
     }
     if isinstance(message, JobOrder):

@@ -13,7 +13,7 @@ registered on the web page or through the API (kept in the store):
 Names are compared normalised (`normalise`: no surrounding spaces or slashes, any case), as the
 hosts treat them, so that `ACME/api`, `acme/api ` and `acme/api/` are all `acme/api` and meet its
 secret; two registered names that normalise alike are refused. The clone URL of a checkout always
-comes from here (`Repositories.checkout_url`), never from a webhook's payload: a repository that
+comes from here (`Repositories.checkout`), never from a webhook's payload: a repository that
 is not registered is never cloned. The dispatcher reads it to address work orders (clone URL,
 sealed clone credentials); executors never read it.
 """
@@ -117,9 +117,10 @@ class Repositories:
         found = self.find(full_name)
         return found[1] if found else None
 
-    def checkout_url(self, full_name: str) -> str:
-        """Where a checkout of the repository clones from: its registered clone URL (never one a
-        payload names), if its scheme is allowed. `CheckoutFailed` says what to do otherwise."""
+    def checkout(self, full_name: str) -> RepositoryConfig:
+        """The entry of a repository to check out: its registered clone URL (never one a payload
+        names) is where a checkout clones from, its scheme allowed. `CheckoutFailed` says what to
+        do otherwise."""
         found = self.find(full_name)
         if found is None or not found[1].clone_url:
             what = "is not registered" if found is None else "is registered without a clone URL"
@@ -131,7 +132,7 @@ class Repositories:
         wrong = cloneurls.problem(config.clone_url, self.schemes)
         if wrong:
             raise CheckoutFailed(f"{name}: not cloned: {wrong}")
-        return config.clone_url
+        return config
 
     def all(self) -> dict[str, tuple[RepositoryConfig, str]]:
         """Every repository with where it is registered ("file" or "store")."""

@@ -198,15 +198,15 @@ def test_a_checkout_clones_from_the_registry_only():
         ),
         Stored(),
     )
-    assert registry.checkout_url("ACME/api/") == "https://bitbucket.org/acme/api.git"
+    assert registry.checkout("ACME/api/").clone_url == "https://bitbucket.org/acme/api.git"
     for name, says in (
         ("acme/unknown", "acme/unknown is not registered"),
         ("acme/nourl", "registered without a clone URL"),
         ("acme/local", "file clone URLs are not allowed"),
     ):
         with pytest.raises(CheckoutFailed, match=says):
-            registry.checkout_url(name)
-    assert Repositories(registry.file, None, ("https", "file")).checkout_url("acme/local") == "/srv/git/local.git"
+            registry.checkout(name)
+    assert Repositories(registry.file, None, ("https", "file")).checkout("acme/local").clone_url == "/srv/git/local.git"
 
 
 def test_rules_match_repositories_compared_as_the_registry_compares_them():
