@@ -258,7 +258,6 @@ MIGRATIONS: list[Migration] = [
     ),
 ]
 
-
 LATEST = len(MIGRATIONS)
 
 
