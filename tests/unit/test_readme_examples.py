@@ -1,14 +1,17 @@
-"""The README's YAML examples are what Tasuki accepts: every flow file, rules file and registry
-shown there is read without a complaint (a newcomer copies them first)."""
+"""The README's examples are what Tasuki accepts: every flow file, rules file and registry shown
+there is read without a complaint, and every command line of its shell examples is one the
+`tasuki` command takes (a newcomer copies them first)."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tasuki.local.cli.commands import parser
 from tasuki.shared import flowfile
 from tasuki.shared.recipes import load_rules
 from tasuki.shared.registry import load_registry
@@ -55,3 +58,22 @@ def test_every_registry_example_loads(tmp_path, line, block):
     path = tmp_path / "repositories.yml"
     path.write_text(block)
     assert load_registry(path).repositories
+
+
+def command_lines() -> list[str]:
+    """The arguments of each `.venv/bin/tasuki` line of the shell examples (comments and
+    redirections left out)."""
+    lines = re.findall(r"^\.venv/bin/tasuki ([^#<>\n]*)", README.read_text(), re.M)
+    return [line.strip() for line in lines]
+
+
+def test_the_readme_has_the_command_lines_these_tests_read():
+    assert len(command_lines()) >= 15
+
+
+@pytest.mark.parametrize("line", command_lines())
+def test_every_command_line_of_the_readme_is_one_tasuki_takes(line, capsys):
+    try:
+        parser().parse_args(shlex.split(line))
+    except SystemExit:
+        pytest.fail(f"tasuki {line}: {capsys.readouterr().err.strip()}")
