@@ -49,6 +49,27 @@ def test_the_readme_configuration_table_names_every_setting_and_no_other():
     assert documented_settings() == set(Settings.variables())
 
 
+def test_the_readme_configuration_table_gives_each_setting_its_default():
+    """Where a setting's default is a value (not empty: then the table says what stands in),
+    its row starts its default with that value; a row of several names lists their defaults in
+    the same order."""
+    table = README.read_text().split("\n## Configuration\n", 1)[1].split("\n\n", 2)[1]
+    checked = 0
+    for row in table.splitlines()[2:]:
+        names, defaults = (cell.strip() for cell in row.split("|")[1:3])
+        variables = re.findall(r"`(?:TASUKI)?_([A-Z0-9_]+)`", names)
+        given = [d.strip() for d in defaults.split(",")] if len(variables) > 1 else [defaults]
+        for variable, text in zip(variables, given, strict=False):
+            default = Settings.model_fields[variable.lower()].default
+            if default in ("", None):
+                continue
+            expected = str(default).lower() if isinstance(default, bool) else str(default)
+            shown = re.match(r"`?([^` ]+)", text)
+            assert shown is not None and shown.group(1) in (expected, expected.removesuffix(".0")), (variable, text)
+            checked += 1
+    assert checked >= 30
+
+
 @pytest.mark.parametrize("host", ["BITBUCKET", "GITHUB", "GITLAB"])
 @pytest.mark.parametrize("url", ["ghe.example.com/api/v3", "ftp://ghe.example.com/", "https://", "https://h/api?x=1"])
 def test_a_host_api_url_that_is_not_an_http_url_is_refused_at_start(host, url):
