@@ -44,6 +44,7 @@ import requests
 from tasuki.shared import topics
 from tasuki.shared.broker import connect
 from tasuki.shared.messages import RUN_FINAL
+from tests.bench import vhost
 from tests.bench.bench_e2e import _percentile, _rabbitmqctl
 from tests.conftest import bitbucket_push, git, write_files
 from tests.harness import LocalTasuki
@@ -377,13 +378,14 @@ def floor(tmp: Path) -> dict:
     `tasuki local`, one message at a time as a one-job run sends them: each message published
     once the last one reached the function. What any push of a run costs before its function
     does any work; `ROUNDS` * 10 pushes."""
+    with vhost("control (floor)") as amqp_url:
+        return _floor(tmp, amqp_url)
+
+
+def _floor(tmp: Path, amqp_url: str) -> dict:
     from tests.conftest import free_port
     from tests.harness import TASUKI
 
-    vhost = f"tasuki-bench-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    amqp_url = f"amqp://guest:guest@localhost:5672/{vhost}"
     source, seen, port = tmp / "floor.py", tmp / "seen", free_port()
     source.write_text(FLOOR_FUNCTION)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASUKI_")}
@@ -441,7 +443,6 @@ def floor(tmp: Path) -> dict:
         for proc in (bridge, function):
             proc.terminate()
             proc.wait(30)
-        _rabbitmqctl("delete_vhost", vhost)
     per_push = {name: round((after[name][2] - before[name][2]) / pushes * 1000, 2) for name in before}
     figures = {"pushes": pushes, "cpu_ms_per_push": per_push, "cpu_ms_per_push_total": round(sum(per_push.values()), 2)}
     print(

@@ -35,29 +35,27 @@ def test_the_push_key_is_generated_once_and_shared(tmp_path):
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def documented_settings() -> set[str]:
-    """The variables the README's Configuration table names (`_NAME` short for `TASUKI_NAME`)."""
+def configuration_rows() -> list[tuple[list[str], str]]:
+    """The README's Configuration table: each row's setting names (`TASUKI_` left out; `_NAME` in
+    the table is short for `TASUKI_NAME`) and its default cell."""
     table = README.read_text().split("\n## Configuration\n", 1)[1].split("\n\n", 2)[1]
-    names = set()
+    rows = []
     for row in table.splitlines()[2:]:
-        first_cell = row.split("|")[1]
-        names.update("TASUKI" + suffix for suffix in re.findall(r"`(?:TASUKI)?(_[A-Z0-9_]+)`", first_cell))
-    return names
+        names, default = (cell.strip() for cell in row.split("|")[1:3])
+        rows.append((re.findall(r"`(?:TASUKI)?_([A-Z0-9_]+)`", names), default))
+    return rows
 
 
 def test_the_readme_configuration_table_names_every_setting_and_no_other():
-    assert documented_settings() == set(Settings.variables())
+    assert {f"TASUKI_{name}" for names, _ in configuration_rows() for name in names} == set(Settings.variables())
 
 
 def test_the_readme_configuration_table_gives_each_setting_its_default():
     """Where a setting's default is a value (not empty: then the table says what stands in),
     its row starts its default with that value; a row of several names lists their defaults in
     the same order."""
-    table = README.read_text().split("\n## Configuration\n", 1)[1].split("\n\n", 2)[1]
     checked = 0
-    for row in table.splitlines()[2:]:
-        names, defaults = (cell.strip() for cell in row.split("|")[1:3])
-        variables = re.findall(r"`(?:TASUKI)?_([A-Z0-9_]+)`", names)
+    for variables, defaults in configuration_rows():
         given = [d.strip() for d in defaults.split(",")] if len(variables) > 1 else [defaults]
         for variable, text in zip(variables, given, strict=False):
             default = Settings.model_fields[variable.lower()].default
